@@ -1,0 +1,49 @@
+"""Stage 2, agreement: is this message one we have agreed to receive?
+
+The ebXML header must name us as the receiving party, a partner we have an
+agreement with (HER-id + CPAId) as the sender, and a Service/Action that agreement
+allows. A MessageId we already accepted with other content is refused too: an id is
+a promise that the content is the same.
+"""
+
+from __future__ import annotations
+
+from daemon.domain import Layer, Problem
+from daemon.pipeline import Context, Work
+
+_HEADER = "/SOAP:Envelope/SOAP:Header/eb:MessageHeader"
+
+
+def check_agreement(work: Work, ctx: Context) -> Work:
+    header = work.header
+    party = ctx.settings.party
+    problems = []
+    if header.to_party.party_id != party.her_id:
+        text = (
+            f"meldingen er adressert til {header.to_party.party_id}, ikke til oss ({party.her_id})"
+        )
+        problems.append(Problem(Layer.AGREEMENT, "E21", text, f"{_HEADER}/eb:To/eb:PartyId"))
+    partner = ctx.registry.partner(header.from_party.party_id, header.cpa_id)
+    if partner is None:
+        text = (
+            f"ingen samarbeidsavtale (CPA) {header.cpa_id!r} med avsender "
+            f"HER {header.from_party.party_id}"
+        )
+        problems.append(Problem(Layer.AGREEMENT, "E10", text, f"{_HEADER}/eb:CPAId"))
+    elif not partner.allows(header.service, header.action):
+        text = f"avtalen tillater ikke Service/Action {header.service}/{header.action}"
+        problems.append(Problem(Layer.AGREEMENT, "E10", text, f"{_HEADER}/eb:Action"))
+    return work.failed(*problems) if problems else work
+
+
+def check_history(work: Work, ctx: Context) -> Work:
+    """Same ebXML MessageId as an accepted earlier message, but other bytes."""
+    earlier = ctx.history.accepted_hash(work.header.message_id)
+    if earlier is not None and earlier != work.content_hash:
+        text = (
+            f"MessageId {work.header.message_id} er allerede mottatt med et annet innhold; "
+            "en ny melding må ha en ny MessageId"
+        )
+        where = f"{_HEADER}/eb:MessageData/eb:MessageId"
+        return work.failed(Problem(Layer.LEDGER, "E10", text, where))
+    return work

@@ -1,0 +1,236 @@
+"""`kravmottak [--config PATH] COMMAND` — one CLI for operators and testers."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from daemon import config, files, keys, logs, registry
+from daemon.config import ConfigError, Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return config.load(config.config_path(args.config))
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    root = Path(args.dir).resolve()
+    cfg = root / "kravmottak.toml"
+    if cfg.exists() and not args.force:
+        print(f"{cfg} exists already (use --force to overwrite)", file=sys.stderr)
+        return 1
+    root.mkdir(parents=True, exist_ok=True)
+    cfg.write_text(config.sandbox_config_text(args.her_id), encoding="utf-8")
+    settings = config.load(cfg)
+    files.ensure_folders(settings.paths)
+    from daemon.ledger import SqliteLedger
+
+    SqliteLedger(settings.paths.ledger).close()
+    for path, empty in (
+        (settings.paths.partners, "partner"),
+        (settings.paths.institutions, "institution"),
+    ):
+        if not path.exists():
+            path.write_text(f"# {empty} entries: see `kravmottak {empty} add --help`\n")
+    keys.generate(
+        settings.paths.private_key,
+        settings.paths.certificate,
+        her_id=settings.party.her_id,
+        orgnr=settings.party.orgnr,
+        name=settings.party.name,
+    )
+    print(cfg)
+    return 0
+
+
+def cmd_partner_add(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    cert = str(Path(args.certificate).resolve()) if args.certificate else None
+    partner = registry.Partner(
+        her_id=args.her_id,
+        cpa_id=args.cpa_id,
+        orgnr=args.orgnr,
+        name=args.name,
+        certificate=cert,
+        require_signature=args.require_signature,
+        encrypt=args.encrypt,
+    )
+    registry.upsert_partner(settings.paths.partners, partner)
+    print(f"partner HER {partner.her_id} / CPA {partner.cpa_id} saved in {settings.paths.partners}")
+    return 0
+
+
+def cmd_partner_list(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    rows = [("HER", "CPA", "ORGNR", "NAME", "SIGN", "ENCRYPT", "CERTIFICATE")]
+    for p in registry.load_partners(settings.paths.partners):
+        cert = "-"
+        if p.certificate:
+            path = Path(p.certificate)
+            cert = keys.describe(path) if path.exists() else f"missing: {path}"
+        rows.append(
+            (
+                p.her_id,
+                p.cpa_id,
+                p.orgnr or "-",
+                p.name or "-",
+                "yes" if p.require_signature else "no",
+                "yes" if p.encrypt else "no",
+                cert,
+            )
+        )
+    _table(rows)
+    return 0
+
+
+def cmd_institution_add(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    inst = registry.Institution(args.orgnr, args.name, args.rhf, tuple(args.kind or ["hf"]))
+    registry.upsert_institution(settings.paths.institutions, inst)
+    print(f"institution {inst.orgnr} saved in {settings.paths.institutions}")
+    return 0
+
+
+def cmd_institution_list(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    rows = [("ORGNR", "NAME", "RHF", "KINDS")]
+    for i in registry.load_institutions(settings.paths.institutions):
+        rows.append((i.orgnr, i.name, i.rhf, ",".join(i.kinds)))
+    _table(rows)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from daemon import service
+
+    settings = _settings(args)
+    logs.configure(settings.log_level)
+    return service.run(settings)
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from daemon import service
+
+    settings = _settings(args)
+    logs.configure(settings.log_level)
+    intake = service.build(settings)
+    try:
+        recovered = intake.recover()
+        handled = intake.drain()
+    finally:
+        intake.ledger.close()
+    print(f"recovered {recovered}, processed {handled}", file=sys.stderr)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from daemon.checkfile import check_file
+
+    settings = _settings(args)
+    problems = check_file(Path(args.file), settings)
+    for p in problems:
+        print(f"{p.code} {p.where()}: {p.text}")
+    if problems:
+        print(f"{len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print("valid")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from daemon.ledger import SqliteLedger
+
+    settings = _settings(args)
+    ledger = SqliteLedger(settings.paths.ledger)
+    try:
+        counts = ledger.counts()
+        oldest = ledger.oldest_unanswered()
+    finally:
+        ledger.close()
+    inbox, settling = files.scan(settings.paths.inbox, settings.intake)
+    work = [p for p in settings.paths.work.iterdir()] if settings.paths.work.exists() else []
+    rows = [("WHAT", "COUNT")]
+    rows.append(("inbox (received, ready)", str(len(inbox))))
+    rows.append(("inbox (still being written)", str(settling)))
+    rows.append(("work (claimed, in hand)", str(len(work))))
+    for key in ("claimed", "answered", "quarantined", "duplicates", "messages"):
+        rows.append((f"ledger {key}", str(counts[key])))
+    rows.append(("oldest unanswered", oldest or "-"))
+    _table(rows)
+    return 0
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kravmottak", description=__doc__)
+    p.add_argument(
+        "--config",
+        help=f"config file (default: ${config.CONFIG_ENV}, then {config.DEFAULT_CONFIG})",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    init = sub.add_parser("init", help="create a self-contained sandbox in DIR")
+    init.add_argument("dir")
+    init.add_argument("--her-id", default="79768", help="our own HER-id (default 79768)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing config")
+    init.set_defaults(func=cmd_init)
+
+    partner = sub.add_parser("partner", help="partner agreements").add_subparsers(
+        dest="action", required=True
+    )
+    add = partner.add_parser("add", help="add or replace a partner agreement")
+    add.add_argument("--her-id", required=True)
+    add.add_argument("--cpa-id", required=True)
+    add.add_argument("--orgnr")
+    add.add_argument("--name")
+    add.add_argument("--certificate", help="the partner's signing certificate (PEM)")
+    add.add_argument("--require-signature", action=argparse.BooleanOptionalAction, default=True)
+    add.add_argument("--encrypt", action=argparse.BooleanOptionalAction, default=False)
+    add.set_defaults(func=cmd_partner_add)
+    partner.add_parser("list", help="list partner agreements").set_defaults(func=cmd_partner_list)
+
+    inst = sub.add_parser("institution", help="the institution registry").add_subparsers(
+        dest="action", required=True
+    )
+    iadd = inst.add_parser("add", help="add or replace an institution")
+    iadd.add_argument("--orgnr", required=True)
+    iadd.add_argument("--name", required=True)
+    iadd.add_argument("--rhf", required=True, help="the regional health authority it belongs to")
+    iadd.add_argument(
+        "--kind", action="append", choices=registry.INSTITUTION_KINDS, help="repeat for several"
+    )
+    iadd.set_defaults(func=cmd_institution_add)
+    inst.add_parser("list", help="list institutions").set_defaults(func=cmd_institution_list)
+
+    sub.add_parser("run", help="run the daemon (polls the inbox)").set_defaults(func=cmd_run)
+    sub.add_parser("process", help="handle the inbox once, then exit").set_defaults(
+        func=cmd_process
+    )
+    val = sub.add_parser("validate", help="check one message file; print every problem")
+    val.add_argument("file")
+    val.set_defaults(func=cmd_validate)
+    sub.add_parser("status", help="counts per state, oldest unanswered").set_defaults(
+        func=cmd_status
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"kravmottak: configuration error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,161 @@
+"""Settings: parsed once, at the edge, into a frozen object.
+
+The config file is TOML. Relative paths are resolved against the folder the config
+file lives in, so a sandbox made by `kravmottak init DIR` is self-contained and the
+repository's `config/kravmottak.toml` points at `../var`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_CONFIG = Path("config/kravmottak.toml")
+CONFIG_ENV = "KRAVMOTTAK_CONFIG"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says what and where."""
+
+
+@dataclass(frozen=True, slots=True)
+class OwnParty:
+    """Who we are on the health network (Helfo's claims office by default)."""
+
+    her_id: str = "79768"
+    orgnr: str = "889640782"
+    name: str = "HELFO"
+    role: str = "KontrollUtbetaler"
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    inbox: Path
+    outbox: Path
+    work: Path
+    archive: Path
+    quarantine: Path
+    ledger: Path
+    partners: Path
+    institutions: Path
+    private_key: Path
+    certificate: Path
+
+    def folders(self) -> tuple[Path, ...]:
+        return (self.inbox, self.outbox, self.work, self.archive, self.quarantine)
+
+
+@dataclass(frozen=True, slots=True)
+class Intake:
+    poll_interval_seconds: float = 1.0
+    # a file whose size or mtime changed within this many seconds is still being written
+    stable_seconds: float = 1.0
+    max_file_bytes: int = 50 * 1024 * 1024
+    # ceiling for a payload after gzip inflation (a gzip bomb is refused, not inflated)
+    max_payload_bytes: int = 200 * 1024 * 1024
+    # names a writer uses while a file is incomplete; never claimed
+    temp_suffixes: tuple[str, ...] = (".tmp", ".part", ".partial", ".filepart")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    source: Path
+    party: OwnParty
+    paths: Paths
+    intake: Intake
+    generate_missing_keys: bool = False
+    log_level: str = "info"
+
+
+def config_path(explicit: str | os.PathLike[str] | None) -> Path:
+    """`--config` first, then `$KRAVMOTTAK_CONFIG`, then `config/kravmottak.toml`."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(CONFIG_ENV)
+    return Path(env) if env else DEFAULT_CONFIG
+
+
+def load(path: Path) -> Settings:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    return from_mapping(raw, path)
+
+
+def from_mapping(raw: dict, path: Path) -> Settings:
+    base = path.resolve().parent
+    known = {"party", "paths", "intake", "keys", "logging"}
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}")
+    try:
+        party = OwnParty(**raw.get("party", {}))
+        p = raw.get("paths", {})
+        var = base / p.get("var", "var")
+        keys = raw.get("keys", {})
+
+        def at(key: str, default: Path, table: dict = p) -> Path:
+            value = table.get(key)
+            return (base / value) if value is not None else default
+
+        paths = Paths(
+            inbox=at("inbox", var / "inbox"),
+            outbox=at("outbox", var / "outbox"),
+            work=at("work", var / "work"),
+            archive=at("archive", var / "archive"),
+            quarantine=at("quarantine", var / "quarantine"),
+            ledger=at("ledger", var / "ledger.sqlite3"),
+            partners=at("partners", base / "partners.toml"),
+            institutions=at("institutions", base / "institutions.toml"),
+            private_key=at("private_key", var / "keys" / "kravmottak.key.pem", keys),
+            certificate=at("certificate", var / "keys" / "kravmottak.cert.pem", keys),
+        )
+        intake_raw = dict(raw.get("intake", {}))
+        if "temp_suffixes" in intake_raw:
+            intake_raw["temp_suffixes"] = tuple(intake_raw["temp_suffixes"])
+        intake = Intake(**intake_raw)
+    except TypeError as exc:  # unknown or missing keys in a table
+        raise ConfigError(f"{path}: {exc}") from exc
+    if intake.poll_interval_seconds <= 0 or intake.max_file_bytes <= 0:
+        raise ConfigError(f"{path}: intake intervals and limits must be positive")
+    return Settings(
+        source=path,
+        party=party,
+        paths=paths,
+        intake=intake,
+        generate_missing_keys=bool(keys.get("generate_if_missing", False)),
+        log_level=str(raw.get("logging", {}).get("level", "info")),
+    )
+
+
+def sandbox_config_text(her_id: str = "79768") -> str:
+    """The config `kravmottak init DIR` writes: everything inside DIR."""
+    return f"""# kravmottak sandbox configuration (written by `kravmottak init`)
+[party]
+her_id = "{her_id}"
+orgnr = "889640782"
+name = "HELFO"
+
+[paths]
+var = "var"
+partners = "partners.toml"
+institutions = "institutions.toml"
+
+[keys]
+private_key = "var/keys/kravmottak.key.pem"
+certificate = "var/keys/kravmottak.cert.pem"
+
+[intake]
+poll_interval_seconds = 1.0
+stable_seconds = 1.0
+max_file_bytes = 52428800
+max_payload_bytes = 209715200
+
+[logging]
+level = "info"
+"""

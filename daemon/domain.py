@@ -1,0 +1,253 @@
+"""Domain objects: what a claim message *is*, independent of how it arrived.
+
+Everything here is a frozen, slotted dataclass. Money is `Decimal`, never float.
+Norwegian nouns are the standard's own words (krav, regning, takst, episode).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+
+# --------------------------------------------------------------------------- problems
+
+
+class Layer(StrEnum):
+    """Which layer of the message stack a problem was found in."""
+
+    FILE = "file"  # size limits, unreadable bytes
+    MIME = "mime"  # multipart/related structure, Content-ID references
+    ENVELOPE = "envelope"  # SOAP 1.1 + ebMS 2.0 header
+    AGREEMENT = "agreement"  # From/To/CPAId/Service/Action against the partner registry
+    MSGHEAD = "msghead"  # KITH MsgHead 1.2 around the payload
+    PAYLOAD = "payload"  # NPR-behandlerkravmelding / Behandlerkrav
+    LEDGER = "ledger"  # duplicates and conflicts with earlier messages
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A technical error that makes a message unusable as a whole.
+
+    `code` is from KITH code list 8221 (E10, T01, T02, T10, S01, X99, ...); `location`
+    is an XPath-like path inside the layer, `line`/`column` point into that layer's
+    document when known.
+    """
+
+    layer: Layer
+    code: str
+    text: str
+    location: str = ""
+    line: int | None = None
+    column: int | None = None
+
+    def where(self) -> str:
+        """A short human location, e.g. `payload /Melding/Institusjon[1] line 12`."""
+        parts = [str(self.layer)]
+        if self.location:
+            parts.append(self.location)
+        if self.line:
+            parts.append(f"line {self.line}" + (f" col {self.column}" if self.column else ""))
+        return " ".join(parts)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "layer": str(self.layer),
+            "code": self.code,
+            "text": self.text,
+            "location": self.location,
+            "line": self.line,
+            "column": self.column,
+        }
+
+
+# --------------------------------------------------------------------------- ebXML
+
+
+@dataclass(frozen=True, slots=True)
+class PartyRef:
+    """An ebXML party: its id (type HER for the health network) and role."""
+
+    party_id: str
+    party_type: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class EbxmlHeader:
+    """What the eb:MessageHeader (and its siblings) of an ebMS 2.0 message say."""
+
+    from_party: PartyRef
+    to_party: PartyRef
+    cpa_id: str
+    conversation_id: str
+    service: str
+    service_type: str | None
+    action: str
+    message_id: str
+    timestamp: str
+    ref_to_message_id: str | None = None
+    ack_requested: bool = False
+    ack_signed: bool = False
+    duplicate_elimination: bool = False
+    manifest: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------- claim
+
+# NPR-behandlerkravmelding typeTransaksjon (code list 7462 in the 0.78 schema)
+TRANSACTION_NEW = "1"
+TRANSACTION_RESEND = "2"
+TRANSACTION_CORRECTION = "4"
+TRANSACTION_CREDIT = "5"
+
+
+@dataclass(frozen=True, slots=True)
+class Patient:
+    """The patient a bill concerns. `ident` is a fødselsnummer or D-nummer.
+
+    Personal data: never log this object. Its repr hides the identity and names.
+    """
+
+    ident: str | None = field(repr=False)
+    ident_type: str | None
+    birth_date: str | None
+    sex: str | None
+    family_name: str | None = field(default=None, repr=False)
+    given_name: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One claimed service: an NLK/takst code (`Takst`) or a procedure code (`Kode`).
+
+    kind: "takst" for Kontakt/Takst, "prosedyre" for Tjeneste/Tiltak/Prosedyre/Kode.
+    code_system: for procedures the NPR Kodeverk attribute ("R" = radiology, slash-
+    separated `kodeVerdi`); for takster None. `raw_code` is kept exactly as sent.
+    """
+
+    kind: str
+    raw_code: str
+    code_system: str | None
+    count: int
+    amount: Decimal  # per unit, as sent (takstBelop / kodeBelop)
+    code_version: str | None = None
+    source_line: int | None = None
+
+    @property
+    def total(self) -> Decimal:
+        return self.amount * self.count
+
+
+@dataclass(frozen=True, slots=True)
+class Episode:
+    episode_id: str
+    debitor: str
+    municipality: str | None
+    patient: Patient
+    contact_types: tuple[str, ...]
+    diagnoses: tuple[str, ...]
+    lines: tuple[Line, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Bill:
+    """EnkeltRegning: the unit that is approved, reduced or rejected."""
+
+    regning_nr: str
+    uuid: str | None
+    transaction_type: str
+    claimed_at: str
+    episode_id: str | None
+    sum_amount: Decimal
+    claim_basis: str
+    egenandel_code: str | None
+    episode: Episode | None
+    source_line: int | None = None
+
+    @property
+    def lines(self) -> tuple[Line, ...]:
+        return self.episode.lines if self.episode else ()
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """Enhet: the department that sends the claim."""
+
+    enhet_id: str
+    enhet_kode: str
+    resh_id: str
+    name: str | None
+    claimed_count: int
+    claimed_sum: Decimal
+    bills: tuple[Bill, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A whole NPR-behandlerkravmelding (root `Melding`)."""
+
+    version: str
+    period_from: str
+    period_to: str
+    extracted_on: str
+    sender_reference: str
+    institution_id: str
+    units: tuple[Unit, ...]
+
+    @property
+    def bills(self) -> tuple[Bill, ...]:
+        return tuple(b for u in self.units for b in u.bills)
+
+
+@dataclass(frozen=True, slots=True)
+class MsgHeadInfo:
+    """The parts of the KITH MsgHead an answer has to refer back to."""
+
+    msg_type: str
+    msg_id: str
+    gen_date: str
+    sender_name: str | None
+    sender_ids: tuple[tuple[str, str], ...]  # (type, id), e.g. ("HER", "8141253")
+    payload_namespace: str | None
+
+
+# --------------------------------------------------------------------------- decision
+
+
+class Verdict(StrEnum):
+    APPROVED = "approved"
+    REDUCED = "reduced"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class Remark:
+    """One finding of a rule about a bill, told to the sender in the AppRec."""
+
+    rule_id: str
+    number: str  # the remark number sent as Error V (8223-style)
+    text: str
+    regning_nr: str
+
+
+@dataclass(frozen=True, slots=True)
+class BillDecision:
+    regning_nr: str
+    uuid: str | None
+    verdict: Verdict
+    claimed: Decimal
+    approved: Decimal
+    remarks: tuple[Remark, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome for a whole claim; `trace` says which rules ran and what fired."""
+
+    bills: tuple[BillDecision, ...]
+    trace: tuple[tuple[str, str, bool], ...] = ()  # (rule_id, regning_nr, fired)
+
+    @property
+    def remarks(self) -> tuple[Remark, ...]:
+        return tuple(r for b in self.bills for r in b.remarks)

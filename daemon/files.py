@@ -1,0 +1,128 @@
+"""The folders: inbox → work → archive | quarantine, and the outbox.
+
+- A file is *claimed* by `os.rename` from `inbox/` into `work/` (same filesystem):
+  exactly one worker wins the rename, the others get `FileNotFoundError`.
+- A file is left alone while a writer may still be busy with it: hidden names,
+  temporary suffixes, and anything whose mtime is younger than `stable_seconds`.
+- Every file we write is written to a temporary name, fsynced, renamed, and its
+  folder fsynced, so a reader never sees half a file and a crash never leaves one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from daemon.config import Intake, Paths
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    path: Path
+    size: int
+    mtime: float
+
+
+def ensure_folders(paths: Paths) -> None:
+    for folder in paths.folders():
+        folder.mkdir(parents=True, exist_ok=True)
+
+
+def _incomplete_name(name: str, intake: Intake) -> bool:
+    return name.startswith(".") or name.endswith(intake.temp_suffixes)
+
+
+def scan(inbox: Path, intake: Intake, now: float | None = None) -> tuple[list[Candidate], int]:
+    """Files ready to claim (oldest first), and how many are still settling."""
+    now = time.time() if now is None else now
+    ready, settling = [], 0
+    with os.scandir(inbox) as entries:
+        for entry in entries:
+            if _incomplete_name(entry.name, intake) or not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # taken by someone else meanwhile
+            if now - st.st_mtime < intake.stable_seconds:
+                settling += 1
+                continue
+            ready.append(Candidate(Path(entry.path), st.st_size, st.st_mtime))
+    ready.sort(key=lambda c: (c.mtime, c.path.name))
+    return ready, settling
+
+
+def work_name_for(original: str, now: datetime) -> str:
+    """A unique name in work/ that still shows the original name."""
+    stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"{stamp}-{secrets.token_hex(4)}--{original}"
+
+
+def original_name(work_name: str) -> str:
+    return work_name.split("--", 1)[1] if "--" in work_name else work_name
+
+
+def claim(candidate: Candidate, work_dir: Path, now: datetime) -> Path | None:
+    """Move the file into work/; None when another worker got it first."""
+    target = work_dir / work_name_for(candidate.path.name, now)
+    try:
+        os.rename(candidate.path, target)
+    except FileNotFoundError:
+        return None
+    return target
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, content: bytes) -> None:
+    """Write `content` to `path` so that it appears whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    try:
+        view = memoryview(content)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def write_if_changed(path: Path, content: bytes) -> bool:
+    """Idempotent write for recovery: an identical file already there is kept."""
+    try:
+        if path.stat().st_size == len(content) and path.read_bytes() == content:
+            return False
+    except FileNotFoundError:
+        pass
+    write_atomic(path, content)
+    return True
+
+
+def move(src: Path, dest_dir: Path) -> Path:
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / src.name
+    os.replace(src, dest)
+    fsync_dir(dest_dir)
+    return dest
+
+
+def write_error_file(quarantine: Path, work_name: str, report: dict) -> Path:
+    path = quarantine / f"{work_name}.err.json"
+    data = json.dumps(report, ensure_ascii=False, indent=2).encode("utf-8")
+    write_if_changed(path, data)
+    return path

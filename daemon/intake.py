@@ -1,0 +1,227 @@
+"""The imperative shell around the core: claim, process, record, answer, file away.
+
+For one file the order is what makes it crash-safe:
+
+1. claim: rename inbox/X → work/<unique>--X, then a `claimed` receipt in the ledger;
+2. process: the pure pipeline (or, for content seen before, the stored answer);
+3. record: outcome, decisions and the outputs' bytes, in ONE ledger transaction;
+4. deliver: write the outputs to the outbox (atomically, idempotently), then move
+   the original to archive/ (or quarantine/ beside its .err.json).
+
+Killed before 3: the file is still in work/ with no outcome, and is processed again
+at start. Killed after 3: the file is still in work/, its outcome is in the ledger,
+and step 4 is redone from the ledger — the same bytes under the same names, so no
+message is ever answered twice or lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from threading import Event
+
+from daemon import files
+from daemon.agreement import check_agreement, check_history
+from daemon.answer import Answer, answer, timestamp
+from daemon.config import Settings
+from daemon.decide import decide
+from daemon.domain import Layer, Problem
+from daemon.ledger import Conflict, Ledger, Stored
+from daemon.logs import get as get_logger
+from daemon.pipeline import Context, Work, content_hash, run
+from daemon.read import read
+from daemon.registry import Registry
+from daemon.schemas import Schemas
+from daemon.unwrap import peek_header, unwrap
+from daemon.validate import validate
+
+STAGES = (unwrap, check_agreement, check_history, validate, read, decide)
+PEEK_BYTES = 1024 * 1024
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Intake:
+    def __init__(
+        self,
+        settings: Settings,
+        schemas: Schemas,
+        registry: Registry,
+        ledger: Ledger,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.schemas = schemas
+        self.registry = registry
+        self.ledger = ledger
+        self.clock = clock
+        self.log = get_logger()
+
+    # ------------------------------------------------------------------ passes
+
+    def recover(self) -> int:
+        """Finish everything a previous run left in work/ (call before polling)."""
+        names = sorted(p for p in self.settings.paths.work.iterdir() if not p.name.startswith("."))
+        for path in names:
+            self.log.info("recovering", file=path.name)
+            self.handle(path)
+        return len(names)
+
+    def poll(self, stop: Event | None = None) -> int:
+        """Claim and handle every ready file in the inbox once; returns how many."""
+        ready, _settling = files.scan(self.settings.paths.inbox, self.settings.intake)
+        done = 0
+        for candidate in ready:
+            if stop is not None and stop.is_set():
+                break
+            path = files.claim(candidate, self.settings.paths.work, self.clock())
+            if path is None:
+                continue
+            self.handle(path, received_at=candidate.mtime)
+            done += 1
+        return done
+
+    def drain(self, stop: Event | None = None) -> int:
+        """Handle the inbox until it is empty, waiting for files still being written."""
+        total = 0
+        while not (stop is not None and stop.is_set()):
+            total += self.poll(stop)
+            ready, settling = files.scan(self.settings.paths.inbox, self.settings.intake)
+            if not ready and not settling:
+                return total
+            if not ready:
+                time.sleep(min(0.1, self.settings.intake.stable_seconds))
+        return total
+
+    # ------------------------------------------------------------------ one file
+
+    def handle(self, path: Path, received_at: float | None = None) -> None:
+        name = path.name
+        now = self.clock()
+        receipt = self.ledger.receipt(name)
+        if receipt is None:
+            mtime = received_at if received_at is not None else path.stat().st_mtime
+            received = datetime.fromtimestamp(mtime, UTC).isoformat()
+            self.ledger.claim(name, files.original_name(name), received, now.isoformat())
+            self.log.info("claimed", file=name)
+        elif receipt.state != "claimed":  # outcome recorded before a crash: deliver it
+            stored = self.ledger.by_id(receipt.message_id)
+            self._deliver(path, stored)
+            return
+        for _attempt in range(3):
+            try:
+                stored, duplicate = self._process(path, now)
+                break
+            except Conflict:  # another worker stored this content or MessageId first
+                now = self.clock()
+        else:
+            raise RuntimeError(f"{name}: ledger conflict persisted over 3 attempts")
+        self._deliver(path, stored)
+        self.log.info(
+            "duplicate" if duplicate else stored.state,
+            file=name,
+            status=stored.apprec_status,
+            outputs=[o.name for o in stored.outputs],
+        )
+
+    def _process(self, path: Path, now: datetime) -> tuple[Stored, bool]:
+        started = time.perf_counter()
+        size = path.stat().st_size
+        limit = self.settings.intake.max_file_bytes
+        if size > limit:
+            digest, raw = _hash_file(path), b""
+        else:
+            raw = path.read_bytes()
+            digest = content_hash(raw)
+        earlier = self.ledger.by_hash(digest)
+        if earlier is not None:
+            self.ledger.record_duplicate(path.name, earlier, now.isoformat())
+            return earlier, True
+        ctx = Context(self.settings, self.schemas, self.registry, now, history=self.ledger)
+        if size > limit:
+            work = _oversized(path, digest, size, limit)
+        else:
+            work = self._run(Work(raw=raw, content_hash=digest), ctx)
+        result = self._answer(work, ctx)
+        header = work.header
+        self.log.info(
+            "processed",
+            file=path.name,
+            message_id=header.message_id if header else None,
+            conversation_id=header.conversation_id if header else None,
+            sender_her=header.from_party.party_id if header else None,
+            state=result.state,
+            problems=[f"{p.code}@{p.layer}" for p in result.problems],
+        )
+        ms = (time.perf_counter() - started) * 1000
+        return self.ledger.record(path.name, work, result, now.isoformat(), ms), False
+
+    def _run(self, work: Work, ctx: Context) -> Work:
+        try:
+            return run(STAGES, work, ctx)
+        except Exception as exc:  # a bug must not lose the message nor stop the daemon
+            return work.failed(self._internal_error(exc, "pipeline"))
+
+    def _answer(self, work: Work, ctx: Context) -> Answer:
+        try:
+            return answer(work, ctx)
+        except Exception as exc:
+            problem = self._internal_error(exc, "answer")
+            return Answer("quarantined", None, (), (*work.problems, problem))
+
+    def _internal_error(self, exc: Exception, where: str) -> Problem:
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        # only the exception type and code location: its message may quote the input
+        self.log.error(
+            "internal_error",
+            stage=where,
+            error=type(exc).__name__,
+            at=f"{Path(frame.filename).name}:{frame.lineno}",
+        )
+        return Problem(Layer.FILE, "X99", f"intern feil hos mottaker ({type(exc).__name__})")
+
+    def _deliver(self, path: Path, stored: Stored) -> None:
+        paths = self.settings.paths
+        for output in stored.outputs:
+            files.write_if_changed(paths.outbox / output.name, output.content)
+        if stored.state == "quarantined":
+            report = {
+                "file": files.original_name(path.name),
+                "work_name": path.name,
+                "state": "quarantined",
+                "answered_with": [o.name for o in stored.outputs],
+                "problems": list(stored.problems),
+                "written_at": timestamp(self.clock()),
+            }
+            files.write_error_file(paths.quarantine, path.name, report)
+            files.move(path, paths.quarantine)
+        else:
+            day = self.clock().astimezone(UTC).strftime("%Y-%m-%d")
+            files.move(path, paths.archive / day)
+
+
+def _hash_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _oversized(path: Path, digest: str, size: int, limit: int) -> Work:
+    """Too big to read: answer from the header in the first megabyte, if we find it."""
+    with open(path, "rb") as fh:
+        prefix = fh.read(PEEK_BYTES)
+    header = peek_header(prefix)
+    text = f"filen er {size} byte, over grensen på {limit} byte; den er ikke lest"
+    return Work(raw=b"", content_hash=digest, header=header).failed(
+        Problem(Layer.FILE, "T99", text)
+    )

@@ -1,0 +1,301 @@
+"""The ledger: every file we claimed, every message we processed, every answer.
+
+Two tables carry the state machine:
+
+- `receipts`: one row per claimed file (`work_name` is its unique name in `work/`).
+  State `claimed` → `answered` | `quarantined`. A file still in the inbox is
+  *received*; it has no row yet.
+- `messages`: one row per distinct message content (`content_hash` is unique), with
+  its ebXML ids, outcome and the stored outputs. A re-sent file becomes a second
+  receipt pointing at the same message row — one processing, the same answer.
+
+All writes that belong together happen in one transaction. SQLite runs in WAL mode
+with `synchronous=FULL`, so a committed answer survives a killed process or a power
+cut. The `Ledger` protocol is what the rest of the daemon sees; PostgreSQL can
+implement it later for several workers on one inbox.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from daemon.answer import Answer, Output
+from daemon.domain import Decision
+from daemon.pipeline import Work
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id               INTEGER PRIMARY KEY,
+    content_hash     TEXT NOT NULL UNIQUE,
+    ebxml_message_id TEXT,
+    conversation_id  TEXT,
+    cpa_id           TEXT,
+    sender_her       TEXT,
+    msghead_id       TEXT,
+    msg_type         TEXT,
+    state            TEXT NOT NULL CHECK (state IN ('answered', 'quarantined')),
+    apprec_status    TEXT,
+    problems         TEXT NOT NULL DEFAULT '[]',
+    trace            TEXT NOT NULL DEFAULT '[]',
+    processed_at     TEXT NOT NULL,
+    duration_ms      REAL
+);
+-- an accepted MessageId belongs to exactly one content
+CREATE UNIQUE INDEX IF NOT EXISTS messages_accepted_id
+    ON messages (ebxml_message_id) WHERE state = 'answered';
+
+CREATE TABLE IF NOT EXISTS receipts (
+    id            INTEGER PRIMARY KEY,
+    work_name     TEXT NOT NULL UNIQUE,
+    original_name TEXT NOT NULL,
+    state         TEXT NOT NULL CHECK (state IN ('claimed', 'answered', 'quarantined')),
+    message_id    INTEGER REFERENCES messages (id),
+    duplicate     INTEGER NOT NULL DEFAULT 0,
+    received_at   TEXT NOT NULL,
+    claimed_at    TEXT NOT NULL,
+    finished_at   TEXT
+);
+CREATE INDEX IF NOT EXISTS receipts_state ON receipts (state);
+
+CREATE TABLE IF NOT EXISTS bills (
+    id           INTEGER PRIMARY KEY,
+    message_id   INTEGER NOT NULL REFERENCES messages (id),
+    regning_nr   TEXT NOT NULL,
+    uuid         TEXT,
+    verdict      TEXT NOT NULL,
+    claimed      TEXT NOT NULL,
+    approved     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS bills_message ON bills (message_id);
+
+CREATE TABLE IF NOT EXISTS remarks (
+    bill_id  INTEGER NOT NULL REFERENCES bills (id),
+    rule_id  TEXT NOT NULL,
+    number   TEXT NOT NULL,
+    text     TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS outputs (
+    id          INTEGER PRIMARY KEY,
+    message_id  INTEGER NOT NULL REFERENCES messages (id),
+    kind        TEXT NOT NULL,
+    file_name   TEXT NOT NULL,
+    content     BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outputs_message ON outputs (message_id);
+"""
+
+STATES = ("claimed", "answered", "quarantined")
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    work_name: str
+    original_name: str
+    state: str
+    message_id: int | None
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A processed message as the ledger remembers it."""
+
+    id: int
+    state: str
+    apprec_status: str | None
+    problems: tuple[dict, ...]
+    outputs: tuple[Output, ...]
+
+
+class Conflict(Exception):
+    """Another worker recorded the same content or MessageId first; process again."""
+
+
+class Ledger(Protocol):
+    def claim(self, work_name: str, original_name: str, received_at: str, now: str) -> None: ...
+    def receipt(self, work_name: str) -> Receipt | None: ...
+    def by_hash(self, content_hash: str) -> Stored | None: ...
+    def accepted_hash(self, ebxml_message_id: str) -> str | None: ...
+    def record(self, work_name: str, work: Work, answer: Answer, now: str, ms: float) -> Stored: ...
+    def record_duplicate(self, work_name: str, stored: Stored, now: str) -> None: ...
+    def counts(self) -> dict[str, int]: ...
+    def oldest_unanswered(self) -> str | None: ...
+    def close(self) -> None: ...
+
+
+class SqliteLedger:
+    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        # one thread at a time (the poll job has max_instances=1), but not always the same one
+        self._db = sqlite3.connect(
+            path, isolation_level=None, timeout=30.0, check_same_thread=False
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # ------------------------------------------------------------------ receipts
+
+    def claim(self, work_name: str, original_name: str, received_at: str, now: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO receipts (work_name, original_name, state, received_at,"
+                " claimed_at) VALUES (?, ?, 'claimed', ?, ?)",
+                (work_name, original_name, received_at, now),
+            )
+
+    def receipt(self, work_name: str) -> Receipt | None:
+        row = self._db.execute(
+            "SELECT work_name, original_name, state, message_id, duplicate FROM receipts"
+            " WHERE work_name = ?",
+            (work_name,),
+        ).fetchone()
+        return Receipt(*row[:4], bool(row[4])) if row else None
+
+    # ------------------------------------------------------------------ messages
+
+    def by_hash(self, content_hash: str) -> Stored | None:
+        row = self._db.execute(
+            "SELECT id, state, apprec_status, problems FROM messages WHERE content_hash = ?",
+            (content_hash,),
+        ).fetchone()
+        return self._stored(row) if row else None
+
+    def by_id(self, message_id: int) -> Stored | None:
+        row = self._db.execute(
+            "SELECT id, state, apprec_status, problems FROM messages WHERE id = ?", (message_id,)
+        ).fetchone()
+        return self._stored(row) if row else None
+
+    def _stored(self, row: tuple) -> Stored:
+        outputs = tuple(
+            Output(kind, name, bytes(content))
+            for kind, name, content in self._db.execute(
+                "SELECT kind, file_name, content FROM outputs WHERE message_id = ? ORDER BY id",
+                (row[0],),
+            )
+        )
+        return Stored(row[0], row[1], row[2], tuple(json.loads(row[3])), outputs)
+
+    def accepted_hash(self, ebxml_message_id: str) -> str | None:
+        row = self._db.execute(
+            "SELECT content_hash FROM messages WHERE ebxml_message_id = ? AND state = 'answered'",
+            (ebxml_message_id,),
+        ).fetchone()
+        return row[0] if row else None
+
+    def record(self, work_name: str, work: Work, answer: Answer, now: str, ms: float) -> Stored:
+        """Store the outcome and its outputs and close the receipt, atomically."""
+        header, info = work.header, work.msghead_info
+        try:
+            with self._tx() as db:
+                cur = db.execute(
+                    "INSERT INTO messages (content_hash, ebxml_message_id, conversation_id,"
+                    " cpa_id, sender_her, msghead_id, msg_type, state, apprec_status, problems,"
+                    " trace, processed_at, duration_ms)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        work.content_hash,
+                        header.message_id if header else None,
+                        header.conversation_id if header else None,
+                        header.cpa_id if header else None,
+                        header.from_party.party_id if header else None,
+                        info.msg_id if info else None,
+                        info.msg_type if info else None,
+                        answer.state,
+                        answer.status,
+                        json.dumps([p.as_dict() for p in answer.problems], ensure_ascii=False),
+                        json.dumps(work.decision.trace if work.decision else []),
+                        now,
+                        ms,
+                    ),
+                )
+                message_id = cur.lastrowid
+                if work.decision:
+                    self._insert_decision(db, message_id, work.decision)
+                db.executemany(
+                    "INSERT INTO outputs (message_id, kind, file_name, content)"
+                    " VALUES (?, ?, ?, ?)",
+                    [(message_id, o.kind, o.name, o.content) for o in answer.outputs],
+                )
+                db.execute(
+                    "UPDATE receipts SET state = ?, message_id = ?, finished_at = ?"
+                    " WHERE work_name = ?",
+                    (answer.state, message_id, now, work_name),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(str(exc)) from exc
+        problems = tuple(p.as_dict() for p in answer.problems)
+        return Stored(message_id, answer.state, answer.status, problems, answer.outputs)
+
+    @staticmethod
+    def _insert_decision(db: sqlite3.Connection, message_id: int, decision: Decision) -> None:
+        for bill in decision.bills:
+            cur = db.execute(
+                "INSERT INTO bills (message_id, regning_nr, uuid, verdict, claimed, approved)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    message_id,
+                    bill.regning_nr,
+                    bill.uuid,
+                    str(bill.verdict),
+                    str(bill.claimed),
+                    str(bill.approved),
+                ),
+            )
+            db.executemany(
+                "INSERT INTO remarks (bill_id, rule_id, number, text) VALUES (?, ?, ?, ?)",
+                [(cur.lastrowid, r.rule_id, r.number, r.text) for r in bill.remarks],
+            )
+
+    def record_duplicate(self, work_name: str, stored: Stored, now: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE receipts SET state = ?, message_id = ?, duplicate = 1, finished_at = ?"
+                " WHERE work_name = ?",
+                (stored.state, stored.id, now, work_name),
+            )
+
+    # ------------------------------------------------------------------ status
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(STATES, 0)
+        for state, n in self._db.execute("SELECT state, count(*) FROM receipts GROUP BY state"):
+            out[state] = n
+        (out["duplicates"],) = self._db.execute(
+            "SELECT count(*) FROM receipts WHERE duplicate = 1"
+        ).fetchone()
+        (out["messages"],) = self._db.execute("SELECT count(*) FROM messages").fetchone()
+        return out
+
+    def oldest_unanswered(self) -> str | None:
+        row = self._db.execute(
+            "SELECT min(received_at) FROM receipts WHERE state = 'claimed'"
+        ).fetchone()
+        return row[0]
+
+
+def open_ledger(path: Path) -> SqliteLedger:
+    return SqliteLedger(path)

@@ -1,0 +1,166 @@
+"""Partner agreements and the institution registry: data files, not code.
+
+Both live in TOML files next to the config (`partners.toml`, `institutions.toml`).
+The CLI's `partner add` / `institution add` rewrite them atomically; the daemon reads
+them at start (and on reload).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import tomllib
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import tomli_w
+
+from daemon.config import ConfigError
+
+DEFAULT_ACTIONS: tuple[tuple[str, str], ...] = (("BehandlerKrav", "OppgjorsMelding"),)
+INSTITUTION_KINDS = ("hf", "private-driftsavtale", "genetics-lab", "radiology")
+
+
+@dataclass(frozen=True, slots=True)
+class Partner:
+    """A CPA-lite agreement with one sending party."""
+
+    her_id: str
+    cpa_id: str
+    orgnr: str | None = None
+    name: str | None = None
+    certificate: str | None = None  # path to the partner's signing certificate (PEM)
+    require_signature: bool = True
+    encrypt: bool = False
+    actions: tuple[tuple[str, str], ...] = DEFAULT_ACTIONS
+
+    def allows(self, service: str, action: str) -> bool:
+        return (service, action) in self.actions
+
+
+@dataclass(frozen=True, slots=True)
+class Institution:
+    orgnr: str
+    name: str
+    rhf: str
+    kinds: tuple[str, ...] = field(default=("hf",))
+
+
+@dataclass(frozen=True, slots=True)
+class Registry:
+    partners: tuple[Partner, ...] = ()
+    institutions: tuple[Institution, ...] = ()
+
+    def partner(self, her_id: str, cpa_id: str) -> Partner | None:
+        for p in self.partners:
+            if p.her_id == her_id and p.cpa_id == cpa_id:
+                return p
+        return None
+
+    def institution(self, orgnr: str) -> Institution | None:
+        for inst in self.institutions:
+            if inst.orgnr == orgnr:
+                return inst
+        return None
+
+
+def _read_toml(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def load_partners(path: Path) -> tuple[Partner, ...]:
+    out = []
+    for i, row in enumerate(_read_toml(path).get("partner", []), start=1):
+        try:
+            row = dict(row)
+            row["her_id"] = str(row["her_id"])
+            if "orgnr" in row:
+                row["orgnr"] = str(row["orgnr"])
+            if "actions" in row:
+                row["actions"] = tuple(_action_pair(a) for a in row["actions"])
+            if row.get("certificate"):
+                cert = Path(row["certificate"])
+                row["certificate"] = str(cert if cert.is_absolute() else path.parent / cert)
+            out.append(Partner(**row))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}: partner #{i}: {exc}") from exc
+    return tuple(out)
+
+
+def _action_pair(value: object) -> tuple[str, str]:
+    if isinstance(value, str) and "/" in value:
+        service, action = value.split("/", 1)
+        return service, action
+    raise ValueError(f"action {value!r} must be 'Service/Action'")
+
+
+def load_institutions(path: Path) -> tuple[Institution, ...]:
+    out = []
+    for i, row in enumerate(_read_toml(path).get("institution", []), start=1):
+        try:
+            row = dict(row)
+            row["orgnr"] = str(row["orgnr"])
+            row["kinds"] = tuple(row.get("kinds", ("hf",)))
+            bad = [k for k in row["kinds"] if k not in INSTITUTION_KINDS]
+            if bad:
+                raise ValueError(f"unknown kind(s) {bad}; known: {list(INSTITUTION_KINDS)}")
+            out.append(Institution(**row))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}: institution #{i}: {exc}") from exc
+    return tuple(out)
+
+
+def load(partners: Path, institutions: Path) -> Registry:
+    return Registry(load_partners(partners), load_institutions(institutions))
+
+
+def _partner_row(p: Partner) -> dict:
+    row = {k: v for k, v in asdict(p).items() if v is not None}
+    row["actions"] = [f"{s}/{a}" for s, a in p.actions]
+    return row
+
+
+def _institution_row(inst: Institution) -> dict:
+    row = asdict(inst)
+    row["kinds"] = list(inst.kinds)
+    return row
+
+
+def save_partners(path: Path, partners: Iterable[Partner]) -> None:
+    _atomic_write_toml(path, {"partner": [_partner_row(p) for p in partners]})
+
+
+def save_institutions(path: Path, institutions: Iterable[Institution]) -> None:
+    _atomic_write_toml(path, {"institution": [_institution_row(i) for i in institutions]})
+
+
+def upsert_partner(path: Path, partner: Partner) -> None:
+    kept = [
+        p for p in load_partners(path) if (p.her_id, p.cpa_id) != (partner.her_id, partner.cpa_id)
+    ]
+    save_partners(path, [*kept, partner])
+
+
+def upsert_institution(path: Path, institution: Institution) -> None:
+    kept = [i for i in load_institutions(path) if i.orgnr != institution.orgnr]
+    save_institutions(path, [*kept, institution])
+
+
+def _atomic_write_toml(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            tomli_w.dump(data, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

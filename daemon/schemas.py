@@ -1,0 +1,78 @@
+"""The project's XSDs (in `schemas/`), compiled once at start.
+
+Three driver schemas cover every layer: `envelope.xsd` (SOAP 1.1 + ebMS 2.0 +
+XML-DSig), `msghead.xsd` (MsgHead 1.2 with NPR-behandlerkravmelding 0.78 or
+Behandlerkrav 1.8.3 in its strict `Content`), `apprec.xsd` (AppRec 1.0). Imports are
+relative file paths; the schema parser has the network switched off.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from lxml import etree
+
+from daemon.domain import Layer, Problem
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+
+class SchemaError(Exception):
+    """A project schema is missing or does not compile."""
+
+
+def _compile(path: Path) -> etree.XMLSchema:
+    parser = etree.XMLParser(no_network=True, resolve_entities=False)
+    try:
+        return etree.XMLSchema(etree.parse(str(path), parser))
+    except (OSError, etree.XMLSchemaParseError, etree.XMLSyntaxError) as exc:
+        raise SchemaError(f"{path}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Schemas:
+    envelope: etree.XMLSchema
+    msghead: etree.XMLSchema
+    apprec: etree.XMLSchema
+
+    @classmethod
+    def load(cls, directory: Path = SCHEMA_DIR) -> Schemas:
+        return cls(
+            envelope=_compile(directory / "envelope.xsd"),
+            msghead=_compile(directory / "msghead.xsd"),
+            apprec=_compile(directory / "apprec.xsd"),
+        )
+
+
+# lxml reports paths like /*[local-name()='MsgHead' and namespace-uri()='...']; shorten
+# them to /MsgHead so the sender can read them.
+_LOCAL_NAME = re.compile(r"\*\[local-name\(\)='([^']+)' and namespace-uri\(\)='[^']*'\]")
+_NS_MSG = re.compile(r"\{[^}]*\}")
+
+
+def readable_path(path: str | None) -> str:
+    if not path:
+        return ""
+    return _LOCAL_NAME.sub(r"\1", path)
+
+
+def validate(schema: etree.XMLSchema, root: etree._Element, layer: Layer) -> list[Problem]:
+    """Every schema error of `root`, each with its path, line and column."""
+    if schema.validate(root):
+        return []
+    problems = []
+    for entry in schema.error_log:
+        text = _NS_MSG.sub("", entry.message)
+        problems.append(
+            Problem(
+                layer,
+                "T02",
+                f"XML validerer ikke: {text}",
+                readable_path(entry.path),
+                entry.line or None,
+                entry.column or None,
+            )
+        )
+    return problems

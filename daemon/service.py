@@ -1,0 +1,87 @@
+"""The long-running daemon: recover, then poll the inbox on an apscheduler job.
+
+SIGTERM / SIGINT: the message in hand is finished, then the process exits 0.
+The poll job has `max_instances=1` and `coalesce=True`: a slow pass never overlaps
+the next, and missed runs collapse into one.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from datetime import UTC, datetime
+from threading import Event
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from daemon import files, keys, registry
+from daemon.config import Settings
+from daemon.intake import Intake
+from daemon.ledger import SqliteLedger
+from daemon.logs import get as get_logger
+from daemon.schemas import Schemas
+
+
+def build(settings: Settings) -> Intake:
+    """Load everything the daemon needs once: schemas, registry, ledger, folders."""
+    paths = settings.paths
+    files.ensure_folders(paths)
+    if settings.generate_missing_keys and not paths.private_key.exists():
+        keys.generate(
+            paths.private_key,
+            paths.certificate,
+            her_id=settings.party.her_id,
+            orgnr=settings.party.orgnr,
+            name=settings.party.name,
+        )
+    return Intake(
+        settings,
+        Schemas.load(),
+        registry.load(paths.partners, paths.institutions),
+        SqliteLedger(paths.ledger),
+    )
+
+
+def run(settings: Settings) -> int:
+    log = get_logger()
+    logging.basicConfig(level=logging.WARNING)  # apscheduler's own messages, stderr
+    intake = build(settings)
+    stop = Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    recovered = intake.recover()
+    log.info("started", recovered=recovered, inbox=str(settings.paths.inbox))
+
+    def poll() -> None:
+        try:
+            intake.poll(stop)
+        except Exception as exc:  # keep the daemon alive; the file stays in work/
+            log.error("poll_failed", error=type(exc).__name__)
+
+    scheduler = BackgroundScheduler(
+        timezone=UTC, executors={"default": ThreadPoolExecutor(max_workers=1)}
+    )
+    scheduler.add_job(
+        poll,
+        "interval",
+        seconds=settings.intake.poll_interval_seconds,
+        id="poll-inbox",
+        max_instances=1,
+        coalesce=True,
+        next_run_time=datetime.now(UTC),
+    )
+    scheduler.start()
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        scheduler.shutdown(wait=True)  # lets the pass in hand finish its current file
+        intake.ledger.close()
+    log.info("stopped")
+    return 0

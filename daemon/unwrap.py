@@ -1,0 +1,115 @@
+"""Stage 1, unwrap: MIME → SOAP envelope + ebMS header → payload bytes.
+
+The payload is found through `eb:Manifest` (`xlink:href="cid:..."`), never by
+position. Compressed payloads are inflated with a hard size limit (gzip bombs).
+Encrypted payloads (CMS enveloped-data) pass through `decrypt`, the seam where the
+trust layer plugs in.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import zlib
+
+from daemon import ebms, mime
+from daemon.domain import Layer, Problem
+from daemon.pipeline import Context, Work
+from daemon.xmlsafe import parse_untrusted
+
+GZIP_TYPES = {"application/gzip", "application/x-gzip"}
+CMS_TYPES = {"application/pkcs7-mime", "application/x-pkcs7-mime"}
+XML_TYPES = {"text/xml", "application/xml"}
+
+
+def unwrap(work: Work, ctx: Context) -> Work:
+    multipart, problem = mime.parse(work.raw)
+    if problem:
+        return work.failed(problem)
+    parsed = parse_untrusted(multipart.start.data, Layer.ENVELOPE)
+    if parsed.problem:
+        return work.with_(multipart=multipart).failed(parsed.problem)
+    header, problems = ebms.read_header(parsed.root)
+    work = work.with_(multipart=multipart, soap=parsed.root, header=header)
+    if problems:
+        return work.failed(*problems)
+    payload, problem = payload_of(multipart, header.manifest, ctx.settings.intake.max_payload_bytes)
+    if problem:
+        return work.failed(problem)
+    return work.with_(payload=payload)
+
+
+def peek_header(prefix: bytes):
+    """The ebXML header from the first bytes of a file too large to read whole.
+
+    Used only to address the refusal; returns None when the header is not there.
+    """
+    msg = email.message_from_bytes(prefix, policy=email.policy.compat32)
+    if not msg.is_multipart():
+        return None
+    parts = msg.get_payload()
+    if not parts:
+        return None
+    data = parts[0].get_payload(decode=True) or b""
+    parsed = parse_untrusted(data, Layer.ENVELOPE)
+    if parsed.problem:
+        return None
+    header, _problems = ebms.read_header(parsed.root)
+    return header
+
+
+def payload_of(
+    multipart: mime.Multipart, manifest: tuple[str, ...], limit: int
+) -> tuple[bytes | None, Problem | None]:
+    where = "/SOAP:Envelope/SOAP:Body/eb:Manifest"
+    if not manifest:
+        return None, Problem(
+            Layer.ENVELOPE, "E10", "eb:Manifest med en eb:Reference mangler", where
+        )
+    if len(manifest) != 1:
+        text = f"forventet én nyttelast i eb:Manifest, fant {len(manifest)}"
+        return None, Problem(Layer.ENVELOPE, "T10", text, where)
+    href = manifest[0]
+    if not href.startswith("cid:"):
+        text = f"nyttelasten må refereres med cid:, fant {href!r}"
+        return None, Problem(Layer.ENVELOPE, "T10", text, f"{where}/eb:Reference/@xlink:href")
+    part = multipart.by_cid(href[4:])
+    if part is None:
+        text = f"MIME-delen {href} som eb:Manifest viser til finnes ikke"
+        return None, Problem(Layer.MIME, "E10", text, f"{where}/eb:Reference/@xlink:href")
+    data, ctype = part.data, part.content_type
+    if ctype in CMS_TYPES:
+        data, problem = decrypt(data)
+        if problem:
+            return None, problem
+        ctype = "application/octet-stream"
+    if ctype in GZIP_TYPES or data[:2] == b"\x1f\x8b":
+        return inflate(data, limit)
+    if len(data) > limit:
+        return None, _too_large(limit)
+    return data, None
+
+
+def decrypt(data: bytes) -> tuple[bytes | None, Problem | None]:
+    """CMS (PKCS#7) enveloped-data. Decryption arrives with the trust layer; until
+    then an encrypted payload is refused with a clear answer, never guessed at."""
+    text = "kryptert nyttelast (CMS enveloped-data) støttes ikke av denne mottakeren ennå"
+    return None, Problem(Layer.MIME, "T10", text, "application/pkcs7-mime")
+
+
+def _too_large(limit: int) -> Problem:
+    return Problem(Layer.MIME, "T99", f"nyttelasten er større enn grensen på {limit} byte")
+
+
+def inflate(data: bytes, limit: int) -> tuple[bytes | None, Problem | None]:
+    """gunzip with a ceiling on the inflated size."""
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as exc:
+        return None, Problem(Layer.MIME, "T01", f"ødelagt gzip-komprimering: {exc}")
+    if len(out) > limit or inflater.unconsumed_tail:
+        return None, _too_large(limit)
+    if not inflater.eof:
+        return None, Problem(Layer.MIME, "T01", "gzip-strømmen er avkortet")
+    return out, None
