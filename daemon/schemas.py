@@ -46,16 +46,36 @@ class Schemas:
         )
 
 
-# lxml reports paths like /*[local-name()='MsgHead' and namespace-uri()='...']; shorten
-# them to /MsgHead so the sender can read them.
-_LOCAL_NAME = re.compile(r"\*\[local-name\(\)='([^']+)' and namespace-uri\(\)='[^']*'\]")
-_NS_MSG = re.compile(r"\{[^}]*\}")
+def element_path(el: etree._Element) -> str:
+    """`/MsgHead/Document/.../EnkeltRegning[2]`: local names, with a position where
+    an element has same-named siblings."""
+    steps = []
+    while el is not None:
+        name = etree.QName(el).localname
+        parent = el.getparent()
+        if parent is not None:
+            same = [s for s in parent if s.tag == el.tag]
+            if len(same) > 1:
+                name += f"[{same.index(el) + 1}]"
+        steps.append(name)
+        el = parent
+    return "/" + "/".join(reversed(steps))
 
 
-def readable_path(path: str | None) -> str:
+def readable_path(root: etree._Element, path: str | None) -> str:
+    """lxml gives `/*/*[2]/...`; turn it into names the sender recognises."""
     if not path:
         return ""
-    return _LOCAL_NAME.sub(r"\1", path)
+    try:
+        found = root.getroottree().xpath(path)
+    except etree.XPathError:
+        return path
+    if not found or not isinstance(found[0], etree._Element):
+        return path
+    return element_path(found[0])
+
+
+_NS_MSG = re.compile(r"\{[^}]*\}")
 
 
 def validate(schema: etree.XMLSchema, root: etree._Element, layer: Layer) -> list[Problem]:
@@ -70,7 +90,7 @@ def validate(schema: etree.XMLSchema, root: etree._Element, layer: Layer) -> lis
                 layer,
                 "T02",
                 f"XML validerer ikke: {text}",
-                readable_path(entry.path),
+                readable_path(root, entry.path),
                 entry.line or None,
                 entry.column or None,
             )

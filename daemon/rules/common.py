@@ -11,7 +11,7 @@ from daemon.rules.base import Finding, rule
 @rule(
     id="COM-04",
     source="RULES.md COM-04; regelverk 000 §6 trinn 2",
-    number="K04",
+    number="9004",
     text="Regningens sumBelop er ikke lik summen av linjene",
 )
 def bill_sum_equals_lines(bill: Bill, ctx: object) -> Finding | None:

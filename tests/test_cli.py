@@ -1,0 +1,140 @@
+"""The `kravmottak` command line: init, partner, institution, validate, status."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+from cryptography import x509
+
+from daemon import cli, config
+from daemon.config import ConfigError
+from tests.conftest import demo_claim, wrap_demo
+
+
+def test_init_makes_a_self_contained_sandbox(tmp_path, capsys):
+    """init DIR: config, var folders, ledger, and a key pair with a real certificate."""
+    assert cli.main(["init", str(tmp_path / "sb")]) == 0
+    cfg = tmp_path / "sb" / "kravmottak.toml"
+    assert capsys.readouterr().out.strip() == str(cfg.resolve())
+    settings = config.load(cfg)
+    for folder in settings.paths.folders():
+        assert folder.is_dir() and folder.is_relative_to(tmp_path / "sb")
+    assert settings.paths.ledger.exists()
+    cert = x509.load_pem_x509_certificate(settings.paths.certificate.read_bytes())
+    assert "HER 79768" in cert.subject.rfc4514_string()
+    assert settings.paths.private_key.stat().st_mode & 0o077 == 0
+    assert cli.main(["init", str(tmp_path / "sb")]) == 1  # never overwrites silently
+
+
+def test_partner_add_and_list(sandbox, capsys, tmp_path):
+    """partner add writes partners.toml; list shows the certificate's subject."""
+    cert = sandbox.paths.certificate
+    args = [
+        "--config",
+        str(sandbox.config_path),
+        "partner",
+        "add",
+        "--her-id",
+        "555",
+        "--cpa-id",
+        "cpa:555",
+        "--name",
+        "Lab AS",
+        "--certificate",
+        str(cert),
+        "--no-require-signature",
+        "--encrypt",
+    ]
+    assert cli.main(args) == 0
+    saved = tomllib.loads(sandbox.paths.partners.read_text())["partner"]
+    (lab,) = [p for p in saved if p["her_id"] == "555"]
+    assert lab["require_signature"] is False and lab["encrypt"] is True
+    capsys.readouterr()
+    assert cli.main(["--config", str(sandbox.config_path), "partner", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "cpa:555" in out and "HER 79768" in out and "Lab AS" in out
+
+
+def test_institution_add_with_several_kinds(sandbox, capsys):
+    """institution add accepts repeated --kind; list shows them."""
+    args = [
+        "--config",
+        str(sandbox.config_path),
+        "institution",
+        "add",
+        "--orgnr",
+        "999888777",
+        "--name",
+        "Gen Lab",
+        "--rhf",
+        "Helse Vest RHF",
+        "--kind",
+        "genetics-lab",
+        "--kind",
+        "private-driftsavtale",
+    ]
+    assert cli.main(args) == 0
+    capsys.readouterr()
+    assert cli.main(["--config", str(sandbox.config_path), "institution", "list"]) == 0
+    assert "genetics-lab,private-driftsavtale" in capsys.readouterr().out
+
+
+def test_validate_reports_every_problem_and_exit_code(sandbox, tmp_path, capsys):
+    """validate FILE: exit 0 and 'valid', or exit 1 with one line per problem."""
+    good = tmp_path / "good.msg"
+    good.write_bytes(wrap_demo())
+    assert cli.main(["--config", str(sandbox.config_path), "validate", str(good)]) == 0
+    bad = tmp_path / "bad.xml"
+    bad.write_bytes(
+        demo_claim()
+        .replace(b' regningNr="1001"', b"")
+        .replace(b'kravGrunnlag="1" regningNr="1002"', b'kravGrunnlag="7" regningNr="1002"')
+    )
+    capsys.readouterr()
+    assert cli.main(["--config", str(sandbox.config_path), "validate", str(bad)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert all(
+        line.startswith("T02 msghead /MsgHead/Document/RefDoc/Content/Melding") for line in lines
+    )
+
+
+def test_status_counts_states(sandbox, capsys):
+    """status shows inbox, work and ledger counts."""
+    sandbox.drop(wrap_demo())
+    sandbox.drop(b"junk")
+    sandbox.process()
+    capsys.readouterr()
+    assert cli.main(["--config", str(sandbox.config_path), "status"]) == 0
+    rows = dict(line.rsplit(None, 1) for line in capsys.readouterr().out.splitlines()[1:])
+    assert rows["ledger answered"] == "1"
+    assert rows["ledger quarantined"] == "1"
+    assert rows["work (claimed, in hand)"] == "0"
+    assert rows["oldest unanswered"] == "-"
+
+
+def test_config_path_precedence(monkeypatch, tmp_path):
+    """--config, then $KRAVMOTTAK_CONFIG, then config/kravmottak.toml."""
+    monkeypatch.setenv("KRAVMOTTAK_CONFIG", str(tmp_path / "env.toml"))
+    assert config.config_path("x.toml").name == "x.toml"
+    assert config.config_path(None) == tmp_path / "env.toml"
+    monkeypatch.delenv("KRAVMOTTAK_CONFIG")
+    assert config.config_path(None) == config.DEFAULT_CONFIG
+
+
+def test_bad_config_is_a_clear_error(tmp_path, capsys):
+    """Unknown keys or sections: exit 2 with the file named, no traceback."""
+    cfg = tmp_path / "k.toml"
+    cfg.write_text("[intake]\npoll_every = 3\n")
+    with pytest.raises(ConfigError, match="poll_every"):
+        config.load(cfg)
+    assert cli.main(["--config", str(cfg), "status"]) == 2
+    assert "k.toml" in capsys.readouterr().err
+
+
+def test_repository_default_config_loads():
+    """The embedded default that `make run` uses is valid and points at ./var."""
+    settings = config.load(config.DEFAULT_CONFIG)
+    assert settings.paths.inbox.parts[-2:] == ("var", "inbox")
+    assert settings.generate_missing_keys

@@ -1,0 +1,253 @@
+"""End to end through the real intake: inbox file → ledger → AppRec in the outbox."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from lxml import etree
+
+from daemon import mime
+from daemon.ebms import NS
+from daemon.schemas import Schemas
+from tests.conftest import demo_claim, shared_or_skip, wrap_demo
+
+AR = {"ar": "http://www.kith.no/xmlstds/apprec/2004-11-21"}
+
+
+def read_output(path) -> tuple[etree._Element, etree._Element | None]:
+    """(SOAP envelope, AppRec or None) of an outbox file."""
+    multipart, problem = mime.parse(path.read_bytes())
+    assert problem is None, problem
+    soap = etree.fromstring(multipart.start.data)
+    payload = multipart.attachments[0].data if multipart.attachments else None
+    return soap, etree.fromstring(payload) if payload else None
+
+
+def apprec_of(sandbox) -> etree._Element:
+    files = sandbox.outbox("apprec")
+    assert len(files) == 1, files
+    return read_output(files[0])[1]
+
+
+def errors(apprec: etree._Element) -> list[dict]:
+    return [dict(e.attrib) for e in apprec.findall("ar:Error", AR)]
+
+
+def test_valid_claim_gets_one_ok_apprec_and_an_ack(sandbox):
+    """A valid claim: AppRec status 1 with roles reversed, plus the requested Ack."""
+    raw = wrap_demo(message_id="msg-ok-1", conversation_id="conv-1")
+    sandbox.drop(raw, "claim.msg")
+    sandbox.process()
+
+    (apprec_file,) = sandbox.outbox("apprec")
+    soap, apprec = read_output(apprec_file)
+    assert apprec.find("ar:Status", AR).get("V") == "1"
+    assert errors(apprec) == []
+    assert apprec.findtext("ar:OriginalMsgId/ar:Id", namespaces=AR) == (
+        "5e0b7c1a-3f0e-4f7a-9a1d-0c2b4d6e8f10"
+    )
+    assert apprec.find("ar:OriginalMsgId/ar:MsgType", AR).get("V") == "POM"
+    header = soap.find(".//eb:MessageHeader", NS)
+    assert header.findtext("eb:From/eb:PartyId", namespaces=NS) == "79768"
+    assert header.findtext("eb:From/eb:Role", namespaces=NS) == "KontrollUtbetaler"
+    assert header.findtext("eb:To/eb:PartyId", namespaces=NS) == "90001"
+    assert header.findtext("eb:To/eb:Role", namespaces=NS) == "Behandler"
+    assert header.findtext("eb:Action", namespaces=NS) == "Svarmelding"
+    assert header.findtext("eb:Service", namespaces=NS) == "BehandlerKrav"
+    assert header.findtext("eb:CPAId", namespaces=NS) == "kravmottak:demo:1"
+    assert header.findtext("eb:ConversationId", namespaces=NS) == "conv-1"
+    assert header.findtext("eb:MessageData/eb:RefToMessageId", namespaces=NS) == "msg-ok-1"
+    assert Schemas.load().apprec.validate(apprec)
+
+    (ack_file,) = sandbox.outbox("ack")
+    ack_soap, _ = read_output(ack_file)
+    assert ack_soap.findtext(".//eb:Action", namespaces=NS) == "Acknowledgment"
+    ack = ack_soap.find("SOAP:Header/eb:Acknowledgment", NS)
+    assert ack.findtext("eb:RefToMessageId", namespaces=NS) == "msg-ok-1"
+    assert Schemas.load().envelope.validate(ack_soap)
+
+    archived = list(sandbox.paths.archive.rglob("*--claim.msg"))
+    assert len(archived) == 1 and archived[0].read_bytes() == raw
+    assert list(sandbox.paths.work.iterdir()) == []
+    with sandbox.db() as db:
+        assert db.execute("SELECT state, apprec_status FROM messages").fetchall() == [
+            ("answered", "1")
+        ]
+        bills = db.execute("SELECT regning_nr, verdict, approved FROM bills ORDER BY id").fetchall()
+    assert bills == [
+        ("1001", "approved", "160.00"),
+        ("1002", "approved", "71.00"),
+        ("1003", "approved", "240.00"),
+    ]
+
+
+def test_no_ack_unless_requested(sandbox):
+    """AckRequested absent: only the AppRec is written."""
+    sandbox.drop(wrap_demo(ack_requested=False))
+    sandbox.process()
+    assert sandbox.outbox("ack") == []
+    assert len(sandbox.outbox("apprec")) == 1
+
+
+def test_gzipped_payload_is_inflated(sandbox):
+    """A gzip payload part is unpacked before validation."""
+    sandbox.drop(wrap_demo(gzip=True))
+    sandbox.process()
+    assert apprec_of(sandbox).find("ar:Status", AR).get("V") == "1"
+
+
+def test_schema_errors_are_all_named_with_location(sandbox):
+    """A broken claim: AppRec Avvist, one T02 per schema error with path and line."""
+    broken = (
+        demo_claim()
+        .replace(b' regningNr="1002"', b"")
+        .replace(b'typeTransaksjon="1"', b'typeTransaksjon="9"', 1)
+    )
+    sandbox.drop(wrap_demo(broken), "broken.msg")
+    sandbox.process()
+
+    apprec = apprec_of(sandbox)
+    assert apprec.find("ar:Status", AR).get("V") == "2"
+    found = errors(apprec)
+    assert {e["V"] for e in found} == {"T02"}
+    assert len(found) == 2
+    assert any("regningNr" in e["DN"] and "EnkeltRegning[2]" in e["OT"] for e in found)
+    assert any("typeTransaksjon" in e["DN"] and "EnkeltRegning[1]" in e["OT"] for e in found)
+    assert all(re.search(r"line \d+", e["OT"]) for e in found)
+    # the original is kept in quarantine with a report beside it
+    (kept,) = sandbox.paths.quarantine.glob("*--broken.msg")
+    report = json.loads(kept.with_name(kept.name + ".err.json").read_text())
+    assert report["state"] == "quarantined"
+    assert len(report["problems"]) == 2
+    assert report["answered_with"] == [p.name for p in sandbox.outbox()]
+
+
+def test_rule_remark_is_reported_per_bill(sandbox):
+    """COM-04: a bill whose sum differs from its lines is rejected, status 3, OT=regningNr."""
+    claim = (
+        demo_claim()
+        .replace(b'sumBelop="71.00"', b'sumBelop="75.00"')
+        .replace(b'sumKravBelop="471.00"', b'sumKravBelop="475.00"')
+    )
+    sandbox.drop(wrap_demo(claim))
+    sandbox.process()
+    apprec = apprec_of(sandbox)
+    assert apprec.find("ar:Status", AR).get("V") == "3"
+    (err,) = errors(apprec)
+    assert err["OT"] == "1002"
+    assert err["S"] == "2.16.578.1.12.4.1.1.8223"
+    assert "[COM-04]" in err["DN"] and "75.00" in err["DN"]
+    with sandbox.db() as db:
+        rows = db.execute(
+            "SELECT b.regning_nr, b.verdict, r.rule_id FROM bills b"
+            " LEFT JOIN remarks r ON r.bill_id = b.id ORDER BY b.id"
+        ).fetchall()
+    assert rows == [
+        ("1001", "approved", None),
+        ("1002", "rejected", "COM-04"),
+        ("1003", "approved", None),
+    ]
+
+
+def test_resent_file_gets_the_identical_stored_answer(sandbox):
+    """The same bytes again: same AppRec bytes, one processing in the ledger."""
+    raw = wrap_demo(message_id="resend-1")
+    sandbox.drop(raw, "first.msg")
+    sandbox.process()
+    (first,) = sandbox.outbox("apprec")
+    first_bytes = first.read_bytes()
+    first.unlink()  # the sender's pickup took it
+
+    sandbox.drop(raw, "again.msg")
+    sandbox.process()
+    (second,) = sandbox.outbox("apprec")
+    assert second.name == first.name and second.read_bytes() == first_bytes
+    with sandbox.db() as db:
+        assert db.execute("SELECT count(*) FROM messages").fetchone() == (1,)
+        assert db.execute("SELECT state, duplicate FROM receipts ORDER BY id").fetchall() == [
+            ("answered", 0),
+            ("answered", 1),
+        ]
+
+
+def test_same_message_id_with_other_content_is_refused(sandbox):
+    """A reused MessageId with different content: AppRec Avvist E10, nothing reprocessed."""
+    sandbox.drop(wrap_demo(message_id="reused-1"), "a.msg")
+    sandbox.process()
+    for f in sandbox.outbox():
+        f.unlink()
+    other = demo_claim().replace(b"Laboratoriemedisin", b"Radiologi")
+    sandbox.drop(wrap_demo(other, message_id="reused-1"), "b.msg")
+    sandbox.process()
+    apprec = apprec_of(sandbox)
+    assert apprec.find("ar:Status", AR).get("V") == "2"
+    (err,) = errors(apprec)
+    assert err["V"] == "E10" and "reused-1" in err["DN"]
+    with sandbox.db() as db:
+        assert db.execute("SELECT state FROM messages ORDER BY id").fetchall() == [
+            ("answered",),
+            ("quarantined",),
+        ]
+
+
+def test_unknown_partner_gets_message_error_and_apprec(sandbox):
+    """No agreement for From/CPAId: ebMS MessageError plus AppRec E10; not processed."""
+    from daemon.wrap import wrap
+
+    sandbox.drop(wrap(demo_claim(), from_her="424242", cpa_id="nobody:1"))
+    sandbox.process()
+    (err_file,) = sandbox.outbox("error")
+    soap, _ = read_output(err_file)
+    error = soap.find("SOAP:Header/eb:ErrorList/eb:Error", NS)
+    assert error.get(f"{{{NS['eb']}}}errorCode") == "ValueNotRecognized"
+    assert "424242" in error.findtext("eb:Description", namespaces=NS)
+    assert Schemas.load().envelope.validate(soap)
+    apprec = apprec_of(sandbox)
+    assert [e["V"] for e in errors(apprec)] == ["E10"]
+    assert sandbox.outbox("ack") == []
+
+
+def test_half_written_files_are_left_alone(sandbox):
+    """Temp names and files changed within the last second are not claimed."""
+    from daemon import files
+
+    inbox = sandbox.paths.inbox
+    (inbox / "upload.msg.part").write_bytes(b"partial")
+    (inbox / ".hidden.msg").write_bytes(b"partial")
+    (inbox / "fresh.msg").write_bytes(wrap_demo())  # mtime now
+    ready, settling = files.scan(inbox, sandbox.settings.intake)
+    assert ready == [] and settling == 1
+    intake = sandbox.intake()
+    try:
+        assert intake.poll() == 0
+    finally:
+        intake.ledger.close()
+    assert sorted(p.name for p in inbox.iterdir()) == [
+        ".hidden.msg",
+        "fresh.msg",
+        "upload.msg.part",
+    ]
+
+
+def test_official_sample_wrapped_gets_valid_apprec(sandbox):
+    """The official NPR-BKM example, wrapped in ebMS: one AppRec valid by the official XSD."""
+    sample = shared_or_skip("samples/npr-bkm-0.78/eksempel.xml").read_bytes()
+    official = shared_or_skip("apprec/AppRec-v1-2004-11-21.xsd")
+    sandbox.drop(wrap_demo(sample))
+    sandbox.process()
+    apprec = apprec_of(sandbox)
+    schema = etree.XMLSchema(etree.parse(str(official)))
+    assert schema.validate(apprec), schema.error_log
+    assert apprec.find("ar:Status", AR).get("V") in ("1", "3")
+
+
+def test_every_official_npr_sample_validates_against_our_schemas(sandbox):
+    """Each sample MsgHead in shared/…/npr-bkm-0.78 passes `kravmottak validate`."""
+    from daemon.checkfile import check_file
+
+    folder = shared_or_skip("samples/npr-bkm-0.78")
+    samples = [p for p in folder.glob("*.xml")]
+    assert len(samples) >= 3
+    for sample in samples:
+        assert check_file(sample, sandbox.settings) == [], sample.name

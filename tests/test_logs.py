@@ -1,0 +1,65 @@
+"""No personal data in logs: masking processor and a real run's output."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from daemon import logs
+from tests.conftest import wrap_demo
+
+FNRS = ("15057810014", "02039010065", "31128810016")
+NAMES = ("Kari", "Testesen", "Per", "Prøvesen", "Lise", "Eksempel")
+
+
+def test_eleven_digit_numbers_are_masked_anywhere():
+    """An 11-digit run in any value, nested or not, becomes asterisks; others stay."""
+    event = logs.mask_personal_data(
+        None,
+        "info",
+        {
+            "event": "x 15057810014 y",
+            "nested": {"a": ["02039010065"]},
+            "n": 31128810016,
+            "orgnr": "983974678",
+            "long": "123456789012",
+        },
+    )
+    assert event["event"] == "x *********** y"
+    assert event["nested"] == {"a": ["***********"]}
+    assert event["n"] == "***********"
+    assert event["orgnr"] == "983974678"  # 9 digits: an organisation number, not a person
+    assert event["long"] == "123456789012"  # 12 digits: not a fødselsnummer
+
+
+def test_keys_that_name_a_person_are_dropped():
+    """Values under name-like keys are masked whatever they hold."""
+    event = logs.mask_personal_data(
+        None, "info", {"etternavn": "Testesen", "name": "Kari", "x": {"fornavn": "Per"}}
+    )
+    assert event == {"etternavn": "[masked]", "name": "[masked]", "x": {"fornavn": "[masked]"}}
+
+
+def test_processing_real_messages_logs_json_without_personal_data(sandbox):
+    """A run over valid, broken and rejected claims: JSON lines, no fnr, no names."""
+    stream = io.StringIO()
+    logs.configure("debug", stream)
+    try:
+        sandbox.drop(wrap_demo())
+        sandbox.drop(wrap_demo(open_claim_with_error()))
+        sandbox.drop(b"garbage 15057810014 Kari Testesen")
+        sandbox.process()
+    finally:
+        logs.configure("info")
+    text = stream.getvalue()
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert {line["event"] for line in lines} >= {"claimed", "processed", "answered", "quarantined"}
+    for secret in FNRS + NAMES:
+        assert secret not in text, secret
+
+
+def open_claim_with_error() -> bytes:
+    from tests.conftest import demo_claim
+
+    # a schema error whose message quotes the patient's identity value
+    return demo_claim().replace(b'typeId="FNR" id="15057810014"', b'id="15057810014"')
