@@ -141,6 +141,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_wrap(args: argparse.Namespace) -> int:
+    from daemon.wrap import wrap
+
+    raw = wrap(
+        Path(args.msghead).read_bytes(),
+        from_her=args.from_her,
+        cpa_id=args.cpa_id,
+        to_her=args.to_her,
+        message_id=args.message_id,
+        ack_requested=args.ack,
+        gzip=args.gzip,
+    )
+    out = Path(args.output)
+    if out.is_dir():  # drop into a folder (e.g. the inbox) the way a sender must
+        out = out / f"{Path(args.msghead).stem}.msg"
+    files.write_atomic(out, raw)
+    print(out)
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from daemon.ledger import SqliteLedger
 
@@ -224,6 +244,16 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="counts per state, oldest unanswered").set_defaults(
         func=cmd_status
     )
+    wrap = sub.add_parser("wrap", help="wrap a bare MsgHead file in an ebMS message (testing)")
+    wrap.add_argument("msghead")
+    wrap.add_argument("output", help="a file, or a folder such as the inbox")
+    wrap.add_argument("--from-her", default="90001", help="sender HER-id (default: demo partner)")
+    wrap.add_argument("--cpa-id", default="kravmottak:demo:1")
+    wrap.add_argument("--to-her", default="79768")
+    wrap.add_argument("--message-id", help="ebXML MessageId (default: a new uuid)")
+    wrap.add_argument("--ack", action=argparse.BooleanOptionalAction, default=True)
+    wrap.add_argument("--gzip", action="store_true", help="gzip the payload part")
+    wrap.set_defaults(func=cmd_wrap)
     return p
 
 

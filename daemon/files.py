@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -100,6 +101,21 @@ def write_atomic(path: Path, content: bytes) -> None:
         os.close(fd)
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+# what `write_atomic` names its temporary file: .<name>.<8 hex>.tmp
+_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
+
+
+def remove_stale_temps(folder: Path) -> list[str]:
+    """Delete the temporary files a killed `write_atomic` left behind (call at start only)."""
+    removed = []
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if _TEMP_NAME.fullmatch(path.name) and path.is_file():
+                path.unlink(missing_ok=True)
+                removed.append(path.name)
+    return sorted(removed)
 
 
 def write_if_changed(path: Path, content: bytes) -> bool:

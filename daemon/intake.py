@@ -69,6 +69,9 @@ class Intake:
 
     def recover(self) -> int:
         """Finish everything a previous run left in work/ (call before polling)."""
+        for folder in (self.settings.paths.outbox, self.settings.paths.quarantine):
+            for temp in files.remove_stale_temps(folder):  # a write cut short by a kill
+                self.log.info("removed_stale_temp", file=temp)
         names = sorted(p for p in self.settings.paths.work.iterdir() if not p.name.startswith("."))
         for path in names:
             self.log.info("recovering", file=path.name)

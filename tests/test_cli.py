@@ -138,3 +138,30 @@ def test_repository_default_config_loads():
     settings = config.load(config.DEFAULT_CONFIG)
     assert settings.paths.inbox.parts[-2:] == ("var", "inbox")
     assert settings.generate_missing_keys
+
+
+def test_wrap_drops_a_message_the_inbox_accepts(sandbox, capsys):
+    """wrap MSGHEAD INBOX: an ebMS message, written atomically, that is answered OK."""
+    from tests.conftest import DATA
+
+    args = [
+        "--config",
+        str(sandbox.config_path),
+        "wrap",
+        str(DATA / "claim-demo.xml"),
+        str(sandbox.paths.inbox),
+        "--message-id",
+        "wrapped-1",
+    ]
+    assert cli.main(args) == 0
+    dropped = sandbox.paths.inbox / "claim-demo.msg"
+    assert capsys.readouterr().out.strip() == str(dropped)
+    assert [p.name for p in sandbox.paths.inbox.iterdir()] == ["claim-demo.msg"]
+    import os
+    import time
+
+    os.utime(dropped, (time.time() - 5, time.time() - 5))
+    sandbox.process()
+    (apprec,) = sandbox.outbox("apprec")
+    assert b'<Status V="1" DN="OK"/>' in apprec.read_bytes()
+    assert b"<eb:RefToMessageId>wrapped-1</eb:RefToMessageId>" in apprec.read_bytes()

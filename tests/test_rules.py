@@ -81,3 +81,12 @@ def test_duplicate_rule_ids_are_refused():
     mod.a, mod.b = a, b
     with pytest.raises(ValueError, match="X-1"):
         base.collect(mod)
+
+
+def test_readme_remark_list_matches_the_registry():
+    """The published remark list is the registry's: number, id, text, source per rule."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    for fn in decide.RULEBOOK:
+        info = fn.rule
+        row = f"| {info.number} | {info.id} | {info.text} | {info.source} |"
+        assert row in readme, row
