@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from daemon import config, files, keys, logs, registry
@@ -179,6 +180,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     rows.append(("work (claimed, in hand)", str(len(work))))
     for key in ("claimed", "answered", "quarantined", "duplicates", "messages"):
         rows.append((f"ledger {key}", str(counts[key])))
+    if inbox:  # a ready file in the inbox is unanswered too, and older than any claim
+        first = datetime.fromtimestamp(min(c.mtime for c in inbox), UTC).isoformat()
+        oldest = min(oldest, first) if oldest else first
     rows.append(("oldest unanswered", oldest or "-"))
     _table(rows)
     return 0

@@ -118,7 +118,9 @@ class Intake:
         elif receipt.state != "claimed":  # outcome recorded before a crash: deliver it
             stored = self.ledger.by_id(receipt.message_id)
             self._deliver(path, stored)
+            self._log_outcome("delivered", name, stored, None)
             return
+        started = time.perf_counter()
         for _attempt in range(3):
             try:
                 stored, duplicate = self._process(path, now)
@@ -128,11 +130,21 @@ class Intake:
         else:
             raise RuntimeError(f"{name}: ledger conflict persisted over 3 attempts")
         self._deliver(path, stored)
+        ms = round((time.perf_counter() - started) * 1000, 2)
+        self._log_outcome("duplicate" if duplicate else stored.state, name, stored, ms)
+
+    def _log_outcome(self, event: str, name: str, stored: Stored, ms: float | None) -> None:
+        """The one line per terminal state change: ids, sender, outcome, duration."""
         self.log.info(
-            "duplicate" if duplicate else stored.state,
+            event,
             file=name,
+            message_id=stored.ebxml_message_id,
+            conversation_id=stored.conversation_id,
+            sender_her=stored.sender_her,
             status=stored.apprec_status,
+            problems=[f"{p['code']}@{p['layer']}" for p in stored.problems],
             outputs=[o.name for o in stored.outputs],
+            duration_ms=ms,
         )
 
     def _process(self, path: Path, now: datetime) -> tuple[Stored, bool]:
@@ -154,16 +166,6 @@ class Intake:
         else:
             work = self._run(Work(raw=raw, content_hash=digest), ctx)
         result = self._answer(work, ctx)
-        header = work.header
-        self.log.info(
-            "processed",
-            file=path.name,
-            message_id=header.message_id if header else None,
-            conversation_id=header.conversation_id if header else None,
-            sender_her=header.from_party.party_id if header else None,
-            state=result.state,
-            problems=[f"{p.code}@{p.layer}" for p in result.problems],
-        )
         ms = (time.perf_counter() - started) * 1000
         return self.ledger.record(path.name, work, result, now.isoformat(), ms), False
 

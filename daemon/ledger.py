@@ -92,6 +92,7 @@ CREATE INDEX IF NOT EXISTS outputs_message ON outputs (message_id);
 """
 
 STATES = ("claimed", "answered", "quarantined")
+_STORED = "id, state, apprec_status, problems, ebxml_message_id, conversation_id, sender_her"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,9 @@ class Stored:
     apprec_status: str | None
     problems: tuple[dict, ...]
     outputs: tuple[Output, ...]
+    ebxml_message_id: str | None = None
+    conversation_id: str | None = None
+    sender_her: str | None = None
 
 
 class Conflict(Exception):
@@ -178,14 +182,14 @@ class SqliteLedger:
 
     def by_hash(self, content_hash: str) -> Stored | None:
         row = self._db.execute(
-            "SELECT id, state, apprec_status, problems FROM messages WHERE content_hash = ?",
+            f"SELECT {_STORED} FROM messages WHERE content_hash = ?",
             (content_hash,),
         ).fetchone()
         return self._stored(row) if row else None
 
     def by_id(self, message_id: int) -> Stored | None:
         row = self._db.execute(
-            "SELECT id, state, apprec_status, problems FROM messages WHERE id = ?", (message_id,)
+            f"SELECT {_STORED} FROM messages WHERE id = ?", (message_id,)
         ).fetchone()
         return self._stored(row) if row else None
 
@@ -197,7 +201,7 @@ class SqliteLedger:
                 (row[0],),
             )
         )
-        return Stored(row[0], row[1], row[2], tuple(json.loads(row[3])), outputs)
+        return Stored(row[0], row[1], row[2], tuple(json.loads(row[3])), outputs, *row[4:])
 
     def accepted_hash(self, ebxml_message_id: str) -> str | None:
         row = self._db.execute(
@@ -247,8 +251,16 @@ class SqliteLedger:
                 )
         except sqlite3.IntegrityError as exc:
             raise Conflict(str(exc)) from exc
-        problems = tuple(p.as_dict() for p in answer.problems)
-        return Stored(message_id, answer.state, answer.status, problems, answer.outputs)
+        return Stored(
+            message_id,
+            answer.state,
+            answer.status,
+            tuple(p.as_dict() for p in answer.problems),
+            answer.outputs,
+            header.message_id if header else None,
+            header.conversation_id if header else None,
+            header.from_party.party_id if header else None,
+        )
 
     @staticmethod
     def _insert_decision(db: sqlite3.Connection, message_id: int, decision: Decision) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from datetime import UTC, datetime
 
 import pytest
 from cryptography import x509
@@ -165,3 +166,15 @@ def test_wrap_drops_a_message_the_inbox_accepts(sandbox, capsys):
     (apprec,) = sandbox.outbox("apprec")
     assert b'<Status V="1" DN="OK"/>' in apprec.read_bytes()
     assert b"<eb:RefToMessageId>wrapped-1</eb:RefToMessageId>" in apprec.read_bytes()
+
+
+def test_status_oldest_unanswered_counts_the_inbox(sandbox, capsys):
+    """A ready file waiting in the inbox shows as the oldest unanswered message."""
+    dropped = sandbox.drop(wrap_demo())
+    capsys.readouterr()
+    assert cli.main(["--config", str(sandbox.config_path), "status"]) == 0
+    rows = dict(line.rsplit(None, 1) for line in capsys.readouterr().out.splitlines()[1:])
+    assert rows["inbox (received, ready)"] == "1"
+    assert rows["oldest unanswered"].startswith(
+        datetime.fromtimestamp(dropped.stat().st_mtime, UTC).strftime("%Y-%m-%dT%H:%M")
+    )

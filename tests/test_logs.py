@@ -53,7 +53,8 @@ def test_processing_real_messages_logs_json_without_personal_data(sandbox):
         logs.configure("info")
     text = stream.getvalue()
     lines = [json.loads(line) for line in text.splitlines()]
-    assert {line["event"] for line in lines} >= {"claimed", "processed", "answered", "quarantined"}
+    assert {line["event"] for line in lines} >= {"claimed", "answered", "quarantined"}
+    assert all(line["duration_ms"] is not None for line in lines if line["event"] == "answered")
     for secret in FNRS + NAMES:
         assert secret not in text, secret
 
