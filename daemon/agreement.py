@@ -1,4 +1,4 @@
-"""Stage 2, agreement: is this message one we have agreed to receive?
+"""Agreement: is this message one we have agreed to receive?
 
 The ebXML header must name us as the receiving party, a partner we have an
 agreement with (HER-id + CPAId) as the sender, and a Service/Action that agreement

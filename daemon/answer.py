@@ -1,4 +1,4 @@
-"""Stage 6, answer: build every outbound message for what the stages learnt.
+"""Answer: build every outbound message for what the stages learnt.
 
 - AppRec 1.0 for every message whose sender we can address (status from code list
   8258: 1 OK, 2 Avvist, 3 OK med feil i delmelding), technical errors from list 8221

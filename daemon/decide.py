@@ -1,4 +1,4 @@
-"""Stage 5, decide: run every rule on every bill; keep the trace.
+"""Decide: run every rule on every bill; keep the trace.
 
 Verdict per bill: rejected if any "reject" rule fired, reduced if a "reduce" rule
 lowered the amount, approved otherwise. The engine never stops at the first finding:

@@ -36,10 +36,10 @@ from daemon.pipeline import Context, Work, content_hash, run
 from daemon.read import read
 from daemon.registry import Registry
 from daemon.schemas import Schemas
-from daemon.unwrap import peek_header, unwrap
+from daemon.unwrap import extract_payload, open_envelope, peek_header
 from daemon.validate import validate
 
-STAGES = (unwrap, check_agreement, check_history, validate, read, decide)
+STAGES = (open_envelope, check_agreement, check_history, extract_payload, validate, read, decide)
 PEEK_BYTES = 1024 * 1024
 
 Clock = Callable[[], datetime]

@@ -1,4 +1,4 @@
-"""Stage 4, read: the validated NPR-behandlerkravmelding → frozen domain objects.
+"""Read: the validated NPR-behandlerkravmelding → frozen domain objects.
 
 Bills (`Krav/EnkeltRegning`) point at episodes by `episodeID`; episodes sit under
 `Pasient`. The reader joins them so each Bill carries its patient and its lines:

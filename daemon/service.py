@@ -58,10 +58,16 @@ def run(settings: Settings) -> int:
     recovered = intake.recover()
     log.info("started", recovered=recovered, inbox=str(settings.paths.inbox))
 
+    failed = Event()  # a pass died (disk full, ledger locked): re-drive work/ next time
+
     def poll() -> None:
         try:
+            if failed.is_set():
+                intake.recover()
+                failed.clear()
             intake.poll(stop)
         except Exception as exc:  # keep the daemon alive; the file stays in work/
+            failed.set()
             log.error("poll_failed", error=type(exc).__name__)
 
     scheduler = BackgroundScheduler(

@@ -1,4 +1,7 @@
-"""Stage 1, unwrap: MIME → SOAP envelope + ebMS header → payload bytes.
+"""Unwrapping, in two stages with the agreement check between them:
+`open_envelope` (MIME → SOAP envelope → ebMS header) and `extract_payload`
+(manifest → payload bytes). A sender we have no agreement with is refused before
+its payload is even looked at.
 
 The payload is found through `eb:Manifest` (`xlink:href="cid:..."`), never by
 position. Compressed payloads are inflated with a hard size limit (gzip bombs).
@@ -22,7 +25,8 @@ CMS_TYPES = {"application/pkcs7-mime", "application/x-pkcs7-mime"}
 XML_TYPES = {"text/xml", "application/xml"}
 
 
-def unwrap(work: Work, ctx: Context) -> Work:
+def open_envelope(work: Work, ctx: Context) -> Work:
+    """MIME → SOAP envelope → ebXML header (who sent it, to whom, under which CPA)."""
     multipart, problem = mime.parse(work.raw)
     if problem:
         return work.failed(problem)
@@ -31,12 +35,14 @@ def unwrap(work: Work, ctx: Context) -> Work:
         return work.with_(multipart=multipart).failed(parsed.problem)
     header, problems = ebms.read_header(parsed.root)
     work = work.with_(multipart=multipart, soap=parsed.root, header=header)
-    if problems:
-        return work.failed(*problems)
-    payload, problem = payload_of(multipart, header.manifest, ctx.settings.intake.max_payload_bytes)
-    if problem:
-        return work.failed(problem)
-    return work.with_(payload=payload)
+    return work.failed(*problems) if problems else work
+
+
+def extract_payload(work: Work, ctx: Context) -> Work:
+    """The part eb:Manifest points at, decrypted and inflated."""
+    limit = ctx.settings.intake.max_payload_bytes
+    payload, problem = payload_of(work.multipart, work.header.manifest, limit)
+    return work.failed(problem) if problem else work.with_(payload=payload)
 
 
 def peek_header(prefix: bytes):

@@ -1,4 +1,4 @@
-"""Stage 3, validate: every layer against the project's XSDs, all errors collected.
+"""Validate: every layer against the project's XSDs, all errors collected.
 
 Envelope (SOAP 1.1 + ebMS 2.0) and payload (MsgHead 1.2 carrying NPR-behandler-
 kravmelding 0.78 or Behandlerkrav 1.8.3) are both checked even when the first has

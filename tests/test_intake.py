@@ -251,3 +251,12 @@ def test_every_official_npr_sample_validates_against_our_schemas(sandbox):
     assert len(samples) >= 3
     for sample in samples:
         assert check_file(sample, sandbox.settings) == [], sample.name
+
+
+def test_unknown_partner_is_refused_before_its_payload_is_read(sandbox):
+    """No agreement: only E10, even when the payload is garbage (it is never opened)."""
+    from daemon.wrap import wrap
+
+    sandbox.drop(wrap(b"<not-even-xml", from_her="424242", cpa_id="nobody:1"))
+    sandbox.process()
+    assert [e["V"] for e in errors(apprec_of(sandbox))] == ["E10"]
