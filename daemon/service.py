@@ -46,15 +46,23 @@ def build(settings: Settings) -> Intake:
 def run(settings: Settings) -> int:
     log = get_logger()
     logging.basicConfig(level=logging.WARNING)  # apscheduler's own messages, stderr
-    intake = build(settings)
+    # "skipped: maximum number of running instances reached" is max_instances=1 doing
+    # its job when a pass outlasts the interval: not worth a plain-text warning
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
     stop = Event()
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("stopping", signal=signal.Signals(signum).name)
         stop.set()
 
+    # handlers first: a SIGTERM while loading still means "stop cleanly, exit 0"
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    intake = build(settings)
+    if stop.is_set():
+        intake.ledger.close()
+        log.info("stopped")
+        return 0
     recovered = intake.recover()
     log.info("started", recovered=recovered, inbox=str(settings.paths.inbox))
 
