@@ -33,7 +33,7 @@ def check_agreement(work: Work, ctx: Context) -> Work:
     elif not partner.allows(header.service, header.action):
         text = f"avtalen tillater ikke Service/Action {header.service}/{header.action}"
         problems.append(Problem(Layer.AGREEMENT, "E10", text, f"{_HEADER}/eb:Action"))
-    return work.failed(*problems) if problems else work
+    return work.failed(*problems) if problems else work.with_(partner=partner)
 
 
 def check_history(work: Work, ctx: Context) -> Work:

@@ -6,21 +6,27 @@
 - ebMS Acknowledgment when the sender asked for one and the envelope was usable.
 - ebMS MessageError when the transport layer (MIME, envelope, agreement) failed.
 
+Every envelope is signed with our key (header signature over the envelope and each
+payload part); the AppRec payload is gzipped and/or encrypted to the partner's
+certificate when its agreement says so.
+
 Each goes out as an ebMS 2.0 MIME message. Ids are derived from the inbound content
 hash, so the same input always gives the same answer.
 """
 
 from __future__ import annotations
 
+import gzip
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from lxml import etree
 
-from daemon import __version__, ebms, mime
+from daemon import __version__, ebms, mime, trust
 from daemon.domain import Layer, Problem, Remark
 from daemon.pipeline import Context, Work
+from daemon.registry import Partner
 
 APPREC = "http://www.kith.no/xmlstds/apprec/2004-11-21"
 OID_8221 = "2.16.578.1.12.4.1.1.8221"
@@ -37,6 +43,11 @@ _EBMS_CODE = {
     ("E10", Layer.AGREEMENT): "ValueNotRecognized",
     ("E21", Layer.AGREEMENT): "ValueNotRecognized",
     ("E10", Layer.MIME): "MimeProblem",
+    ("S01", Layer.ENVELOPE): "SecurityFailure",
+    ("S02", Layer.ENVELOPE): "SecurityFailure",
+    ("S99", Layer.ENVELOPE): "SecurityFailure",
+    ("S99", Layer.MIME): "SecurityFailure",
+    ("S99", Layer.AGREEMENT): "SecurityFailure",
 }
 
 
@@ -73,38 +84,55 @@ def answer(work: Work, ctx: Context) -> Answer:
             ebms.ErrorItem(_ebms_code(p), f"{p.code}: {p.text}", p.location) for p in transport
         ]
         env = ebms.message_error(header, items, message_id=work.ids.new("error"), timestamp=stamp)
-        outputs.append(_single("error", env))
+        outputs.append(_signal("error", env, ctx))
     elif header.ack_requested:
         env = ebms.acknowledgment(header, message_id=work.ids.new("ack"), timestamp=stamp)
-        outputs.append(_single("ack", env))
+        outputs.append(_signal("ack", env, ctx))
     status = _status(work)
     apprec_id = work.ids.new("apprec")
     apprec = build_apprec(work, ctx, status, apprec_id, stamp)
     route = ebms.reply_route(
         header, action="Svarmelding", message_id=work.ids.new("apprec-ebms"), timestamp=stamp
     )
-    cid = f"apprec-{apprec_id}@kravmottak"
-    env = ebms.envelope(route, manifest=(cid,))
-    content = mime.build(
-        [
-            mime.Part(f"soap-{route.message_id}@kravmottak", "text/xml", ebms.to_bytes(env)),
-            mime.Part(
-                cid, "text/xml", etree.tostring(apprec, xml_declaration=True, encoding="UTF-8")
-            ),
-        ]
+    payload = payload_part(
+        f"apprec-{apprec_id}@kravmottak",
+        etree.tostring(apprec, xml_declaration=True, encoding="UTF-8"),
+        work.partner,
     )
+    env = ebms.envelope(route, manifest=(payload.content_id,))
+    content = ebms_message(env, [payload], ctx)
     outputs.append(Output("apprec", f"apprec-{route.message_id}.msg", content))
     return Answer(state, status, tuple(outputs), problems)
+
+
+def payload_part(cid: str, xml: bytes, partner: Partner | None) -> mime.Part:
+    """The payload as the partner's agreement wants it: gzipped, encrypted, or plain."""
+    if partner is not None and partner.compress:
+        data, ctype = gzip.compress(xml, mtime=0), "application/gzip"
+    else:
+        data, ctype = xml, "text/xml"
+    if partner is not None and partner.encrypt:
+        data, ctype = trust.encrypt(data, partner.encryption_cert), "application/pkcs7-mime"
+    return mime.Part(cid, ctype, data)
+
+
+def ebms_message(env: etree._Element, attachments: list[mime.Part], ctx: Context) -> bytes:
+    """Sign the envelope over itself and every attachment, then package as MIME."""
+    if ctx.keys is not None:
+        env = trust.sign_envelope(env, {p.content_id: p.data for p in attachments}, ctx.keys)
+    message_id = env.findtext(".//eb:MessageData/eb:MessageId", namespaces=ebms.NS)
+    soap = mime.Part(f"soap-{message_id}@kravmottak", "text/xml", ebms.to_bytes(env))
+    return mime.build([soap, *attachments])
 
 
 def _ebms_code(p: Problem) -> str:
     return _EBMS_CODE.get((p.code, p.layer), "Inconsistent" if p.code == "T02" else "OtherXml")
 
 
-def _single(kind: str, env: etree._Element) -> Output:
+def _signal(kind: str, env: etree._Element, ctx: Context) -> Output:
+    """Acknowledgment or MessageError: a signed SOAP-only ebMS message."""
     message_id = env.findtext(".//eb:MessageData/eb:MessageId", namespaces=ebms.NS)
-    part = mime.Part(f"soap-{message_id}@kravmottak", "text/xml", ebms.to_bytes(env))
-    return Output(kind, f"{kind}-{message_id}.msg", mime.build([part]))
+    return Output(kind, f"{kind}-{message_id}.msg", ebms_message(env, [], ctx))
 
 
 def _status(work: Work) -> str:

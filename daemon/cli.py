@@ -50,15 +50,24 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_partner_add(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    cert = str(Path(args.certificate).resolve()) if args.certificate else None
+    certs = tuple(str(Path(c).resolve()) for c in args.certificate or ())
+    for path in certs:  # refuse a file that is not a certificate before saving anything
+        try:
+            keys.load_certificates(Path(path))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--certificate {path}: {exc}") from exc
     partner = registry.Partner(
         her_id=args.her_id,
         cpa_id=args.cpa_id,
         orgnr=args.orgnr,
         name=args.name,
-        certificate=cert,
+        certificates=certs,
         require_signature=args.require_signature,
+        encrypts_to_us=args.encrypts_to_us,
         encrypt=args.encrypt,
+        compress=args.compress,
+        actions=tuple(registry.action_pair(a) for a in args.action or ())
+        or registry.DEFAULT_ACTIONS,
     )
     registry.upsert_partner(settings.paths.partners, partner)
     print(f"partner HER {partner.her_id} / CPA {partner.cpa_id} saved in {settings.paths.partners}")
@@ -67,21 +76,17 @@ def cmd_partner_add(args: argparse.Namespace) -> int:
 
 def cmd_partner_list(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    rows = [("HER", "CPA", "ORGNR", "NAME", "SIGN", "ENCRYPT", "CERTIFICATE")]
+    rows = [("HER", "CPA", "ORGNR", "NAME", "SIGN", "IN/OUT ENC", "CERTIFICATES")]
     for p in registry.load_partners(settings.paths.partners):
-        cert = "-"
-        if p.certificate:
-            path = Path(p.certificate)
-            cert = keys.describe(path) if path.exists() else f"missing: {path}"
         rows.append(
             (
                 p.her_id,
                 p.cpa_id,
                 p.orgnr or "-",
                 p.name or "-",
-                "yes" if p.require_signature else "no",
-                "yes" if p.encrypt else "no",
-                cert,
+                "required" if p.require_signature else "optional",
+                f"{'yes' if p.encrypts_to_us else 'no'}/{'yes' if p.encrypt else 'no'}",
+                "; ".join(keys.describe(c) for c in p.certs) or "-",
             )
         )
     _table(rows)
@@ -219,9 +224,26 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--cpa-id", required=True)
     add.add_argument("--orgnr")
     add.add_argument("--name")
-    add.add_argument("--certificate", help="the partner's signing certificate (PEM)")
+    add.add_argument(
+        "--certificate",
+        action="append",
+        help="partner signing certificate (PEM); repeat to keep old and new during a rollover",
+    )
     add.add_argument("--require-signature", action=argparse.BooleanOptionalAction, default=True)
-    add.add_argument("--encrypt", action=argparse.BooleanOptionalAction, default=False)
+    add.add_argument(
+        "--encrypts-to-us",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="refuse plain payloads from this partner",
+    )
+    add.add_argument(
+        "--encrypt",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="encrypt our answers to the partner's certificate",
+    )
+    add.add_argument("--compress", action=argparse.BooleanOptionalAction, default=False)
+    add.add_argument("--action", action="append", help="allowed Service/Action (repeatable)")
     add.set_defaults(func=cmd_partner_add)
     partner.add_parser("list", help="list partner agreements").set_defaults(func=cmd_partner_list)
 

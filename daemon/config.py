@@ -67,6 +67,10 @@ class Settings:
     intake: Intake
     generate_missing_keys: bool = False
     log_level: str = "info"
+    # where the key passphrase comes from: {"file": path} | {"env": NAME} | {"credential": NAME}
+    key_passphrase: dict[str, str] | None = None
+    # a CA bundle partner certificates may chain to (besides the registered ones)
+    ca_file: Path | None = None
 
 
 def config_path(explicit: str | os.PathLike[str] | None) -> Path:
@@ -89,7 +93,7 @@ def load(path: Path) -> Settings:
 
 def from_mapping(raw: dict, path: Path) -> Settings:
     base = path.resolve().parent
-    known = {"party", "paths", "intake", "keys", "logging"}
+    known = {"party", "paths", "intake", "keys", "logging", "trust"}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}")
@@ -98,6 +102,30 @@ def from_mapping(raw: dict, path: Path) -> Settings:
         p = raw.get("paths", {})
         var = base / p.get("var", "var")
         keys = raw.get("keys", {})
+        key_fields = {
+            "private_key",
+            "certificate",
+            "generate_if_missing",
+            "passphrase_file",
+            "passphrase_env",
+            "passphrase_credential",
+        }
+        if set(keys) - key_fields:
+            raise TypeError(f"[keys] has unknown key(s) {sorted(set(keys) - key_fields)}")
+        sources = {
+            k.removeprefix("passphrase_"): str(v)
+            for k, v in keys.items()
+            if k.startswith("passphrase_")
+        }
+        if len(sources) > 1:
+            raise TypeError(
+                "[keys] give one passphrase source: passphrase_file, _env or _credential"
+            )
+        if "file" in sources:
+            sources["file"] = str(base / sources["file"])
+        trust = raw.get("trust", {})
+        if set(trust) - {"ca_file"}:
+            raise TypeError(f"[trust] has unknown key(s) {sorted(set(trust) - {'ca_file'})}")
 
         def at(key: str, default: Path, table: dict = p) -> Path:
             value = table.get(key)
@@ -130,6 +158,8 @@ def from_mapping(raw: dict, path: Path) -> Settings:
         intake=intake,
         generate_missing_keys=bool(keys.get("generate_if_missing", False)),
         log_level=str(raw.get("logging", {}).get("level", "info")),
+        key_passphrase=sources or None,
+        ca_file=(base / trust["ca_file"]) if trust.get("ca_file") else None,
     )
 
 

@@ -36,10 +36,22 @@ from daemon.pipeline import Context, Work, content_hash, run
 from daemon.read import read
 from daemon.registry import Registry
 from daemon.schemas import Schemas
+from daemon.trust import KeyPair
 from daemon.unwrap import extract_payload, open_envelope, peek_header
 from daemon.validate import validate
+from daemon.verify import verify_envelope_signature, verify_payload_signature
 
-STAGES = (open_envelope, check_agreement, check_history, extract_payload, validate, read, decide)
+STAGES = (
+    open_envelope,
+    check_agreement,
+    check_history,
+    verify_envelope_signature,
+    extract_payload,
+    validate,
+    verify_payload_signature,
+    read,
+    decide,
+)
 PEEK_BYTES = 1024 * 1024
 
 Clock = Callable[[], datetime]
@@ -57,12 +69,16 @@ class Intake:
         registry: Registry,
         ledger: Ledger,
         clock: Clock = utcnow,
+        keys: KeyPair | None = None,
+        ca_pem: bytes | None = None,
     ) -> None:
         self.settings = settings
         self.schemas = schemas
         self.registry = registry
         self.ledger = ledger
         self.clock = clock
+        self.keys = keys
+        self.ca_pem = ca_pem
         self.log = get_logger()
 
     # ------------------------------------------------------------------ passes
@@ -160,7 +176,15 @@ class Intake:
         if earlier is not None:
             self.ledger.record_duplicate(path.name, earlier, now.isoformat())
             return earlier, True
-        ctx = Context(self.settings, self.schemas, self.registry, now, history=self.ledger)
+        ctx = Context(
+            self.settings,
+            self.schemas,
+            self.registry,
+            now,
+            history=self.ledger,
+            keys=self.keys,
+            ca_pem=self.ca_pem,
+        )
         if size > limit:
             work = _oversized(path, digest, size, limit)
         else:

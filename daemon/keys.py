@@ -66,6 +66,61 @@ def generate(private_key: Path, certificate: Path, *, her_id: str, orgnr: str, n
     certificate.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def describe(certificate: Path) -> str:
-    cert = x509.load_pem_x509_certificate(certificate.read_bytes())
+def describe(cert: x509.Certificate) -> str:
     return f"{cert.subject.rfc4514_string()} (valid to {cert.not_valid_after_utc:%Y-%m-%d})"
+
+
+class KeyLoadError(Exception):
+    """Our key or certificate cannot be loaded; the message says which and why."""
+
+
+def passphrase(source: dict[str, str] | None) -> bytes | None:
+    """The key passphrase from the configured source, never from the config itself:
+    `file` (a path), `env` (a variable name) or `credential` (a systemd credential name,
+    read from $CREDENTIALS_DIRECTORY as set by LoadCredential=)."""
+    if not source:
+        return None
+    if "file" in source:
+        return Path(source["file"]).read_bytes().strip()
+    if "env" in source:
+        value = os.environ.get(source["env"])
+        if value is None:
+            raise KeyLoadError(f"passphrase variable ${source['env']} is not set")
+        return value.encode()
+    if "credential" in source:
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not directory:
+            raise KeyLoadError(
+                "passphrase credential configured but $CREDENTIALS_DIRECTORY is unset"
+            )
+        return (Path(directory) / source["credential"]).read_bytes().strip()
+    raise KeyLoadError(f"unknown passphrase source {sorted(source)}; use file, env or credential")
+
+
+def load_pair(private_key: Path, certificate: Path, secret: bytes | None):
+    """Our KeyPair; the error names the file, never the passphrase."""
+    from daemon.trust import KeyPair
+
+    try:
+        key = serialization.load_pem_private_key(private_key.read_bytes(), password=secret)
+    except FileNotFoundError as exc:
+        raise KeyLoadError(f"private key not found: {private_key}") from exc
+    except (ValueError, TypeError) as exc:
+        raise KeyLoadError(f"{private_key}: cannot load the key (wrong passphrase?)") from exc
+    try:
+        cert = x509.load_pem_x509_certificate(certificate.read_bytes())
+    except FileNotFoundError as exc:
+        raise KeyLoadError(f"certificate not found: {certificate}") from exc
+    except ValueError as exc:
+        raise KeyLoadError(f"{certificate}: not a PEM certificate") from exc
+    if cert.public_key().public_numbers() != key.public_key().public_numbers():
+        raise KeyLoadError(f"{certificate} does not belong to the key {private_key}")
+    return KeyPair(key, cert)
+
+
+def load_certificates(path: Path) -> tuple[x509.Certificate, ...]:
+    """Every certificate in a PEM file (or one DER certificate)."""
+    data = path.read_bytes()
+    if b"-----BEGIN" in data:
+        return tuple(x509.load_pem_x509_certificates(data))
+    return (x509.load_der_x509_certificate(data),)

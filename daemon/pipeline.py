@@ -24,8 +24,9 @@ from lxml import etree
 from daemon.config import Settings
 from daemon.domain import Claim, Decision, EbxmlHeader, MsgHeadInfo, Problem
 from daemon.mime import Multipart
-from daemon.registry import Registry
+from daemon.registry import Partner, Registry
 from daemon.schemas import Schemas
+from daemon.trust import KeyPair
 
 
 class History(Protocol):
@@ -58,6 +59,8 @@ class Context:
     registry: Registry
     now: datetime
     history: History = field(default_factory=NoHistory)
+    keys: KeyPair | None = None  # ours: decrypts inbound, signs outbound
+    ca_pem: bytes | None = None  # a CA bundle partner certificates may chain to
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class Work:
     payload: bytes | None = None
     msghead: etree._Element | None = None
     msghead_info: MsgHeadInfo | None = None
+    partner: Partner | None = None
     claim: Claim | None = None
     decision: Decision | None = None
     problems: tuple[Problem, ...] = ()

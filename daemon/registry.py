@@ -11,12 +11,14 @@ import os
 import tempfile
 import tomllib
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import tomli_w
+from cryptography import x509
 
 from daemon.config import ConfigError
+from daemon.keys import load_certificates
 
 DEFAULT_ACTIONS: tuple[tuple[str, str], ...] = (("BehandlerKrav", "OppgjorsMelding"),)
 INSTITUTION_KINDS = ("hf", "private-driftsavtale", "genetics-lab", "radiology")
@@ -24,19 +26,34 @@ INSTITUTION_KINDS = ("hf", "private-driftsavtale", "genetics-lab", "radiology")
 
 @dataclass(frozen=True, slots=True)
 class Partner:
-    """A CPA-lite agreement with one sending party."""
+    """A CPA-lite agreement with one sending party.
+
+    `certificates` are paths to its signing certificates (PEM; two during a rollover);
+    `certs` holds them loaded. `require_signature`: unsigned messages are refused.
+    `encrypts_to_us`: a plain payload from this partner is refused. `encrypt`: our
+    answers are encrypted to its (newest) certificate. `compress`: our answers'
+    payloads are gzipped.
+    """
 
     her_id: str
     cpa_id: str
     orgnr: str | None = None
     name: str | None = None
-    certificate: str | None = None  # path to the partner's signing certificate (PEM)
+    certificates: tuple[str, ...] = ()
     require_signature: bool = True
+    encrypts_to_us: bool = False
     encrypt: bool = False
+    compress: bool = False
     actions: tuple[tuple[str, str], ...] = DEFAULT_ACTIONS
+    certs: tuple[x509.Certificate, ...] = field(default=(), compare=False, repr=False)
 
     def allows(self, service: str, action: str) -> bool:
         return (service, action) in self.actions
+
+    @property
+    def encryption_cert(self) -> x509.Certificate | None:
+        """The certificate our answers are encrypted to: the one valid longest."""
+        return max(self.certs, key=lambda c: c.not_valid_after_utc, default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,17 +100,21 @@ def load_partners(path: Path) -> tuple[Partner, ...]:
             if "orgnr" in row:
                 row["orgnr"] = str(row["orgnr"])
             if "actions" in row:
-                row["actions"] = tuple(_action_pair(a) for a in row["actions"])
-            if row.get("certificate"):
-                cert = Path(row["certificate"])
-                row["certificate"] = str(cert if cert.is_absolute() else path.parent / cert)
-            out.append(Partner(**row))
-        except (KeyError, TypeError, ValueError) as exc:
+                row["actions"] = tuple(action_pair(a) for a in row["actions"])
+            paths = [Path(c) for c in row.pop("certificates", [])]
+            paths = [c if c.is_absolute() else path.parent / c for c in paths]
+            row["certificates"] = tuple(str(c) for c in paths)
+            row["certs"] = tuple(cert for c in paths for cert in load_certificates(c))
+            partner = Partner(**row)
+            if partner.encrypt and not partner.certs:
+                raise ValueError("encrypt = true needs the partner's certificate")
+            out.append(partner)
+        except (KeyError, TypeError, ValueError, OSError) as exc:
             raise ConfigError(f"{path}: partner #{i}: {exc}") from exc
     return tuple(out)
 
 
-def _action_pair(value: object) -> tuple[str, str]:
+def action_pair(value: object) -> tuple[str, str]:
     if isinstance(value, str) and "/" in value:
         service, action = value.split("/", 1)
         return service, action
@@ -121,7 +142,9 @@ def load(partners: Path, institutions: Path) -> Registry:
 
 
 def _partner_row(p: Partner) -> dict:
-    row = {k: v for k, v in asdict(p).items() if v is not None}
+    values = {f.name: getattr(p, f.name) for f in fields(p) if f.name != "certs"}
+    row = {k: v for k, v in values.items() if v is not None}
+    row["certificates"] = list(p.certificates)
     row["actions"] = [f"{s}/{a}" for s, a in p.actions]
     return row
 

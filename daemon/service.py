@@ -35,11 +35,17 @@ def build(settings: Settings) -> Intake:
             orgnr=settings.party.orgnr,
             name=settings.party.name,
         )
+    pair = keys.load_pair(
+        paths.private_key, paths.certificate, keys.passphrase(settings.key_passphrase)
+    )
+    ca_pem = settings.ca_file.read_bytes() if settings.ca_file else None
     return Intake(
         settings,
         Schemas.load(),
         registry.load(paths.partners, paths.institutions),
         SqliteLedger(paths.ledger),
+        keys=pair,
+        ca_pem=ca_pem,
     )
 
 

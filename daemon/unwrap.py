@@ -5,8 +5,7 @@ its payload is even looked at.
 
 The payload is found through `eb:Manifest` (`xlink:href="cid:..."`), never by
 position. Compressed payloads are inflated with a hard size limit (gzip bombs).
-Encrypted payloads (CMS enveloped-data) pass through `decrypt`, the seam where the
-trust layer plugs in.
+Encrypted payloads (CMS enveloped-data) are opened with our key (`daemon.trust.decrypt`).
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ import zlib
 from daemon import ebms, mime
 from daemon.domain import Layer, Problem
 from daemon.pipeline import Context, Work
+from daemon.trust import KeyPair, decrypt
 from daemon.xmlsafe import parse_untrusted
 
 GZIP_TYPES = {"application/gzip", "application/x-gzip"}
@@ -41,7 +41,10 @@ def open_envelope(work: Work, ctx: Context) -> Work:
 def extract_payload(work: Work, ctx: Context) -> Work:
     """The part eb:Manifest points at, decrypted and inflated."""
     limit = ctx.settings.intake.max_payload_bytes
-    payload, problem = payload_of(work.multipart, work.header.manifest, limit)
+    must_encrypt = work.partner is not None and work.partner.encrypts_to_us
+    payload, problem = payload_of(
+        work.multipart, work.header.manifest, limit, keys=ctx.keys, must_encrypt=must_encrypt
+    )
     return work.failed(problem) if problem else work.with_(payload=payload)
 
 
@@ -65,7 +68,12 @@ def peek_header(prefix: bytes):
 
 
 def payload_of(
-    multipart: mime.Multipart, manifest: tuple[str, ...], limit: int
+    multipart: mime.Multipart,
+    manifest: tuple[str, ...],
+    limit: int,
+    *,
+    keys: KeyPair | None = None,
+    must_encrypt: bool = False,
 ) -> tuple[bytes | None, Problem | None]:
     where = "/SOAP:Envelope/SOAP:Body/eb:Manifest"
     if not manifest:
@@ -85,22 +93,18 @@ def payload_of(
         return None, Problem(Layer.MIME, "E10", text, f"{where}/eb:Reference/@xlink:href")
     data, ctype = part.data, part.content_type
     if ctype in CMS_TYPES:
-        data, problem = decrypt(data)
+        data, problem = decrypt(data, keys)
         if problem:
             return None, problem
         ctype = "application/octet-stream"
+    elif must_encrypt:
+        text = f"avtalen krever kryptert nyttelast (CMS), fant {ctype}"
+        return None, Problem(Layer.AGREEMENT, "S99", text, f"{where}/eb:Reference")
     if ctype in GZIP_TYPES or data[:2] == b"\x1f\x8b":
         return inflate(data, limit)
     if len(data) > limit:
         return None, _too_large(limit)
     return data, None
-
-
-def decrypt(data: bytes) -> tuple[bytes | None, Problem | None]:
-    """CMS (PKCS#7) enveloped-data. Decryption arrives with the trust layer; until
-    then an encrypted payload is refused with a clear answer, never guessed at."""
-    text = "kryptert nyttelast (CMS enveloped-data) støttes ikke av denne mottakeren ennå"
-    return None, Problem(Layer.MIME, "T10", text, "application/pkcs7-mime")
 
 
 def _too_large(limit: int) -> Problem:

@@ -134,15 +134,16 @@ def test_oversized_file_is_refused_unread_but_answered(sandbox):
     assert len(list(sandbox.paths.quarantine.glob("*--big.msg"))) == 1
 
 
-def test_encrypted_payload_is_refused_clearly_until_trust_lands(sandbox):
-    """CMS enveloped-data is not guessed at: T10 naming the content type."""
+def test_corrupt_cms_payload_is_refused_with_reason(sandbox):
+    """A pkcs7-mime part that is not valid CMS: T99 naming the CMS structure, file kept."""
     raw = wrap_demo(b"placeholder")
     parsed = mime.parse(raw)[0]
     cms = mime.Part(parsed.attachments[0].content_id, "application/pkcs7-mime", b"\x30\x80junk")
-    sandbox.drop(mime.build([parsed.start, cms]))
+    sandbox.drop(mime.build([parsed.start, cms]), "cms.msg")
     sandbox.process()
     (err,) = errors(apprec_of(sandbox))
-    assert err["V"] == "T10" and "CMS" in err["DN"]
+    assert err["V"] == "T99" and "CMS" in err["DN"]
+    assert len(list(sandbox.paths.quarantine.glob("*--cms.msg"))) == 1
 
 
 def test_parser_never_reads_external_subset(tmp_path):

@@ -234,12 +234,25 @@ def test_official_sample_wrapped_gets_valid_apprec(sandbox):
     """The official NPR-BKM example, wrapped in ebMS: one AppRec valid by the official XSD."""
     sample = shared_or_skip("samples/npr-bkm-0.78/eksempel.xml").read_bytes()
     official = shared_or_skip("apprec/AppRec-v1-2004-11-21.xsd")
-    sandbox.drop(wrap_demo(sample))
+    # its MsgHead carries a 2002 test signature by a certificate no partner registered;
+    # the demo partner need not sign, so the sample is sent without it
+    root = etree.fromstring(sample)
+    root.remove(root.find("{http://www.w3.org/2000/09/xmldsig#}Signature"))
+    sandbox.drop(wrap_demo(etree.tostring(root, xml_declaration=True, encoding="UTF-8")))
     sandbox.process()
     apprec = apprec_of(sandbox)
     schema = etree.XMLSchema(etree.parse(str(official)))
     assert schema.validate(apprec), schema.error_log
     assert apprec.find("ar:Status", AR).get("V") in ("1", "3")
+
+
+def test_official_sample_with_its_foreign_signature_is_not_trusted(sandbox):
+    """A present signature is always checked: the sample's 2002 test cert is not trusted."""
+    sample = shared_or_skip("samples/npr-bkm-0.78/eksempel.xml").read_bytes()
+    sandbox.drop(wrap_demo(sample))
+    sandbox.process()
+    (err,) = errors(apprec_of(sandbox))
+    assert err["V"] == "S02" and "RTV-TEST-AVSENDER" in err["DN"]
 
 
 def test_every_official_npr_sample_validates_against_our_schemas(sandbox):

@@ -1,0 +1,367 @@
+"""The health network's security layers: XML signatures and CMS encryption.
+
+- **ebXML header signature** (ebMS 2.0 §4.1.3, HIS 1037): an enveloped `ds:Signature`
+  in `SOAP:Header` with a reference `""` (transforms: enveloped-signature, the XPath
+  filter that drops elements for the next MSH, C14N) and one reference `cid:...` per
+  payload part, digested over the part's bytes as sent.
+- **MsgHead signature**: an enveloped signature, reference `""`, as the last child of
+  `MsgHead`.
+- **CMS enveloped-data** around the (gzipped) payload, to the receiver's certificate.
+
+XML signatures are made and checked with signxml, CMS with `cryptography`. signxml
+does not implement the XPath filter transform, so `verify_envelope` applies that
+filter's effect itself (removing the nextMSH elements from a copy) before verifying,
+and refuses any transform it does not know rather than silently skipping it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from base64 import b64decode, b64encode
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import pkcs7
+from lxml import etree
+from signxml import (
+    CanonicalizationMethod,
+    DigestAlgorithm,
+    SignatureMethod,
+    XMLSigner,
+    XMLVerifier,
+)
+from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidInput, InvalidSignature
+from signxml.verifier import SignatureConfiguration
+
+from daemon.domain import Layer, Problem
+
+DS = "http://www.w3.org/2000/09/xmldsig#"
+SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
+ENVELOPED = "http://www.w3.org/2000/09/xmldsig#enveloped-signature"
+XPATH_FILTER = "http://www.w3.org/TR/1999/REC-xpath-19991116"
+C14N = "http://www.w3.org/TR/2001/REC-xml-c14n-20010315"
+C14N_METHODS = {
+    C14N,
+    "http://www.w3.org/TR/2001/REC-xml-c14n-20010315#WithComments",
+    "http://www.w3.org/2001/10/xml-exc-c14n#",
+    "http://www.w3.org/2006/12/xml-c14n11",
+}
+NEXT_MSH = "urn:oasis:names:tc:ebxml-msg:actor:nextMSH"
+SOAP_NEXT = "http://schemas.xmlsoap.org/soap/actor/next"
+EBMS_XPATH = (
+    f'not(ancestor-or-self::node()[@SOAP-ENV:actor="{NEXT_MSH}"] | '
+    f'ancestor-or-self::node()[@SOAP-ENV:actor="{SOAP_NEXT}"])'
+)
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """Our signing/decryption key and the certificate that goes with it."""
+
+    private_key: rsa.RSAPrivateKey
+    certificate: x509.Certificate
+
+
+class TrustError(Exception):
+    """A security check failed; `problem` says what, in the sender's terms."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem.text)
+        self.problem = problem
+
+
+# --------------------------------------------------------------------------- CMS
+
+
+def encrypt(data: bytes, recipient: x509.Certificate) -> bytes:
+    """CMS enveloped-data (RSA key transport, AES-256-CBC), DER encoded."""
+    return (
+        pkcs7.PKCS7EnvelopeBuilder()
+        .set_data(data)
+        .set_content_encryption_algorithm(pkcs7.algorithms.AES256)
+        .add_recipient(recipient)
+        .encrypt(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary])
+    )
+
+
+def decrypt(data: bytes, keys: KeyPair | None) -> tuple[bytes | None, Problem | None]:
+    """Open a CMS enveloped-data part addressed to our certificate."""
+    where = "application/pkcs7-mime"
+    if keys is None:
+        text = "kryptert nyttelast, men mottakeren har ingen privatnøkkel konfigurert"
+        return None, Problem(Layer.MIME, "X99", text, where)
+    try:
+        return pkcs7.pkcs7_decrypt_der(data, keys.certificate, keys.private_key, []), None
+    except ValueError as exc:
+        msg = str(exc)
+        if "recipient" in msg.lower() or "no matching" in msg.lower():
+            text = "nyttelasten er ikke kryptert til vårt sertifikat (feil mottakernøkkel)"
+            return None, Problem(Layer.MIME, "S99", text, where)
+        return None, Problem(
+            Layer.MIME, "T99", f"ødelagt eller avkortet CMS-struktur: {msg}", where
+        )
+    except Exception as exc:  # cryptography raises a few kinds for broken DER
+        text = f"kryptert nyttelast kan ikke åpnes: {type(exc).__name__}"
+        return None, Problem(Layer.MIME, "T99", text, where)
+
+
+# --------------------------------------------------------------------------- signing
+
+
+class _EbmsSigner(XMLSigner):
+    """signxml's enveloped signer, with the ebMS transforms and `cid:` references."""
+
+    def __init__(self, attachments: dict[str, bytes]) -> None:
+        super().__init__(
+            signature_algorithm=SignatureMethod.RSA_SHA256,
+            digest_algorithm=DigestAlgorithm.SHA256,
+            c14n_algorithm=CanonicalizationMethod.CANONICAL_XML_1_0,
+        )
+        self.attachments = attachments
+
+    def _build_transforms_for_reference(self, *, transforms_node, reference, **_kwargs):
+        etree.SubElement(transforms_node, f"{{{DS}}}Transform", Algorithm=ENVELOPED)
+        xpath_transform = etree.SubElement(
+            transforms_node, f"{{{DS}}}Transform", Algorithm=XPATH_FILTER
+        )
+        expression = etree.SubElement(xpath_transform, f"{{{DS}}}XPath", nsmap={"SOAP-ENV": SOAP})
+        expression.text = EBMS_XPATH
+        etree.SubElement(transforms_node, f"{{{DS}}}Transform", Algorithm=C14N)
+
+    def _build_sig(self, sig_root, references, c14n_inputs, inclusive_ns_prefixes, **kwargs):
+        signed_info, signature_value = super()._build_sig(
+            sig_root, references, c14n_inputs, inclusive_ns_prefixes, **kwargs
+        )
+        for cid, data in self.attachments.items():
+            ref = etree.SubElement(signed_info, f"{{{DS}}}Reference", URI=f"cid:{cid}")
+            etree.SubElement(ref, f"{{{DS}}}DigestMethod", Algorithm=self.digest_alg.value)
+            digest = etree.SubElement(ref, f"{{{DS}}}DigestValue")
+            digest.text = b64encode(hashlib.sha256(data).digest()).decode()
+        # signxml appends SignatureValue inside _build_sig; keep it after the new refs
+        sig_root.remove(signature_value)
+        sig_root.append(signature_value)
+        return signed_info, signature_value
+
+
+def sign_envelope(envelope: etree._Element, attachments: dict[str, bytes], keys: KeyPair):
+    """Sign a SOAP envelope in place of a placeholder in SOAP:Header; returns the new root."""
+    header = envelope.find(f"{{{SOAP}}}Header")
+    placeholder = etree.SubElement(header, f"{{{DS}}}Signature", Id="placeholder", nsmap={"ds": DS})
+    del placeholder  # signxml finds it by its Id
+    return _EbmsSigner(attachments).sign(envelope, key=keys.private_key, cert=[keys.certificate])
+
+
+def sign_msghead(msghead: etree._Element, keys: KeyPair) -> etree._Element:
+    """An enveloped signature over the whole MsgHead (reference `""`), appended last."""
+    signer = XMLSigner(
+        signature_algorithm=SignatureMethod.RSA_SHA256,
+        digest_algorithm=DigestAlgorithm.SHA256,
+        c14n_algorithm=CanonicalizationMethod.CANONICAL_XML_1_0,
+    )
+    return signer.sign(msghead, key=keys.private_key, cert=[keys.certificate])
+
+
+# --------------------------------------------------------------------------- verifying
+
+
+@dataclass(frozen=True)
+class Trusted:
+    """What a signature may be made with: the partner's registered certificates
+    (several during a rollover) and, optionally, a CA bundle they may chain to."""
+
+    certificates: tuple[x509.Certificate, ...]
+    ca_pem: bytes | None = None
+
+
+def _signature_cert(signature: etree._Element) -> x509.Certificate | None:
+    el = signature.find(f"{{{DS}}}KeyInfo/{{{DS}}}X509Data/{{{DS}}}X509Certificate")
+    if el is None or not (el.text or "").strip():
+        return None
+    try:
+        return x509.load_der_x509_certificate(b64decode("".join(el.text.split())))
+    except ValueError:
+        return None
+
+
+def _fingerprint(cert: x509.Certificate) -> bytes:
+    return cert.fingerprint(hashes.SHA256())
+
+
+def _choose_certificate(
+    signature: etree._Element, trusted: Trusted, at: datetime, layer: Layer, where: str
+) -> x509.Certificate:
+    """The certificate to verify with: the one in KeyInfo if we trust it, else a
+    registered one. Reports 'not trusted' and 'expired' as different problems."""
+    presented = _signature_cert(signature)
+    registered = {_fingerprint(c): c for c in trusted.certificates}
+    if presented is not None:
+        cert = registered.get(_fingerprint(presented))
+        if cert is None and trusted.ca_pem is None:
+            subject = presented.subject.rfc4514_string()
+            text = (
+                f"signaturens sertifikat ({subject}) er ikke klarert: ikke registrert på avsender"
+            )
+            raise TrustError(Problem(layer, "S02", text, where))
+        cert = cert or presented
+    elif len(trusted.certificates) == 1:
+        cert = trusted.certificates[0]
+    else:
+        text = "signaturen har intet X509-sertifikat og avsenderen har ikke ett entydig registrert"
+        raise TrustError(Problem(layer, "S02", text, where))
+    if at < cert.not_valid_before_utc or at > cert.not_valid_after_utc:
+        text = (
+            f"sertifikatet ({cert.subject.rfc4514_string()}) var utløpt eller ennå ikke gyldig "
+            f"ved meldingens tidspunkt {at:%Y-%m-%dT%H:%M:%SZ} (gyldig "
+            f"{cert.not_valid_before_utc:%Y-%m-%d}–{cert.not_valid_after_utc:%Y-%m-%d})"
+        )
+        raise TrustError(Problem(layer, "S02", text, where))
+    return cert
+
+
+def _check_transforms(signature: etree._Element, layer: Layer, where: str) -> int:
+    """Only the transforms we can honour; returns the number of references."""
+    refs = signature.findall(f"{{{DS}}}SignedInfo/{{{DS}}}Reference")
+    for ref in refs:
+        for transform in ref.iterfind(f"{{{DS}}}Transforms/{{{DS}}}Transform"):
+            algorithm = transform.get("Algorithm")
+            if algorithm in C14N_METHODS or algorithm == ENVELOPED:
+                continue
+            if algorithm == XPATH_FILTER and ref.get("URI") == "":
+                expression = " ".join((transform.findtext(f"{{{DS}}}XPath") or "").split())
+                if expression == " ".join(EBMS_XPATH.split()):
+                    continue
+            text = f"signaturen bruker en transform vi ikke kan kontrollere: {algorithm}"
+            raise TrustError(Problem(layer, "S99", text, where))
+    return len(refs)
+
+
+def _verify(
+    root: etree._Element,
+    signature: etree._Element,
+    trusted: Trusted,
+    at: datetime,
+    layer: Layer,
+    where: str,
+    uri_resolver=None,
+) -> None:
+    expected = _check_transforms(signature, layer, where)
+    cert = _choose_certificate(signature, trusted, at, layer, where)
+    config = SignatureConfiguration(
+        expect_references=expected,
+        verification_time=at,
+        ignore_ambiguous_key_info=True,  # KeyValue beside X509Data is common (2023 capture)
+    )
+    try:
+        if trusted.ca_pem is not None and cert not in trusted.certificates:
+            XMLVerifier().verify(
+                root, ca_pem_file=trusted.ca_pem, uri_resolver=uri_resolver, expect_config=config
+            )
+        else:
+            XMLVerifier().verify(
+                root, x509_cert=cert, uri_resolver=uri_resolver, expect_config=config
+            )
+    except InvalidDigest as exc:
+        raise TrustError(Problem(layer, "S01", f"digest stemmer ikke: {exc}", where)) from exc
+    except InvalidCertificate as exc:
+        raise TrustError(
+            Problem(layer, "S02", f"sertifikatet er ikke klarert: {exc}", where)
+        ) from exc
+    except InvalidSignature as exc:
+        raise TrustError(Problem(layer, "S01", f"signaturen er ugyldig: {exc}", where)) from exc
+    except InvalidInput as exc:
+        raise TrustError(
+            Problem(layer, "S99", f"signaturen kan ikke kontrolleres: {exc}", where)
+        ) from exc
+
+
+def _only_signature(signatures: list, layer: Layer, expected_at: str, what: str):
+    if len(signatures) > 1:
+        text = f"{what} har {len(signatures)} signaturer; forventet én"
+        raise TrustError(Problem(layer, "S01", text, expected_at))
+    return signatures[0] if signatures else None
+
+
+def verify_envelope(
+    envelope: etree._Element,
+    attachments: dict[str, bytes],
+    manifest: tuple[str, ...],
+    trusted: Trusted,
+    at: datetime,
+    *,
+    required: bool,
+) -> bool:
+    """Check the ebXML header signature; True when one was present and verified.
+
+    Raises TrustError with the precise reason. The signature must sit in SOAP:Header,
+    cover the whole envelope (`""`) and every payload part the manifest names.
+    """
+    where = "/SOAP:Envelope/SOAP:Header/ds:Signature"
+    layer = Layer.ENVELOPE
+    all_sigs = envelope.findall(f".//{{{DS}}}Signature")
+    header_sigs = envelope.findall(f"{{{SOAP}}}Header/{{{DS}}}Signature")
+    if len(all_sigs) != len(header_sigs):
+        raise TrustError(Problem(layer, "S01", "ds:Signature utenfor SOAP:Header", where))
+    signature = _only_signature(header_sigs, layer, where, "SOAP:Header")
+    if signature is None:
+        if required:
+            text = "meldingen er ikke signert, men avtalen krever signatur"
+            raise TrustError(Problem(layer, "S01", text, where))
+        return False
+    uris = [r.get("URI") for r in signature.iterfind(f"{{{DS}}}SignedInfo/{{{DS}}}Reference")]
+    if "" not in uris:
+        text = 'signaturen dekker ikke hele konvolutten (mangler Reference URI="")'
+        raise TrustError(Problem(layer, "S01", text, where))
+    uncovered = [href for href in manifest if href not in uris]
+    if uncovered:
+        text = f"signaturen dekker ikke nyttelasten {', '.join(uncovered)}"
+        raise TrustError(Problem(layer, "S01", text, where))
+    # the XPath filter transform's effect, which signxml does not apply itself
+    filtered = etree.fromstring(etree.tostring(envelope))
+    for actor in (NEXT_MSH, SOAP_NEXT):
+        for el in filtered.xpath("//*[@SOAP:actor=$a]", namespaces={"SOAP": SOAP}, a=actor):
+            el.getparent().remove(el)
+
+    def resolve(uri: str) -> bytes | None:
+        return attachments.get(uri[4:]) if uri.startswith("cid:") else None
+
+    _verify(filtered, signature, trusted, at, layer, where, uri_resolver=resolve)
+    return True
+
+
+def verify_msghead(
+    msghead: etree._Element, trusted: Trusted, at: datetime, *, required: bool
+) -> bool:
+    """Check the MsgHead's enveloped signature; True when present and verified."""
+    where = "/MsgHead/Signature"
+    layer = Layer.MSGHEAD
+    all_sigs = msghead.findall(f".//{{{DS}}}Signature")
+    own = msghead.findall(f"{{{DS}}}Signature")
+    if len(all_sigs) != len(own):
+        text = "ds:Signature på uventet sted i MsgHead (bare som siste barn av MsgHead)"
+        raise TrustError(Problem(layer, "S01", text, where))
+    signature = _only_signature(own, layer, where, "MsgHead")
+    if signature is None:
+        if required:
+            text = "MsgHead er ikke signert, men avtalen krever signatur"
+            raise TrustError(Problem(layer, "S01", text, where))
+        return False
+    uris = [r.get("URI") for r in signature.iterfind(f"{{{DS}}}SignedInfo/{{{DS}}}Reference")]
+    if uris != [""]:
+        text = f'MsgHead-signaturen må ha nøyaktig én Reference med URI="", fant {uris}'
+        raise TrustError(Problem(layer, "S01", text, where))
+    _verify(msghead, signature, trusted, at, layer, where)
+    return True
+
+
+def parse_time(value: str | None, fallback: datetime) -> datetime:
+    """An xs:dateTime as an aware UTC datetime (naive values are read as UTC)."""
+    if not value:
+        return fallback
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return fallback
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
