@@ -16,8 +16,17 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 
-def generate(private_key: Path, certificate: Path, *, her_id: str, orgnr: str, name: str) -> None:
-    """Write a 2048-bit RSA key (mode 0600) and a two-year self-signed certificate."""
+def generate(
+    private_key: Path,
+    certificate: Path,
+    *,
+    her_id: str,
+    orgnr: str,
+    name: str,
+    not_before: datetime | None = None,
+    days: int = 730,
+) -> None:
+    """Write a 2048-bit RSA key (mode 0600) and a self-signed certificate (two years)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     subject = x509.Name(
         [
@@ -27,15 +36,15 @@ def generate(private_key: Path, certificate: Path, *, her_id: str, orgnr: str, n
             x509.NameAttribute(NameOID.ORGANIZATION_IDENTIFIER, f"NTRNO-{orgnr}"),
         ]
     )
-    now = datetime.now(UTC)
+    start = not_before or datetime.now(UTC) - timedelta(minutes=5)
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=730))
+        .not_valid_before(start)
+        .not_valid_after(start + timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(

@@ -52,8 +52,10 @@ class Partner:
 
     @property
     def encryption_cert(self) -> x509.Certificate | None:
-        """The certificate our answers are encrypted to: the one valid longest."""
-        return max(self.certs, key=lambda c: c.not_valid_after_utc, default=None)
+        """The certificate our answers are encrypted to during a rollover: the one valid
+        longest; on a tie the one listed last (the operator adds the new one last)."""
+        ranked = sorted(enumerate(self.certs), key=lambda ic: (ic[1].not_valid_after_utc, ic[0]))
+        return ranked[-1][1] if ranked else None
 
 
 @dataclass(frozen=True, slots=True)

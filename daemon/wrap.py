@@ -10,8 +10,11 @@ import gzip as gzip_module
 import uuid
 from datetime import UTC, datetime
 
-from daemon import ebms, mime
+from cryptography import x509
+
+from daemon import ebms, mime, trust
 from daemon.domain import PartyRef
+from daemon.trust import KeyPair
 
 
 def wrap(
@@ -27,7 +30,12 @@ def wrap(
     gzip: bool = False,
     service: str = "BehandlerKrav",
     action: str = "OppgjorsMelding",
+    signer: KeyPair | None = None,
+    encrypt_to: x509.Certificate | None = None,
 ) -> bytes:
+    """An inbound ebMS message around `msghead`, as the partner's handler makes it:
+    optionally gzipped, then CMS-encrypted to our certificate (`encrypt_to`), and the
+    envelope signed with the partner's key (`signer`) over itself and the payload."""
     message_id = message_id or str(uuid.uuid4())
     stamp = (timestamp or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     route = ebms.Route(
@@ -42,9 +50,13 @@ def wrap(
     )
     cid = f"payload-{message_id}@sender"
     env = ebms.envelope(route, manifest=(cid,), ack_requested=ack_requested)
+    data, ctype = msghead, "text/xml"
     if gzip:
-        payload = mime.Part(cid, "application/gzip", gzip_module.compress(msghead, mtime=0))
-    else:
-        payload = mime.Part(cid, "text/xml", msghead)
+        data, ctype = gzip_module.compress(msghead, mtime=0), "application/gzip"
+    if encrypt_to is not None:
+        data, ctype = trust.encrypt(data, encrypt_to), "application/pkcs7-mime"
+    payload = mime.Part(cid, ctype, data)
+    if signer is not None:
+        env = trust.sign_envelope(env, {cid: data}, signer)
     soap = mime.Part(f"soap-{message_id}@sender", "text/xml", ebms.to_bytes(env))
     return mime.build([soap, payload])

@@ -1,0 +1,421 @@
+"""Signatures and encryption end to end, with real keys made for the tests."""
+
+from __future__ import annotations
+
+import gzip
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from lxml import etree
+
+from daemon import cli, keys, mime, trust
+from daemon.ebms import NS
+from daemon.keys import KeyLoadError
+from daemon.schemas import Schemas
+from daemon.trust import Trusted, TrustError
+from daemon.wrap import wrap
+from tests.conftest import demo_claim, shared_or_skip
+from tests.test_intake import AR, apprec_of, errors
+
+PARTNER_HER = "90002"
+PARTNER_CPA = "kravmottak:trust:1"
+
+
+def make_pair(folder: Path, name: str, **kwargs) -> trust.KeyPair:
+    """A partner key pair; valid from a year back, so it covers the claims' GenDate."""
+    kwargs.setdefault("not_before", datetime.now(UTC) - timedelta(days=365))
+    key, cert = folder / f"{name}.key.pem", folder / f"{name}.cert.pem"
+    keys.generate(key, cert, her_id=PARTNER_HER, orgnr="974589095", name=name, **kwargs)
+    return keys.load_pair(key, cert, None)
+
+
+def cert_path(folder: Path, name: str) -> Path:
+    return folder / f"{name}.cert.pem"
+
+
+@pytest.fixture
+def partner(sandbox, tmp_path) -> trust.KeyPair:
+    """A hospital that signs, encrypts to us, and wants encrypted, gzipped answers."""
+    pair = make_pair(tmp_path, "hospital")
+    register(sandbox, cert_path(tmp_path, "hospital"))
+    return pair
+
+
+def register(sandbox, *certs: Path, extra: tuple[str, ...] = ()) -> None:
+    args = [
+        "--config",
+        str(sandbox.config_path),
+        "partner",
+        "add",
+        "--her-id",
+        PARTNER_HER,
+        "--cpa-id",
+        PARTNER_CPA,
+        "--encrypts-to-us",
+        "--encrypt",
+        "--compress",
+        *extra,
+    ]
+    for c in certs:
+        args += ["--certificate", str(c)]
+    assert cli.main(args) == 0
+
+
+def our_keys(sandbox) -> trust.KeyPair:
+    return keys.load_pair(sandbox.paths.private_key, sandbox.paths.certificate, None)
+
+
+def signed_claim(pair: trust.KeyPair | None, payload: bytes | None = None) -> bytes:
+    root = etree.fromstring(payload or demo_claim())
+    if pair is not None:
+        root = trust.sign_msghead(root, pair)
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def send(sandbox, msghead: bytes, *, signer, encrypt_to, **kwargs) -> None:
+    raw = wrap(
+        msghead,
+        from_her=PARTNER_HER,
+        cpa_id=PARTNER_CPA,
+        gzip=True,
+        signer=signer,
+        encrypt_to=encrypt_to,
+        **kwargs,
+    )
+    sandbox.drop(raw)
+    sandbox.process()
+
+
+def only_error(sandbox) -> dict:
+    (err,) = errors(read_apprec(sandbox))
+    return err
+
+
+def read_apprec(sandbox) -> etree._Element:
+    """The AppRec, whether or not it was encrypted to the partner (tests hold its key)."""
+    return apprec_of(sandbox)
+
+
+# --------------------------------------------------------------------------- round trip
+
+
+def test_round_trip_signed_encrypted_in_and_out(sandbox, partner, tmp_path):
+    """Partner signs + encrypts to us → we verify, decrypt, answer signed + encrypted back."""
+    ours = our_keys(sandbox)
+    send(
+        sandbox,
+        signed_claim(partner),
+        signer=partner,
+        encrypt_to=ours.certificate,
+        message_id="rt-1",
+    )
+    (path,) = sandbox.outbox("apprec")
+    multipart, problem = mime.parse(path.read_bytes())
+    assert problem is None
+    envelope = etree.fromstring(multipart.start.data)
+    (part,) = multipart.attachments
+    assert part.content_type == "application/pkcs7-mime"
+    header = envelope.find(".//eb:MessageHeader", NS)
+    at = trust.parse_time(header.findtext("eb:MessageData/eb:Timestamp", namespaces=NS), None)
+    # our signature verifies with our certificate, over the envelope and the encrypted part
+    manifest = tuple(
+        r.get(f"{{{NS['xlink']}}}href") for r in envelope.iterfind(".//eb:Reference", NS)
+    )
+    assert trust.verify_envelope(
+        envelope,
+        {part.content_id: part.data},
+        manifest,
+        Trusted((ours.certificate,)),
+        at,
+        required=True,
+    )
+    # the partner opens it with its own key
+    inner, problem = trust.decrypt(part.data, partner)
+    assert problem is None
+    apprec = etree.fromstring(gzip.decompress(inner))
+    assert Schemas.load().apprec.validate(apprec)
+    assert apprec.find("ar:Status", AR).get("V") == "1"
+    assert errors(apprec) == []
+    # and the Acknowledgment is signed too
+    (ack_path,) = sandbox.outbox("ack")
+    ack_env = etree.fromstring(mime.parse(ack_path.read_bytes())[0].start.data)
+    assert trust.verify_envelope(ack_env, {}, (), Trusted((ours.certificate,)), at, required=True)
+
+
+def decrypted_apprec(sandbox, partner) -> etree._Element:
+    (path,) = sandbox.outbox("apprec")
+    (part,) = mime.parse(path.read_bytes())[0].attachments
+    inner, problem = trust.decrypt(part.data, partner)
+    assert problem is None, problem
+    return etree.fromstring(gzip.decompress(inner))
+
+
+def refusal(sandbox, partner) -> dict:
+    apprec = decrypted_apprec(sandbox, partner)
+    assert apprec.find("ar:Status", AR).get("V") == "2"
+    (err,) = errors(apprec)
+    return err
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def test_unsigned_envelope_is_refused_when_agreement_requires(sandbox, partner):
+    """No header signature from a partner that must sign: S01 'ikke signert'."""
+    send(sandbox, signed_claim(partner), signer=None, encrypt_to=our_keys(sandbox).certificate)
+    err = refusal(sandbox, partner)
+    assert err["V"] == "S01" and "ikke signert" in err["DN"] and "SOAP:Header" in err["OT"]
+    assert len(sandbox.outbox("error")) == 1  # and a MessageError SecurityFailure
+
+
+def test_unsigned_msghead_is_refused_when_agreement_requires(sandbox, partner):
+    """Header signed, MsgHead not: S01 naming the MsgHead."""
+    send(sandbox, signed_claim(None), signer=partner, encrypt_to=our_keys(sandbox).certificate)
+    err = refusal(sandbox, partner)
+    assert err["V"] == "S01" and "MsgHead er ikke signert" in err["DN"]
+
+
+def test_signature_by_unregistered_certificate_is_not_trusted(sandbox, partner, tmp_path):
+    """Signed by a key the partner never registered: S02 'ikke klarert'."""
+    stranger = make_pair(tmp_path, "stranger")
+    send(sandbox, signed_claim(stranger), signer=stranger, encrypt_to=our_keys(sandbox).certificate)
+    err = refusal(sandbox, partner)
+    assert err["V"] == "S02" and "ikke klarert" in err["DN"] and "stranger" in err["DN"]
+
+
+def test_expired_certificate_is_reported_as_expired(sandbox, tmp_path):
+    """A certificate that had expired at the message time: S02 'utløpt', not 'not trusted'."""
+    old = make_pair(tmp_path, "old", not_before=datetime(2020, 1, 1, tzinfo=UTC), days=365)
+    register(sandbox, cert_path(tmp_path, "old"))
+    send(sandbox, signed_claim(old), signer=old, encrypt_to=our_keys(sandbox).certificate)
+    err = refusal(sandbox, old)
+    assert err["V"] == "S02" and "utløpt" in err["DN"] and "2020-12-31" in err["DN"]
+
+
+def test_payload_changed_after_signing_is_a_digest_mismatch(sandbox, partner):
+    """The cid: part swapped after the header was signed: S01 'digest stemmer ikke'."""
+    ours = our_keys(sandbox)
+    raw = wrap(
+        signed_claim(partner),
+        from_her=PARTNER_HER,
+        cpa_id=PARTNER_CPA,
+        gzip=True,
+        signer=partner,
+        encrypt_to=ours.certificate,
+    )
+    frame = mime.parse(raw)[0]
+    other = trust.encrypt(gzip.compress(signed_claim(partner)), ours.certificate)
+    sandbox.drop(
+        mime.build(
+            [
+                frame.start,
+                mime.Part(frame.attachments[0].content_id, "application/pkcs7-mime", other),
+            ]
+        )
+    )
+    sandbox.process()
+    err = refusal(sandbox, partner)
+    assert err["V"] == "S01" and "digest stemmer ikke" in err["DN"] and "cid:" in err["DN"]
+
+
+def test_msghead_changed_after_signing_is_refused(sandbox, partner):
+    """An amount edited inside the signed MsgHead: S01 on the MsgHead signature."""
+    forged = signed_claim(partner).replace(b'sumBelop="71.00"', b'sumBelop="710.00"', 1)
+    send(sandbox, forged, signer=partner, encrypt_to=our_keys(sandbox).certificate)
+    err = refusal(sandbox, partner)
+    assert err["V"] == "S01" and err["OT"].startswith("msghead")
+
+
+def _wrapping_verdict(pair: trust.KeyPair, mutate) -> str:
+    root = etree.fromstring(signed_claim(pair))
+    mutate(root)
+    root = etree.fromstring(etree.tostring(root))
+    with pytest.raises(TrustError) as raised:
+        trust.verify_msghead(root, Trusted((pair.certificate,)), datetime.now(UTC), required=True)
+    return f"{raised.value.problem.code} {raised.value.problem.text}"
+
+
+def test_signature_wrapping_attacks_are_refused(tmp_path):
+    """A moved signature, a second unsigned MsgHead, a swapped payload: never accepted."""
+    pair = make_pair(tmp_path, "wrap")
+    ds = "{http://www.w3.org/2000/09/xmldsig#}Signature"
+    mh = "{http://www.kith.no/xmlstds/msghead/2006-05-24}"
+
+    def move_signature_into_document(root):
+        root.find(f"{mh}Document").append(root.find(ds))
+
+    def second_unsigned_msghead(root):
+        forged = etree.fromstring(demo_claim().replace(b"160.00", b"9160.00"))
+        root.find(f"{mh}Document/{mh}RefDoc/{mh}Content").append(forged)
+
+    def signed_original_inside_forged_wrapper(root):
+        forged = etree.fromstring(demo_claim().replace(b"160.00", b"9160.00"))
+        root.find(f"{mh}Document/{mh}RefDoc/{mh}Content")[0].append(forged)
+
+    assert _wrapping_verdict(pair, move_signature_into_document).startswith("S01 ds:Signature på")
+    assert _wrapping_verdict(pair, second_unsigned_msghead).startswith("S01 digest stemmer ikke")
+    assert _wrapping_verdict(pair, signed_original_inside_forged_wrapper).startswith("S01 digest")
+
+
+def test_wrapped_signature_is_refused_end_to_end(sandbox, partner):
+    """Through the daemon: a signature moved out of place never yields status 1."""
+    signed = etree.fromstring(signed_claim(partner))
+    signature = signed.find("{http://www.w3.org/2000/09/xmldsig#}Signature")
+    signed.find("{http://www.kith.no/xmlstds/msghead/2006-05-24}MsgInfo").append(signature)
+    send(sandbox, etree.tostring(signed), signer=partner, encrypt_to=our_keys(sandbox).certificate)
+    apprec = decrypted_apprec(sandbox, partner)
+    assert apprec.find("ar:Status", AR).get("V") == "2"
+    assert errors(apprec) and all(e["V"] in ("S01", "T02") for e in errors(apprec))
+
+
+def test_payload_not_encrypted_to_us_is_refused(sandbox, partner, tmp_path):
+    """Encrypted to somebody else's certificate: S99 naming the wrong key."""
+    elsewhere = make_pair(tmp_path, "elsewhere")
+    send(sandbox, signed_claim(partner), signer=partner, encrypt_to=elsewhere.certificate)
+    err = refusal(sandbox, partner)
+    assert err["V"] == "S99" and "ikke kryptert til vårt sertifikat" in err["DN"]
+
+
+def test_truncated_cms_is_refused(sandbox, partner):
+    """A CMS structure cut short: T99, file kept in quarantine."""
+    ours = our_keys(sandbox)
+    cms = trust.encrypt(gzip.compress(signed_claim(partner)), ours.certificate)[:-40]
+    raw = wrap(b"x", from_her=PARTNER_HER, cpa_id=PARTNER_CPA)
+    frame = mime.parse(raw)[0]
+    part = mime.Part(frame.attachments[0].content_id, "application/pkcs7-mime", cms)
+    env = etree.fromstring(frame.start.data)
+    signed_env = trust.sign_envelope(env, {part.content_id: cms}, partner)
+    soap = mime.Part(frame.start.content_id, "text/xml", etree.tostring(signed_env))
+    sandbox.drop(mime.build([soap, part]), "cut.msg")
+    sandbox.process()
+    err = refusal(sandbox, partner)
+    assert err["V"] == "T99" and "CMS" in err["DN"]
+    assert len(list(sandbox.paths.quarantine.glob("*--cut.msg"))) == 1
+
+
+def test_plain_payload_from_partner_that_must_encrypt_is_refused(sandbox, partner):
+    """encrypts_to_us: a plain payload is a breach of the agreement (S99)."""
+    send(sandbox, signed_claim(partner), signer=partner, encrypt_to=None)
+    err = refusal(sandbox, partner)
+    assert err["V"] == "S99" and "krever kryptert" in err["DN"]
+
+
+def test_certificate_rollover_accepts_old_and_new(sandbox, tmp_path):
+    """Two registered certificates: messages signed with either are accepted."""
+    old = make_pair(tmp_path, "gen1")
+    new = make_pair(tmp_path, "gen2")
+    register(sandbox, cert_path(tmp_path, "gen1"), cert_path(tmp_path, "gen2"))
+    ours = our_keys(sandbox).certificate
+    for pair in (old, new):
+        send(sandbox, signed_claim(pair), signer=pair, encrypt_to=ours)
+    statuses = []
+    for path in sandbox.outbox("apprec"):
+        (part,) = mime.parse(path.read_bytes())[0].attachments
+        inner, _ = trust.decrypt(part.data, new)  # answers go to the newest certificate
+        statuses.append(etree.fromstring(gzip.decompress(inner)).find("ar:Status", AR).get("V"))
+    assert statuses == ["1", "1"]
+
+
+def test_present_signature_is_checked_even_when_not_required(sandbox, tmp_path):
+    """The demo partner need not sign, but a bad signature it does send is refused."""
+    stranger = make_pair(tmp_path, "stray")
+    raw = wrap(demo_claim(), from_her="90001", cpa_id="kravmottak:demo:1", signer=stranger)
+    sandbox.drop(raw)
+    sandbox.process()
+    err = only_error(sandbox)
+    assert err["V"] == "S02"
+
+
+# --------------------------------------------------------------------------- the real capture
+
+
+def test_real_2023_capture_header_signature_verifies_with_its_certificate():
+    """NAV's 2023 capture: the ebXML signature, incl. the cid: digest over the CMS part."""
+    folder = shared_or_skip("samples/ebxml-behandlerkrav-2023")
+    multipart, _ = mime.parse((folder / "2023_08_29T12_56_58_328.msg").read_bytes())
+    cert = x509.load_pem_x509_certificate((folder / "2023_08_29T12_56_58_328.cer").read_bytes())
+    envelope = etree.fromstring(multipart.start.data)
+    (part,) = multipart.attachments
+    at = datetime(2023, 8, 29, 10, 56, 50, tzinfo=UTC)
+    href = f"cid:{part.content_id}"
+    assert trust.verify_envelope(
+        envelope, {part.content_id: part.data}, (href,), Trusted((cert,)), at, required=True
+    )
+    with pytest.raises(TrustError, match="digest stemmer ikke"):
+        trust.verify_envelope(
+            envelope,
+            {part.content_id: part.data[:-1] + b"\0"},
+            (href,),
+            Trusted((cert,)),
+            at,
+            required=True,
+        )
+    with pytest.raises(TrustError, match="utløpt"):  # the certificate ran out in 2025
+        trust.verify_envelope(
+            envelope,
+            {part.content_id: part.data},
+            (href,),
+            Trusted((cert,)),
+            at + timedelta(days=900),
+            required=True,
+        )
+
+
+def test_real_2023_capture_end_to_end_stops_at_our_missing_nav_key(sandbox):
+    """Through the daemon: signature accepted, then decryption names the real blocker:
+    the payload is encrypted to NAV's certificate, whose private key we do not have."""
+    folder = shared_or_skip("samples/ebxml-behandlerkrav-2023")
+    args = [
+        "--config",
+        str(sandbox.config_path),
+        "partner",
+        "add",
+        "--her-id",
+        "8141253",
+        "--cpa-id",
+        "nav:qass:35065",
+        "--encrypts-to-us",
+        "--certificate",
+        str(folder / "2023_08_29T12_56_58_328.cer"),
+    ]
+    assert cli.main(args) == 0
+    sandbox.drop((folder / "2023_08_29T12_56_58_328.msg").read_bytes())
+    sandbox.process()
+    err = only_error(sandbox)
+    assert err["V"] == "S99" and "ikke kryptert til vårt sertifikat" in err["DN"]
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def test_key_passphrase_sources(tmp_path, monkeypatch):
+    """The passphrase comes from a file, an env variable or a systemd credential."""
+    (tmp_path / "pw").write_text("s3cret\n")
+    assert keys.passphrase({"file": str(tmp_path / "pw")}) == b"s3cret"
+    monkeypatch.setenv("KM_PW", "fromenv")
+    assert keys.passphrase({"env": "KM_PW"}) == b"fromenv"
+    (tmp_path / "creds").mkdir()
+    (tmp_path / "creds" / "keypass").write_text("cred")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "creds"))
+    assert keys.passphrase({"credential": "keypass"}) == b"cred"
+    assert keys.passphrase(None) is None
+
+
+def test_encrypted_key_with_wrong_passphrase_is_a_clear_error(tmp_path):
+    """A wrong passphrase names the file, and never the passphrase."""
+    from cryptography.hazmat.primitives import serialization
+
+    pair = make_pair(tmp_path, "enc")
+    pem = pair.private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"right-one"),
+    )
+    (tmp_path / "enc.key.pem").write_bytes(pem)
+    loaded = keys.load_pair(tmp_path / "enc.key.pem", cert_path(tmp_path, "enc"), b"right-one")
+    assert loaded.certificate == pair.certificate
+    with pytest.raises(KeyLoadError) as raised:
+        keys.load_pair(tmp_path / "enc.key.pem", cert_path(tmp_path, "enc"), b"wrong-one")
+    assert "enc.key.pem" in str(raised.value) and "wrong-one" not in str(raised.value)
