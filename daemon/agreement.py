@@ -18,6 +18,12 @@ def check_agreement(work: Work, ctx: Context) -> Work:
     header = work.header
     party = ctx.settings.party
     problems = []
+    for name, p in (("From", header.from_party), ("To", header.to_party)):
+        if p.party_type != "HER":
+            text = f"eb:{name}/eb:PartyId må ha eb:type HER, fant {p.party_type or 'ingen'}"
+            problems.append(
+                Problem(Layer.AGREEMENT, "E10", text, f"{_HEADER}/eb:{name}/eb:PartyId")
+            )
     if header.to_party.party_id != party.her_id:
         text = (
             f"meldingen er adressert til {header.to_party.party_id}, ikke til oss ({party.her_id})"
@@ -37,13 +43,18 @@ def check_agreement(work: Work, ctx: Context) -> Work:
 
 
 def check_history(work: Work, ctx: Context) -> Work:
-    """Same ebXML MessageId as an accepted earlier message, but other bytes."""
-    earlier = ctx.history.accepted_hash(work.header.message_id)
-    if earlier is not None and earlier != work.content_hash:
-        text = (
-            f"MessageId {work.header.message_id} er allerede mottatt med et annet innhold; "
-            "en ny melding må ha en ny MessageId"
-        )
-        where = f"{_HEADER}/eb:MessageData/eb:MessageId"
-        return work.failed(Problem(Layer.LEDGER, "E10", text, where))
-    return work
+    """An ebXML MessageId we accepted before. The same payload part in a new envelope
+    (a retransmission: new Timestamp, new MIME boundary) gets the stored answer; other
+    content under a used MessageId is refused."""
+    earlier = ctx.history.accepted(work.header.message_id)
+    if earlier is None or earlier[0] == work.content_hash:
+        return work
+    content_hash, part_hash = earlier
+    if part_hash is not None and part_hash == work.payload_part_hash:
+        return work.with_(retransmission_of=content_hash)
+    text = (
+        f"MessageId {work.header.message_id} er allerede mottatt med et annet innhold; "
+        "en ny melding må ha en ny MessageId"
+    )
+    where = f"{_HEADER}/eb:MessageData/eb:MessageId"
+    return work.failed(Problem(Layer.LEDGER, "E10", text, where))

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from lxml import etree
 
 from daemon import __version__, ebms, mime, trust
-from daemon.domain import Layer, Problem, Remark
+from daemon.domain import Layer, PartyRef, Problem, Remark
 from daemon.pipeline import Context, Work
 from daemon.registry import Partner
 
@@ -58,12 +58,25 @@ class Output:
     content: bytes
 
 
+# problems of our making or our configuration: the same file sent again is processed
+# again (after the fix, the size limit change or the new agreement) instead of re-answered
+RETRYABLE_LAYERS = {Layer.INTERNAL, Layer.AGREEMENT, Layer.FILE}
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     state: str  # "answered" | "quarantined"
     status: str | None  # AppRec status (8258), None when no AppRec could be addressed
     outputs: tuple[Output, ...]
     problems: tuple[Problem, ...]
+
+    @property
+    def final(self) -> bool:
+        return not any(p.layer in RETRYABLE_LAYERS for p in self.problems)
+
+
+class InvalidOutput(Exception):
+    """We built an answer our own schema refuses: a bug, handled as an internal error."""
 
 
 def timestamp(now: datetime) -> str:
@@ -77,22 +90,27 @@ def answer(work: Work, ctx: Context) -> Answer:
     if header is None:  # nobody to answer: the quarantine's .err.json is the answer
         return Answer(state, None, (), problems)
     stamp = timestamp(ctx.now)
+    us = PartyRef(ctx.settings.party.her_id, "HER", ctx.settings.party.role)
     outputs = []
     transport = [p for p in problems if p.layer in TRANSPORT_LAYERS]
     if transport:
         items = [
             ebms.ErrorItem(_ebms_code(p), f"{p.code}: {p.text}", p.location) for p in transport
         ]
-        env = ebms.message_error(header, items, message_id=work.ids.new("error"), timestamp=stamp)
+        env = ebms.message_error(
+            header, us, items, message_id=work.ids.new("error"), timestamp=stamp
+        )
         outputs.append(_signal("error", env, ctx))
     elif header.ack_requested:
-        env = ebms.acknowledgment(header, message_id=work.ids.new("ack"), timestamp=stamp)
+        env = ebms.acknowledgment(header, us, message_id=work.ids.new("ack"), timestamp=stamp)
         outputs.append(_signal("ack", env, ctx))
     status = _status(work)
     apprec_id = work.ids.new("apprec")
     apprec = build_apprec(work, ctx, status, apprec_id, stamp)
+    if not ctx.schemas.apprec.validate(apprec):  # never send what the schema refuses
+        raise InvalidOutput(f"AppRec does not validate: {ctx.schemas.apprec.error_log.last_error}")
     route = ebms.reply_route(
-        header, action="Svarmelding", message_id=work.ids.new("apprec-ebms"), timestamp=stamp
+        header, us, action="Svarmelding", message_id=work.ids.new("apprec-ebms"), timestamp=stamp
     )
     payload = payload_part(
         f"apprec-{apprec_id}@kravmottak",
@@ -145,11 +163,18 @@ def _status(work: Work) -> str:
 
 # --------------------------------------------------------------------------- AppRec
 
-_DATETIME = re.compile(r"^-?\d{4,}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?$")
+_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?$")
 
 
 def _valid_datetime(value: str | None) -> bool:
-    return bool(value) and _DATETIME.match(value) is not None
+    """An xs:dateTime we can echo: the shape, and a real calendar date and time."""
+    if not value or _DATETIME.match(value) is None:
+        return False
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:  # 2026-02-30, 25:61, year 0
+        return False
+    return True
 
 
 def _el(parent: etree._Element, name: str, text: str | None = None, **attrs: str):

@@ -137,6 +137,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from daemon.checkfile import check_file
 
     settings = _settings(args)
+    if not Path(args.file).is_file():
+        print(f"kravmottak: no such file: {args.file}", file=sys.stderr)
+        return 2
     problems = check_file(Path(args.file), settings)
     for p in problems:
         print(f"{p.code} {p.where()}: {p.text}")

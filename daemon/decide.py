@@ -23,7 +23,7 @@ def decide(work: Work, ctx: Context) -> Work:
 
 def evaluate(bills: tuple[Bill, ...], ctx: Context, rules: tuple[BillRule, ...]) -> Decision:
     decisions = []
-    trace: list[tuple[str, str, bool]] = []
+    trace: list[tuple[str, str, bool, tuple[tuple[str, str], ...]]] = []
     for bill in bills:
         remarks: list[Remark] = []
         approved = bill.sum_amount
@@ -31,7 +31,8 @@ def evaluate(bills: tuple[Bill, ...], ctx: Context, rules: tuple[BillRule, ...])
         for fn in rules:
             info = fn.rule
             finding = fn(bill, ctx)
-            trace.append((info.id, bill.regning_nr, finding is not None))
+            inputs = finding.inputs if finding is not None else ()
+            trace.append((info.id, bill.regning_nr, finding is not None, inputs))
             if finding is None:
                 continue
             text = f"{info.text}: {finding.detail}" if finding.detail else info.text

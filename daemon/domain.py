@@ -23,6 +23,7 @@ class Layer(StrEnum):
     MSGHEAD = "msghead"  # KITH MsgHead 1.2 around the payload
     PAYLOAD = "payload"  # NPR-behandlerkravmelding / Behandlerkrav
     LEDGER = "ledger"  # duplicates and conflicts with earlier messages
+    INTERNAL = "internal"  # a fault on our side, not the sender's
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +247,8 @@ class Decision:
     """The outcome for a whole claim; `trace` says which rules ran and what fired."""
 
     bills: tuple[BillDecision, ...]
-    trace: tuple[tuple[str, str, bool], ...] = ()  # (rule_id, regning_nr, fired)
+    # (rule_id, regning_nr, fired, inputs the rule saw when it fired)
+    trace: tuple[tuple[str, str, bool, tuple[tuple[str, str], ...]], ...] = ()
 
     @property
     def remarks(self) -> tuple[Remark, ...]:

@@ -76,9 +76,10 @@ def read_header(root: etree._Element) -> tuple[EbxmlHeader | None, list[Problem]
         value = _text(mh, path)
         if not value:
             problems.append(Problem(Layer.ENVELOPE, "E10", f"{path} mangler", f"{base}/{path}"))
-        else:
-            values[key] = value
-    if problems or from_party is None or to_party is None:
+        values[key] = value or ""
+    # enough to address an answer: who, to whom, under which agreement, about what
+    addressable = ("cpa_id", "conversation_id", "message_id")
+    if from_party is None or to_party is None or not all(values[k] for k in addressable):
         return None, problems
     service_el = mh.find("eb:Service", NS)
     ack = root.find("SOAP:Header/eb:AckRequested", NS)
@@ -97,7 +98,7 @@ def read_header(root: etree._Element) -> tuple[EbxmlHeader | None, list[Problem]
         manifest=manifest,
         **values,
     )
-    return header, []
+    return header, problems
 
 
 # --------------------------------------------------------------------------- writing
@@ -121,6 +122,7 @@ class Route:
 
 def reply_route(
     inbound: EbxmlHeader,
+    us: PartyRef,
     *,
     action: str,
     message_id: str,
@@ -128,9 +130,10 @@ def reply_route(
     service: str | None = None,
     service_type: str | None = "string",
 ) -> Route:
-    """Roles reversed, same agreement and conversation, referring to the inbound id."""
+    """Back to the sender: from `us` (never whatever the inbound To said), same
+    agreement and conversation, referring to the inbound id."""
     return Route(
-        from_party=inbound.to_party,
+        from_party=us,
         to_party=inbound.from_party,
         cpa_id=inbound.cpa_id,
         conversation_id=inbound.conversation_id,
@@ -205,10 +208,13 @@ def envelope(
     return env
 
 
-def acknowledgment(inbound: EbxmlHeader, *, message_id: str, timestamp: str) -> etree._Element:
+def acknowledgment(
+    inbound: EbxmlHeader, us: PartyRef, *, message_id: str, timestamp: str
+) -> etree._Element:
     """The ebMS reliable-messaging Acknowledgment signal for `inbound`."""
     route = reply_route(
         inbound,
+        us,
         action="Acknowledgment",
         message_id=message_id,
         timestamp=timestamp,
@@ -222,7 +228,7 @@ def acknowledgment(inbound: EbxmlHeader, *, message_id: str, timestamp: str) -> 
     _add(ack, "Timestamp", timestamp)
     _add(ack, "RefToMessageId", inbound.message_id)
     from_el = _add(ack, "From")
-    _add(from_el, "PartyId", inbound.to_party.party_id, type=inbound.to_party.party_type or "HER")
+    _add(from_el, "PartyId", us.party_id, type=us.party_type)
     return envelope(route, header_extra=(ack,))
 
 
@@ -236,11 +242,12 @@ class ErrorItem:
 
 
 def message_error(
-    inbound: EbxmlHeader, errors: list[ErrorItem], *, message_id: str, timestamp: str
+    inbound: EbxmlHeader, us: PartyRef, errors: list[ErrorItem], *, message_id: str, timestamp: str
 ) -> etree._Element:
     """The ebMS MessageError signal: the transport layer could not accept `inbound`."""
     route = reply_route(
         inbound,
+        us,
         action="MessageError",
         message_id=message_id,
         timestamp=timestamp,

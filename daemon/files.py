@@ -38,8 +38,18 @@ def _incomplete_name(name: str, intake: Intake) -> bool:
     return name.startswith(".") or name.endswith(intake.temp_suffixes)
 
 
-def scan(inbox: Path, intake: Intake, now: float | None = None) -> tuple[list[Candidate], int]:
-    """Files ready to claim (oldest first), and how many are still settling."""
+def scan(
+    inbox: Path,
+    intake: Intake,
+    now: float | None = None,
+    seen: dict[str, tuple[int, float, float]] | None = None,
+) -> tuple[list[Candidate], int]:
+    """Files ready to claim (oldest first), and how many are still settling.
+
+    Ready: mtime at least `stable_seconds` old. A file whose mtime lies in the future
+    (a writer with a skewed clock) is ready once its size and mtime have not changed
+    for `stable_seconds` of our own time; `seen` carries those observations between
+    scans (name → (size, mtime, first seen))."""
     now = time.time() if now is None else now
     ready, settling = [], 0
     with os.scandir(inbox) as entries:
@@ -50,18 +60,39 @@ def scan(inbox: Path, intake: Intake, now: float | None = None) -> tuple[list[Ca
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # taken by someone else meanwhile
-            if now - st.st_mtime < intake.stable_seconds:
+            age = now - st.st_mtime
+            if age < 0 and seen is not None:
+                size, mtime, since = seen.get(entry.name, (-1, -1.0, now))
+                if (size, mtime) != (st.st_size, st.st_mtime):
+                    since = now
+                seen[entry.name] = (st.st_size, st.st_mtime, since)
+                age = now - since
+            if age < intake.stable_seconds:
                 settling += 1
                 continue
             ready.append(Candidate(Path(entry.path), st.st_size, st.st_mtime))
+    if seen is not None:  # forget files that have left the inbox
+        present = {c.path.name for c in ready} | {n for n in seen if (inbox / n).exists()}
+        for gone in set(seen) - present:
+            del seen[gone]
     ready.sort(key=lambda c: (c.mtime, c.path.name))
     return ready, settling
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def safe_name(original: str, limit: int = 120) -> str:
+    """The original name as plain ASCII of bounded length: senders' names may hold
+    undecodable bytes (surrogates) or be near the file system's 255-byte limit."""
+    cleaned = _UNSAFE.sub("_", original).strip("_.") or "file"
+    return cleaned[-limit:]
+
+
 def work_name_for(original: str, now: datetime) -> str:
-    """A unique name in work/ that still shows the original name."""
+    """A unique name in work/ that still shows (a safe form of) the original name."""
     stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    return f"{stamp}-{secrets.token_hex(4)}--{original}"
+    return f"{stamp}-{secrets.token_hex(4)}--{safe_name(original)}"
 
 
 def original_name(work_name: str) -> str:
@@ -108,7 +139,8 @@ _TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
 
 
 def remove_stale_temps(folder: Path) -> list[str]:
-    """Delete the temporary files a killed `write_atomic` left behind (call at start only)."""
+    """Delete the temporary files a killed `write_atomic` left behind. Only while no
+    write is under way in this process (start-up, or recovery in the poll thread)."""
     removed = []
     if folder.is_dir():
         for path in folder.iterdir():

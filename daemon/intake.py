@@ -44,8 +44,8 @@ from daemon.verify import verify_envelope_signature, verify_payload_signature
 STAGES = (
     open_envelope,
     check_agreement,
-    check_history,
     verify_envelope_signature,
+    check_history,
     extract_payload,
     validate,
     verify_payload_signature,
@@ -80,6 +80,8 @@ class Intake:
         self.keys = keys
         self.ca_pem = ca_pem
         self.log = get_logger()
+        self._seen: dict[str, tuple[int, float, float]] = {}  # future-mtime files
+        self.failures = 0  # files whose handling raised; they wait in work/
 
     # ------------------------------------------------------------------ passes
 
@@ -91,29 +93,57 @@ class Intake:
         names = sorted(p for p in self.settings.paths.work.iterdir() if not p.name.startswith("."))
         for path in names:
             self.log.info("recovering", file=path.name)
-            self.handle(path)
+            self._handle_safely(path)
         return len(names)
 
     def poll(self, stop: Event | None = None) -> int:
         """Claim and handle every ready file in the inbox once; returns how many."""
-        ready, _settling = files.scan(self.settings.paths.inbox, self.settings.intake)
+        ready, _settling = self._scan()
         done = 0
         for candidate in ready:
             if stop is not None and stop.is_set():
                 break
-            path = files.claim(candidate, self.settings.paths.work, self.clock())
+            try:
+                path = files.claim(candidate, self.settings.paths.work, self.clock())
+            except OSError as exc:  # e.g. a name the file system refuses: skip, say so
+                self.log.error(
+                    "claim_failed",
+                    file=files.safe_name(candidate.path.name),
+                    error=type(exc).__name__,
+                )
+                continue
             if path is None:
                 continue
-            self.handle(path, received_at=candidate.mtime)
+            self._handle_safely(path, received_at=candidate.mtime)
             done += 1
         return done
+
+    def _scan(self):
+        return files.scan(self.settings.paths.inbox, self.settings.intake, seen=self._seen)
+
+    def _handle_safely(self, path: Path, received_at: float | None = None) -> bool:
+        """One file's failure (ledger locked, disk full, a bug in the shell) must not
+        stop the others: it stays in work/ and is re-driven by the next recovery."""
+        try:
+            self.handle(path, received_at)
+            return True
+        except Exception as exc:
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            self.log.error(
+                "handle_failed",
+                file=path.name,
+                error=type(exc).__name__,
+                at=f"{Path(frame.filename).name}:{frame.lineno}",
+            )
+            self.failures += 1
+            return False
 
     def drain(self, stop: Event | None = None) -> int:
         """Handle the inbox until it is empty, waiting for files still being written."""
         total = 0
         while not (stop is not None and stop.is_set()):
             total += self.poll(stop)
-            ready, settling = files.scan(self.settings.paths.inbox, self.settings.intake)
+            ready, settling = self._scan()
             if not ready and not settling:
                 return total
             if not ready:
@@ -189,24 +219,26 @@ class Intake:
             work = _oversized(path, digest, size, limit)
         else:
             work = self._run(Work(raw=raw, content_hash=digest), ctx)
+        if work.retransmission_of:  # same MessageId and payload in a new envelope
+            earlier = self.ledger.by_hash(work.retransmission_of)
+            self.ledger.record_duplicate(path.name, earlier, now.isoformat())
+            return earlier, True
         result = self._answer(work, ctx)
         ms = (time.perf_counter() - started) * 1000
         return self.ledger.record(path.name, work, result, now.isoformat(), ms), False
 
     def _run(self, work: Work, ctx: Context) -> Work:
-        try:
-            return run(STAGES, work, ctx)
-        except Exception as exc:  # a bug must not lose the message nor stop the daemon
-            return work.failed(self._internal_error(exc, "pipeline"))
+        # a bug must not lose the message nor stop the daemon
+        return run(STAGES, work, ctx, on_error=self._internal_error)
 
     def _answer(self, work: Work, ctx: Context) -> Answer:
         try:
             return answer(work, ctx)
         except Exception as exc:
-            problem = self._internal_error(exc, "answer")
+            problem = self._internal_error("answer", exc)
             return Answer("quarantined", None, (), (*work.problems, problem))
 
-    def _internal_error(self, exc: Exception, where: str) -> Problem:
+    def _internal_error(self, where: str, exc: Exception) -> Problem:
         frame = traceback.extract_tb(exc.__traceback__)[-1]
         # only the exception type and code location: its message may quote the input
         self.log.error(
@@ -215,7 +247,7 @@ class Intake:
             error=type(exc).__name__,
             at=f"{Path(frame.filename).name}:{frame.lineno}",
         )
-        return Problem(Layer.FILE, "X99", f"intern feil hos mottaker ({type(exc).__name__})")
+        return Problem(Layer.INTERNAL, "X99", f"intern feil hos mottaker ({type(exc).__name__})")
 
     def _deliver(self, path: Path, stored: Stored) -> None:
         paths = self.settings.paths

@@ -32,7 +32,8 @@ from daemon.pipeline import Work
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     id               INTEGER PRIMARY KEY,
-    content_hash     TEXT NOT NULL UNIQUE,
+    content_hash     TEXT NOT NULL,
+    payload_hash     TEXT,
     ebxml_message_id TEXT,
     conversation_id  TEXT,
     cpa_id           TEXT,
@@ -44,9 +45,14 @@ CREATE TABLE IF NOT EXISTS messages (
     problems         TEXT NOT NULL DEFAULT '[]',
     trace            TEXT NOT NULL DEFAULT '[]',
     processed_at     TEXT NOT NULL,
-    duration_ms      REAL
+    duration_ms      REAL,
+    -- 0 when the outcome was our side's doing (internal error, size limit, no agreement
+    -- yet): the same file sent again is processed again instead of getting this answer
+    final            INTEGER NOT NULL DEFAULT 1
 );
--- an accepted MessageId belongs to exactly one content
+-- one final outcome per content; an accepted MessageId belongs to exactly one content
+CREATE UNIQUE INDEX IF NOT EXISTS messages_final_hash ON messages (content_hash) WHERE final = 1;
+CREATE INDEX IF NOT EXISTS messages_hash ON messages (content_hash);
 CREATE UNIQUE INDEX IF NOT EXISTS messages_accepted_id
     ON messages (ebxml_message_id) WHERE state = 'answered';
 
@@ -126,7 +132,8 @@ class Ledger(Protocol):
     def claim(self, work_name: str, original_name: str, received_at: str, now: str) -> None: ...
     def receipt(self, work_name: str) -> Receipt | None: ...
     def by_hash(self, content_hash: str) -> Stored | None: ...
-    def accepted_hash(self, ebxml_message_id: str) -> str | None: ...
+    def by_id(self, message_id: int) -> Stored | None: ...
+    def accepted(self, ebxml_message_id: str) -> tuple[str, str | None] | None: ...
     def record(self, work_name: str, work: Work, answer: Answer, now: str, ms: float) -> Stored: ...
     def record_duplicate(self, work_name: str, stored: Stored, now: str) -> None: ...
     def counts(self) -> dict[str, int]: ...
@@ -155,10 +162,11 @@ class SqliteLedger:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # also when COMMIT itself failed (disk full)
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     # ------------------------------------------------------------------ receipts
 
@@ -181,8 +189,9 @@ class SqliteLedger:
     # ------------------------------------------------------------------ messages
 
     def by_hash(self, content_hash: str) -> Stored | None:
+        """The final outcome for this exact content, if there is one."""
         row = self._db.execute(
-            f"SELECT {_STORED} FROM messages WHERE content_hash = ?",
+            f"SELECT {_STORED} FROM messages WHERE content_hash = ? AND final = 1",
             (content_hash,),
         ).fetchone()
         return self._stored(row) if row else None
@@ -203,12 +212,13 @@ class SqliteLedger:
         )
         return Stored(row[0], row[1], row[2], tuple(json.loads(row[3])), outputs, *row[4:])
 
-    def accepted_hash(self, ebxml_message_id: str) -> str | None:
+    def accepted(self, ebxml_message_id: str) -> tuple[str, str | None] | None:
         row = self._db.execute(
-            "SELECT content_hash FROM messages WHERE ebxml_message_id = ? AND state = 'answered'",
+            "SELECT content_hash, payload_hash FROM messages"
+            " WHERE ebxml_message_id = ? AND state = 'answered'",
             (ebxml_message_id,),
         ).fetchone()
-        return row[0] if row else None
+        return (row[0], row[1]) if row else None
 
     def record(self, work_name: str, work: Work, answer: Answer, now: str, ms: float) -> Stored:
         """Store the outcome and its outputs and close the receipt, atomically."""
@@ -216,12 +226,13 @@ class SqliteLedger:
         try:
             with self._tx() as db:
                 cur = db.execute(
-                    "INSERT INTO messages (content_hash, ebxml_message_id, conversation_id,"
-                    " cpa_id, sender_her, msghead_id, msg_type, state, apprec_status, problems,"
-                    " trace, processed_at, duration_ms)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO messages (content_hash, payload_hash, ebxml_message_id,"
+                    " conversation_id, cpa_id, sender_her, msghead_id, msg_type, state,"
+                    " apprec_status, problems, trace, processed_at, duration_ms, final)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         work.content_hash,
+                        work.payload_part_hash,
                         header.message_id if header else None,
                         header.conversation_id if header else None,
                         header.cpa_id if header else None,
@@ -234,6 +245,7 @@ class SqliteLedger:
                         json.dumps(work.decision.trace if work.decision else []),
                         now,
                         ms,
+                        int(answer.final),
                     ),
                 )
                 message_id = cur.lastrowid

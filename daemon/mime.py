@@ -49,7 +49,7 @@ def _strip_brackets(value: str | None) -> str | None:
 def parse(data: bytes) -> tuple[Multipart | None, Problem | None]:
     """Split a multipart/related message into its start part and attachments."""
     msg = email.message_from_bytes(data, policy=email.policy.compat32)
-    if not msg.is_multipart() or msg.get_content_type() != "multipart/related":
+    if msg.get_content_type() != "multipart/related":
         found = msg.get_content_type() if msg.get("Content-Type") else "ingen MIME-struktur"
         return None, Problem(
             Layer.MIME,
@@ -57,12 +57,20 @@ def parse(data: bytes) -> tuple[Multipart | None, Problem | None]:
             f"forventet en ebXML-melding som MIME multipart/related, fant {found}",
             "Content-Type",
         )
-    if msg.defects:
-        names = ", ".join(type(d).__name__ for d in msg.defects)
+    defects = [*msg.defects]
+    if msg.is_multipart():
+        defects += [d for p in msg.get_payload() for d in p.defects]
+    if defects or not msg.is_multipart():
+        names = ", ".join(type(d).__name__ for d in defects) or "ingen deler funnet"
         return None, Problem(Layer.MIME, "T01", f"ødelagt MIME-struktur: {names}", "/")
     parts = [_part(p) for p in msg.get_payload()]
     if not parts:
         return None, Problem(Layer.MIME, "T01", "MIME-meldingen har ingen deler", "/")
+    cids = [p.content_id for p in parts if p.content_id]
+    repeated = sorted({c for c in cids if cids.count(c) > 1})
+    if repeated:
+        text = f"Content-ID brukt av flere deler: {', '.join(repeated)}"
+        return None, Problem(Layer.MIME, "T01", text, "Content-ID")
     start_cid = _strip_brackets(msg.get_param("start"))
     start = next((p for p in parts if start_cid and p.content_id == start_cid), None)
     if start_cid and start is None:
@@ -87,8 +95,9 @@ CRLF = b"\r\n"
 def build(parts: list[Part], *, extra_headers: dict[str, str] | None = None) -> bytes:
     """A multipart/related message; the first part is the SOAP envelope (start).
 
-    XML parts are sent 8bit (readable in the outbox), everything else base64. The
-    boundary is derived from the content, so equal input gives equal bytes.
+    XML parts are sent as `binary` (readable in the outbox; lxml writes long lines,
+    which `8bit` forbids), everything else base64. The boundary is derived from the
+    content, so equal input gives equal bytes.
     """
     digest = hashlib.sha256()
     for part in parts:
@@ -109,7 +118,7 @@ def build(parts: list[Part], *, extra_headers: dict[str, str] | None = None) -> 
         ctype = f"{part.content_type}; charset=UTF-8" if is_xml else part.content_type
         headers = [f"Content-Type: {ctype}", f"Content-ID: <{part.content_id}>"]
         if is_xml:
-            headers.append("Content-Transfer-Encoding: 8bit")
+            headers.append("Content-Transfer-Encoding: binary")
             body = part.data
         else:
             headers.append("Content-Transfer-Encoding: base64")

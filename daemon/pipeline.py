@@ -6,8 +6,8 @@ stage (later stages cannot make sense of a message an earlier one rejected). The
 answer is then built from whatever the stages learnt, so a rejected message is
 answered as precisely as an accepted one.
 
-Nothing here does I/O. The clock, the id source, the partner registry and the read-
-only view of the ledger arrive in `Context`.
+Nothing here does I/O. The clock, keys, registry and a read-only view of the ledger
+arrive in `Context`; ids are derived from the content (`Work.ids`), never random.
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ from daemon.trust import KeyPair
 class History(Protocol):
     """What the core may ask of earlier messages (a read-only view of the ledger)."""
 
-    def accepted_hash(self, ebxml_message_id: str) -> str | None:
-        """The content hash of an earlier accepted message with this MessageId."""
+    def accepted(self, ebxml_message_id: str) -> tuple[str, str | None] | None:
+        """(content hash, payload part hash) of an accepted message with this MessageId."""
         ...
 
 
 class NoHistory:
-    def accepted_hash(self, ebxml_message_id: str) -> str | None:
+    def accepted(self, ebxml_message_id: str) -> tuple[str, str | None] | None:
         return None
 
 
@@ -71,12 +71,16 @@ class Work:
     soap: etree._Element | None = None
     header: EbxmlHeader | None = None
     payload: bytes | None = None
+    payload_part_hash: str | None = None  # sha256 of the manifest's part, as sent
     msghead: etree._Element | None = None
     msghead_info: MsgHeadInfo | None = None
     partner: Partner | None = None
     claim: Claim | None = None
     decision: Decision | None = None
     problems: tuple[Problem, ...] = ()
+    # content hash of an accepted message this one merely retransmits (same MessageId,
+    # same payload part, other envelope bytes): answered with that message's answer
+    retransmission_of: str | None = None
 
     @property
     def ids(self) -> Ids:
@@ -101,11 +105,27 @@ def _plain(_name: str, call: Callable[[], Work]) -> Work:
     return call()
 
 
-def run(stages: tuple[Stage, ...], work: Work, ctx: Context, around: Around = _plain) -> Work:
-    """Run `stages` in order until one reports a problem. `around` wraps each stage
-    from outside (timing, metrics) without the stages knowing."""
+OnError = Callable[[str, Exception], Problem]
+
+
+def run(
+    stages: tuple[Stage, ...],
+    work: Work,
+    ctx: Context,
+    around: Around = _plain,
+    on_error: OnError | None = None,
+) -> Work:
+    """Run `stages` in order until one reports a problem or finds the message already
+    answered. `around` wraps each stage from outside (timing, metrics) without the
+    stages knowing. A stage that raises is a bug: with `on_error` the message keeps
+    what the earlier stages learnt (so it can still be answered) plus that problem."""
     for stage in stages:
-        work = around(stage.__name__, lambda stage=stage, work=work: stage(work, ctx))
-        if work.problems:
+        try:
+            work = around(stage.__name__, lambda stage=stage, work=work: stage(work, ctx))
+        except Exception as exc:
+            if on_error is None:
+                raise
+            return work.failed(on_error(stage.__name__, exc))
+        if work.problems or work.retransmission_of:
             break
     return work

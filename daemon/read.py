@@ -15,25 +15,43 @@ from lxml import etree
 
 from daemon.domain import Bill, Claim, Episode, Layer, Line, Patient, Problem, Unit
 from daemon.pipeline import Context, Work
-from daemon.validate import BKM_183, MH, NPR_BKM
+from daemon.validate import BKM_183, CONTENT, MH, NPR_BKM
 
 N = f"{{{NPR_BKM}}}"
 
 
 def read(work: Work, ctx: Context) -> Work:
-    content = work.msghead.find("mh:Document/mh:RefDoc/mh:Content", MH)
-    melding = content[0]
+    melding = work.msghead.find("mh:Document/mh:RefDoc/mh:Content/*", MH)
     if etree.QName(melding).namespace == BKM_183:
         text = (
             "Behandlerkrav 1.8.3 (privatpraktiserende) er gyldig, men behandles ikke av "
             "denne mottakeren; send NPR-behandlerkravmelding 0.78"
         )
         return work.failed(Problem(Layer.PAYLOAD, "T10", text, "/MsgHead/Document/RefDoc/Content"))
+    shared = _episode_ids_shared_by_patients(melding)
+    if shared:
+        text = (
+            f"episodeID {', '.join(shared)} finnes under flere pasienter; regninger som viser "
+            "til dem kan ikke knyttes til én pasient"
+        )
+        return work.failed(Problem(Layer.PAYLOAD, "T99", text, f"{CONTENT}/Melding/Institusjon"))
     try:
         claim = read_claim(melding)
     except (InvalidOperation, ValueError) as exc:  # the schema should have caught it
         return work.failed(Problem(Layer.PAYLOAD, "T02", f"uleselig verdi: {exc}"))
     return work.with_(claim=claim)
+
+
+def _episode_ids_shared_by_patients(melding: etree._Element) -> list[str]:
+    """The schema keys episodeID per Pasient only; bills point at it across patients."""
+    owners: dict[str, int] = {}
+    shared = set()
+    for i, pasient in enumerate(melding.iterfind(f"{N}Institusjon/{N}Pasient")):
+        for ep in pasient.iterfind(f"{N}Episode"):
+            eid = ep.get("episodeID", "")
+            if owners.setdefault(eid, i) != i:
+                shared.add(eid)
+    return sorted(shared)
 
 
 def _money(value: str | None) -> Decimal:

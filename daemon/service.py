@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from datetime import UTC, datetime
 from threading import Event
 
@@ -21,6 +22,8 @@ from daemon.intake import Intake
 from daemon.ledger import SqliteLedger
 from daemon.logs import get as get_logger
 from daemon.schemas import Schemas
+
+RETRY_SECONDS = 60.0
 
 
 def build(settings: Settings) -> Intake:
@@ -57,8 +60,11 @@ def run(settings: Settings) -> int:
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
     stop = Event()
 
+    received: list[str] = []
+
     def on_signal(signum: int, _frame: object) -> None:
-        log.info("stopping", signal=signal.Signals(signum).name)
+        # only set the flag: logging here could deadlock on the log writer's lock
+        received.append(signal.Signals(signum).name)
         stop.set()
 
     # handlers first: a SIGTERM while loading still means "stop cleanly, exit 0"
@@ -72,16 +78,18 @@ def run(settings: Settings) -> int:
     recovered = intake.recover()
     log.info("started", recovered=recovered, inbox=str(settings.paths.inbox))
 
-    failed = Event()  # a pass died (disk full, ledger locked): re-drive work/ next time
+    last_retry = [time.monotonic()]
 
     def poll() -> None:
         try:
-            if failed.is_set():
+            # a file failed earlier (disk full, ledger locked): retry work/ once a minute
+            if intake.failures and time.monotonic() - last_retry[0] >= RETRY_SECONDS:
+                last_retry[0] = time.monotonic()
+                intake.failures = 0
                 intake.recover()
-                failed.clear()
             intake.poll(stop)
-        except Exception as exc:  # keep the daemon alive; the file stays in work/
-            failed.set()
+        except Exception as exc:  # e.g. the inbox itself vanished; keep the daemon alive
+            intake.failures += 1
             log.error("poll_failed", error=type(exc).__name__)
 
     scheduler = BackgroundScheduler(
@@ -101,6 +109,7 @@ def run(settings: Settings) -> int:
         while not stop.wait(0.5):
             pass
     finally:
+        log.info("stopping", signal=",".join(received) or None)
         scheduler.shutdown(wait=True)  # lets the pass in hand finish its current file
         intake.ledger.close()
     log.info("stopped")

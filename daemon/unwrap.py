@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import hashlib
 import zlib
 
 from daemon import ebms, mime
@@ -23,6 +24,7 @@ from daemon.xmlsafe import parse_untrusted
 GZIP_TYPES = {"application/gzip", "application/x-gzip"}
 CMS_TYPES = {"application/pkcs7-mime", "application/x-pkcs7-mime"}
 XML_TYPES = {"text/xml", "application/xml"}
+PAYLOAD_TYPES = XML_TYPES | GZIP_TYPES | CMS_TYPES | {"application/octet-stream"}
 
 
 def open_envelope(work: Work, ctx: Context) -> Work:
@@ -35,6 +37,10 @@ def open_envelope(work: Work, ctx: Context) -> Work:
         return work.with_(multipart=multipart).failed(parsed.problem)
     header, problems = ebms.read_header(parsed.root)
     work = work.with_(multipart=multipart, soap=parsed.root, header=header)
+    if header is not None and header.manifest and header.manifest[0].startswith("cid:"):
+        part = multipart.by_cid(header.manifest[0][4:])
+        if part is not None:
+            work = work.with_(payload_part_hash=hashlib.sha256(part.data).hexdigest())
     return work.failed(*problems) if problems else work
 
 
@@ -92,6 +98,9 @@ def payload_of(
         text = f"MIME-delen {href} som eb:Manifest viser til finnes ikke"
         return None, Problem(Layer.MIME, "E10", text, f"{where}/eb:Reference/@xlink:href")
     data, ctype = part.data, part.content_type
+    if ctype not in PAYLOAD_TYPES:
+        text = f"nyttelasten har en innholdstype vi ikke leser: {ctype}"
+        return None, Problem(Layer.MIME, "T10", text, f"{where}/eb:Reference")
     if ctype in CMS_TYPES:
         data, problem = decrypt(data, keys)
         if problem:

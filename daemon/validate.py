@@ -21,6 +21,9 @@ NPR_BKM = "http://www.npr.no/xmlstds"
 BKM_183 = "http://www.kith.no/xmlstds/bkm/2006-12-20"
 SUPPORTED_PAYLOADS = {NPR_BKM: "NPR-behandlerkravmelding 0.78", BKM_183: "Behandlerkrav 1.8.3"}
 MH = {"mh": MSGHEAD}
+# MsgHead Type for claims: poliklinisk (POM) and laboratorie/røntgen (LROM) oppgjørsmelding
+CLAIM_TYPES = {"POM", "LROM"}
+CONTENT = "/MsgHead/Document/RefDoc/Content"
 
 
 def validate(work: Work, ctx: Context) -> Work:
@@ -34,10 +37,17 @@ def validate(work: Work, ctx: Context) -> Work:
         return work.failed(*problems, Problem(Layer.MSGHEAD, "T10", text, "/", root.sourceline))
     info = msghead_info(root)
     work = work.with_(msghead=root, msghead_info=info)
-    if info.payload_namespace not in SUPPORTED_PAYLOADS:
+    if info.msg_type not in CLAIM_TYPES:
+        text = f"MsgHead Type {info.msg_type!r} er ikke en oppgjørsmelding (POM eller LROM)"
+        problems.append(Problem(Layer.MSGHEAD, "T10", text, "/MsgHead/MsgInfo/Type/@V"))
+    contents = root.findall("mh:Document/mh:RefDoc/mh:Content", MH)
+    payloads = [el for c in contents for el in c.iterchildren("{*}*")]
+    if len(payloads) != 1:
+        text = f"MsgHead må bære nøyaktig ett behandlerkrav, fant {len(payloads)}"
+        problems.append(Problem(Layer.PAYLOAD, "T10", text, CONTENT))
+    elif info.payload_namespace not in SUPPORTED_PAYLOADS:
         text = f"innholdet i MsgHead har ukjent navnerom {info.payload_namespace!r}"
-        where = "/MsgHead/Document/RefDoc/Content"
-        problems.append(Problem(Layer.PAYLOAD, "T10", text, where))
+        problems.append(Problem(Layer.PAYLOAD, "T10", text, CONTENT))
     else:
         problems += _split_layers(xsd_validate(ctx.schemas.msghead, root, Layer.MSGHEAD))
     return work.failed(*problems) if problems else work
@@ -71,10 +81,8 @@ def msghead_info(root: etree._Element) -> MsgHeadInfo:
             type_el2 = ident.find("mh:TypeId", MH)
             if id_text and type_el2 is not None:
                 ids.append((type_el2.get("V", ""), id_text))
-    content = root.find("mh:Document/mh:RefDoc/mh:Content", MH)
-    payload_ns = None
-    if content is not None and len(content):
-        payload_ns = etree.QName(content[0]).namespace
+    payload = root.find("mh:Document/mh:RefDoc/mh:Content/*", MH)  # elements only
+    payload_ns = etree.QName(payload).namespace if payload is not None else None
     return MsgHeadInfo(
         msg_type=type_el.get("V", "") if type_el is not None else "",
         msg_id=_first_text(root, "mh:MsgInfo/mh:MsgId") or "",

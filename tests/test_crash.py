@@ -232,7 +232,11 @@ def snapshot(sandbox: Sandbox) -> dict[str, list[tuple]]:
     """The ledger rows that describe state (not the stored bytes)."""
     return {
         "receipts": rows(sandbox, "SELECT * FROM receipts ORDER BY id"),
-        "messages": rows(sandbox, "SELECT * FROM messages ORDER BY id"),
+        "messages": rows(
+            sandbox,
+            "SELECT id, content_hash, ebxml_message_id, state, apprec_status, processed_at"
+            " FROM messages ORDER BY id",
+        ),
         "outputs": rows(sandbox, "SELECT id, message_id, kind, file_name FROM outputs ORDER BY id"),
     }
 
@@ -330,8 +334,8 @@ def test_recover_redelivers_a_recorded_outcome_byte_for_byte(sandbox, monkeypatc
     monkeypatch.setattr(files, step, crash_once)
     first = sandbox.intake()
     try:
-        with pytest.raises(OSError, match="simulated crash"):
-            first.poll()
+        first.poll()  # the failure stays with this file; the pass itself carries on
+        assert first.failures == 1
     finally:
         first.ledger.close()
     monkeypatch.undo()

@@ -159,3 +159,74 @@ def test_valid_xml_without_doctype_parses():
     """The hardening does not reject ordinary documents with a declaration and comments."""
     parsed = parse_untrusted(b'<?xml version="1.0"?>\n<!-- c -->\n<a>1</a>', Layer.PAYLOAD)
     assert parsed.problem is None and parsed.root.text == "1"
+
+
+def test_hostile_file_names_do_not_stop_the_intake(sandbox):
+    """Undecodable bytes and near-limit lengths in a name: processed like any other file."""
+    import os
+
+    inbox = os.fsencode(sandbox.paths.inbox)
+    for name in (b"claim-\xff\xfe.msg", b"x" * 240 + b".msg"):
+        tmp = os.path.join(inbox, b".tmp-" + name[:10])
+        with open(tmp, "wb") as fh:
+            fh.write(wrap_demo())
+        os.utime(tmp, (0, 0))
+        os.rename(tmp, os.path.join(inbox, name))
+    sandbox.drop(wrap_demo(), "plain.msg")
+    sandbox.process()
+    assert len(sandbox.outbox("apprec")) == 3
+    assert list(sandbox.paths.work.iterdir()) == []
+
+
+def test_a_bug_in_a_stage_still_answers_with_x99(sandbox, monkeypatch):
+    """A stage that raises: the sender is still answered (X99), no MessageError for our bug."""
+    from daemon import intake
+
+    def broken(work, ctx):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(intake, "STAGES", (*intake.STAGES[:5], broken))
+    sandbox.drop(wrap_demo(), "bug.msg")
+    sandbox.process()
+    (err,) = errors(apprec_of(sandbox))
+    assert err["V"] == "X99" and "RuntimeError" in err["DN"]
+    assert sandbox.outbox("error") == []
+    assert len(list(sandbox.paths.quarantine.glob("*--bug.msg"))) == 1
+
+
+def test_file_with_a_future_mtime_is_taken_once_it_stops_changing(sandbox):
+    """A writer with a skewed clock: not left forever, not taken while it changes."""
+    import os
+    import time
+
+    path = sandbox.drop(wrap_demo(), "future.msg")
+    os.utime(path, (time.time() + 3600, time.time() + 3600))
+    sandbox.process()  # drain waits until it has been unchanged for stable_seconds
+    assert len(sandbox.outbox("apprec")) == 1
+
+
+def test_header_missing_only_its_timestamp_is_still_answered(sandbox):
+    """From, To, CPAId and MessageId known: the sender gets a MessageError and an AppRec."""
+    raw = wrap_demo(message_id="no-ts")
+    frame = mime.parse(raw)[0]
+    soap = frame.start.data.replace(b"<eb:Timestamp>", b"<eb:Junk>").replace(
+        b"</eb:Timestamp>", b"</eb:Junk>", 1
+    )
+    sandbox.drop(
+        mime.build([mime.Part(frame.start.content_id, "text/xml", soap), *frame.attachments])
+    )
+    sandbox.process()
+    assert len(sandbox.outbox("error")) == 1
+    assert "eb:MessageData/eb:Timestamp mangler" in errors(apprec_of(sandbox))[0]["DN"]
+
+
+def test_duplicate_content_ids_are_refused(sandbox):
+    """Two parts with the payload's Content-ID: T01, not 'the first one wins'."""
+    frame = mime.parse(wrap_demo())[0]
+    payload = frame.attachments[0]
+    junk = mime.Part(payload.content_id, "text/xml", b"<junk/>")
+    sandbox.drop(mime.build([frame.start, junk, payload]), "dup.msg")
+    sandbox.process()
+    (kept,) = sandbox.paths.quarantine.glob("*--dup.msg")
+    report = json.loads(kept.with_name(kept.name + ".err.json").read_text())
+    assert report["problems"][0]["code"] == "T01" and "Content-ID" in report["problems"][0]["text"]

@@ -273,3 +273,108 @@ def test_unknown_partner_is_refused_before_its_payload_is_read(sandbox):
     sandbox.drop(wrap(b"<not-even-xml", from_her="424242", cpa_id="nobody:1"))
     sandbox.process()
     assert [e["V"] for e in errors(apprec_of(sandbox))] == ["E10"]
+
+
+def test_answers_come_from_us_even_if_misaddressed(sandbox):
+    """A message To someone else is refused (E21) — and our answer is From us, not them."""
+    from daemon.wrap import wrap
+
+    sandbox.drop(wrap(demo_claim(), from_her="90001", cpa_id="kravmottak:demo:1", to_her="12345"))
+    sandbox.process()
+    assert [e["V"] for e in errors(apprec_of(sandbox))] == ["E21"]
+    for path in sandbox.outbox():
+        soap, _ = read_output(path)
+        assert soap.findtext(".//eb:MessageHeader/eb:From/eb:PartyId", namespaces=NS) == "79768"
+
+
+def test_episode_id_shared_by_two_patients_is_refused(sandbox):
+    """Bills point at episodeID across patients; an ambiguous id is refused (T99)."""
+    claim = (
+        demo_claim()
+        .replace(b'episodeID="2" debitor', b'episodeID="1" debitor')
+        .replace(b'episodeID="2" sumBelop', b'episodeID="1" sumBelop')
+    )
+    sandbox.drop(wrap_demo(claim))
+    sandbox.process()
+    (err,) = errors(apprec_of(sandbox))
+    assert err["V"] == "T99" and "episodeID 1" in err["DN"]
+
+
+def test_two_claims_in_one_msghead_are_refused(sandbox):
+    """Content must carry exactly one Melding; a second one is never silently ignored."""
+    start = demo_claim().index(b"<Melding")
+    end = demo_claim().index(b"</Melding>") + len(b"</Melding>")
+    melding = demo_claim()[start:end]
+    claim = demo_claim().replace(melding, melding + melding)
+    sandbox.drop(wrap_demo(claim))
+    sandbox.process()
+    (err,) = errors(apprec_of(sandbox))
+    assert err["V"] == "T10" and "nøyaktig ett" in err["DN"]
+
+
+def test_msghead_of_another_type_is_refused(sandbox):
+    """Only POM/LROM are claims; an APPREC-typed MsgHead is refused (T10)."""
+    sandbox.drop(wrap_demo(demo_claim().replace(b'<Type V="POM"', b'<Type V="APPREC"')))
+    sandbox.process()
+    assert [e["V"] for e in errors(apprec_of(sandbox))] == ["T10"]
+
+
+def test_impossible_gendate_still_gives_a_valid_apprec(sandbox):
+    """A GenDate that is no real date (Feb 30, 25:61) is not echoed into IssueDate."""
+    bad = demo_claim().replace(b"2026-11-02T08:15:00+01:00", b"2026-02-30T25:61:00+01:00")
+    sandbox.drop(wrap_demo(bad, message_id="baddate"))
+    sandbox.process()
+    apprec = apprec_of(sandbox)
+    assert Schemas.load().apprec.validate(apprec)
+    assert apprec.findtext("ar:OriginalMsgId/ar:IssueDate", namespaces=AR) != (
+        "2026-02-30T25:61:00+01:00"
+    )
+
+
+def test_retransmission_in_a_new_envelope_gets_the_stored_answer(sandbox):
+    """Same MessageId and payload, new Timestamp: a retransmission, not a conflict."""
+    from datetime import UTC, datetime
+
+    first = wrap_demo(message_id="re-1", timestamp=datetime(2026, 11, 2, 9, 0, tzinfo=UTC))
+    again = wrap_demo(message_id="re-1", timestamp=datetime(2026, 11, 2, 9, 5, tzinfo=UTC))
+    assert first != again
+    sandbox.drop(first)
+    sandbox.process()
+    (answer,) = sandbox.outbox("apprec")
+    stored = answer.read_bytes()
+    answer.unlink()
+    sandbox.drop(again)
+    sandbox.process()
+    (resent,) = sandbox.outbox("apprec")
+    assert resent.read_bytes() == stored
+    with sandbox.db() as db:
+        assert db.execute("SELECT count(*) FROM messages").fetchone() == (1,)
+        assert db.execute("SELECT duplicate FROM receipts ORDER BY id").fetchall() == [(0,), (1,)]
+
+
+def test_refusal_for_a_missing_agreement_is_not_final(sandbox):
+    """After the partner is registered, the same file sent again is processed anyway."""
+    from daemon import cli
+    from daemon.wrap import wrap
+
+    raw = wrap(demo_claim(), from_her="70707", cpa_id="late:1")
+    sandbox.drop(raw)
+    sandbox.process()
+    assert [e["V"] for e in errors(apprec_of(sandbox))] == ["E10"]
+    for f in sandbox.outbox():
+        f.unlink()
+    args = [
+        "--config",
+        str(sandbox.config_path),
+        "partner",
+        "add",
+        "--her-id",
+        "70707",
+        "--cpa-id",
+        "late:1",
+        "--no-require-signature",
+    ]
+    assert cli.main(args) == 0
+    sandbox.drop(raw)
+    sandbox.process()
+    assert apprec_of(sandbox).find("ar:Status", AR).get("V") == "1"

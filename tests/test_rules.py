@@ -50,7 +50,10 @@ def test_engine_evaluates_every_bill_and_keeps_the_trace():
         ("A", Verdict.APPROVED, Decimal("10.00")),
         ("B", Verdict.REJECTED, Decimal("0")),
     ]
-    assert decision.trace == (("COM-04", "A", False), ("COM-04", "B", True))
+    assert decision.trace == (
+        ("COM-04", "A", False, ()),
+        ("COM-04", "B", True, (("sumBelop", "11.00"), ("lines", "10.00"))),
+    )
     (remark,) = decision.remarks
     assert remark.rule_id == "COM-04" and remark.regning_nr == "B"
 
@@ -90,3 +93,11 @@ def test_readme_remark_list_matches_the_registry():
         info = fn.rule
         row = f"| {info.number} | {info.id} | {info.text} | {info.source} |"
         assert row in readme, row
+
+
+def test_com04_bill_without_its_episode_has_no_lines():
+    """A bill whose episode is missing sums to 0: any claimed amount fires COM-04."""
+    b = bill("160.00")
+    orphan = Bill("9", None, "1", "2026-10-01T10:00:00", "99", Decimal("160.00"), "1", None, None)
+    assert common.bill_sum_equals_lines(orphan, None) is not None
+    assert common.bill_sum_equals_lines(b, None) is not None

@@ -15,9 +15,9 @@ from daemon.rules.base import Finding, rule
     text="Regningens sumBelop er ikke lik summen av linjene",
 )
 def bill_sum_equals_lines(bill: Bill, ctx: object) -> Finding | None:
-    """Each bill's `sumBelop` equals the sum of its lines (unit amount × antall)."""
-    if bill.episode is None:
-        return None  # no lines to add up; other rules judge a bill without an episode
+    """Each bill's `sumBelop` equals the sum of its lines (unit amount × antall).
+
+    A bill whose episodeID is missing or points nowhere has no lines: its sum is 0."""
     lines_sum = sum((line.total for line in bill.lines), Decimal("0"))
     if lines_sum != bill.sum_amount:
         return Finding(
