@@ -37,10 +37,10 @@ class Multipart:
         return None
 
 
-def _strip_brackets(value: str | None) -> str | None:
+def _strip_brackets(value: object) -> str | None:
     if value is None:
         return None
-    value = value.strip()
+    value = str(value).strip()  # a header with 8-bit bytes comes back as a Header object
     if value.startswith("<") and value.endswith(">"):
         value = value[1:-1]
     return value

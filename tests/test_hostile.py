@@ -31,8 +31,18 @@ BILLION_LAUGHS = (
 )
 
 
+QUADRATIC_BLOWUP = (
+    b'<?xml version="1.0"?>\n<!DOCTYPE m [<!ENTITY a "' + b"x" * 50_000 + b'">]>\n'
+    b'<MsgHead xmlns="http://www.kith.no/xmlstds/msghead/2006-05-24">'
+    + b"&a;" * 50_000
+    + b"</MsgHead>"
+)
+
+
 @pytest.mark.parametrize(
-    "payload", [XXE_FILE, XXE_PARAMETER, BILLION_LAUGHS], ids=["xxe", "param-entity", "laughs"]
+    "payload",
+    [XXE_FILE, XXE_PARAMETER, BILLION_LAUGHS, QUADRATIC_BLOWUP],
+    ids=["xxe", "param-entity", "laughs", "quadratic"],
 )
 def test_entity_attacks_in_payload_are_refused_with_t01(sandbox, payload):
     """DOCTYPE in the payload: AppRec Avvist T01, nothing resolved, file quarantined."""
@@ -230,3 +240,13 @@ def test_duplicate_content_ids_are_refused(sandbox):
     (kept,) = sandbox.paths.quarantine.glob("*--dup.msg")
     report = json.loads(kept.with_name(kept.name + ".err.json").read_text())
     assert report["problems"][0]["code"] == "T01" and "Content-ID" in report["problems"][0]["text"]
+
+
+def test_ten_thousand_deep_nesting_is_refused_not_recursed(sandbox):
+    """10 000 nested elements: T01 from the parser's depth limit, no stack overflow."""
+    deep = b"<a>" * 10_000 + b"</a>" * 10_000
+    payload = demo_claim().replace(b"<MimeType>", deep + b"<MimeType>", 1)
+    sandbox.drop(wrap_demo(payload))
+    sandbox.process()
+    (err,) = errors(apprec_of(sandbox))
+    assert err["V"] == "T01" and "depth" in err["DN"].lower()
