@@ -6,7 +6,9 @@
   payload part, digested over the part's bytes as sent.
 - **MsgHead signature**: an enveloped signature, reference `""`, as the last child of
   `MsgHead`.
-- **CMS enveloped-data** around the (gzipped) payload, to the receiver's certificate.
+- **CMS** around the (gzipped) payload, to the receiver's certificate: EnvelopedData
+  with AES-CBC (the `cryptography` library end to end), or AuthEnvelopedData with
+  AES-GCM (RFC 5083/5084: asn1crypto reads the structure, `cryptography` decrypts).
 
 XML signatures are made and checked with signxml, CMS with `cryptography`. signxml
 does not implement the XPath filter transform, so `verify_envelope` applies that
@@ -17,13 +19,20 @@ and refuses any transform it does not know rather than silently skipping it.
 from __future__ import annotations
 
 import hashlib
+import os
 from base64 import b64decode, b64encode
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import ClassVar
 
+from asn1crypto import cms as asn1cms
+from asn1crypto import core as asn1core
+from asn1crypto import x509 as asn1x509
 from cryptography import x509
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import pkcs7
 from lxml import etree
 from signxml import (
@@ -87,13 +96,106 @@ def encrypt(data: bytes, recipient: x509.Certificate) -> bytes:
     )
 
 
+class _GcmParameters(asn1core.Sequence):
+    """RFC 5084 GCMParameters (asn1crypto has the OIDs but not this structure)."""
+
+    _fields: ClassVar = [
+        ("aes_nonce", asn1core.OctetString),
+        ("aes_icv_len", asn1core.Integer, {"default": 12}),
+    ]
+
+
+_GCM_KEY_BYTES = {"aes128_gcm": 16, "aes192_gcm": 24, "aes256_gcm": 32}
+
+
+def encrypt_gcm(data: bytes, recipient: x509.Certificate) -> bytes:
+    """CMS AuthEnvelopedData (RFC 5083/5084): RSA-OAEP key transport, AES-256-GCM."""
+    cek, nonce = os.urandom(32), os.urandom(12)
+    sealed = AESGCM(cek).encrypt(nonce, data, None)
+    ciphertext, tag = sealed[:-16], sealed[-16:]
+    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
+    ktri = asn1cms.KeyTransRecipientInfo(
+        {
+            "version": "v0",
+            "rid": asn1cms.RecipientIdentifier(
+                name="issuer_and_serial_number",
+                value=asn1cms.IssuerAndSerialNumber(
+                    {
+                        "issuer": asn1x509.Name.load(recipient.issuer.public_bytes()),
+                        "serial_number": recipient.serial_number,
+                    }
+                ),
+            ),
+            "key_encryption_algorithm": {"algorithm": "rsaes_oaep"},
+            "encrypted_key": recipient.public_key().encrypt(cek, oaep),
+        }
+    )
+    auth = asn1cms.AuthEnvelopedData(
+        {
+            "version": "v0",
+            "recipient_infos": [asn1cms.RecipientInfo(name="ktri", value=ktri)],
+            "auth_encrypted_content_info": {
+                "content_type": "data",
+                "content_encryption_algorithm": {
+                    "algorithm": "aes256_gcm",
+                    "parameters": _GcmParameters({"aes_nonce": nonce, "aes_icv_len": 16}),
+                },
+                "encrypted_content": ciphertext,
+            },
+            "mac": tag,
+        }
+    )
+    info = asn1cms.ContentInfo({"content_type": "authenticated_enveloped_data", "content": auth})
+    return info.dump()
+
+
+def _decrypt_gcm(data: bytes, keys: KeyPair) -> bytes:
+    """Open AuthEnvelopedData with AES-GCM: asn1crypto reads the structure, the
+    cryptography library does all the cryptography. Raises ValueError on any fault."""
+    info = asn1cms.ContentInfo.load(data, strict=True)
+    auth = info["content"]
+    ours = (keys.certificate.issuer.public_bytes(), keys.certificate.serial_number)
+    cek = None
+    for recipient in auth["recipient_infos"]:
+        if recipient.name != "ktri":
+            continue
+        rid = recipient.chosen["rid"].chosen
+        if (rid["issuer"].dump(), rid["serial_number"].native) != ours:
+            continue
+        algorithm = recipient.chosen["key_encryption_algorithm"]["algorithm"].native
+        if algorithm == "rsaes_oaep":
+            pad = padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
+        else:
+            pad = padding.PKCS1v15()
+        cek = keys.private_key.decrypt(recipient.chosen["encrypted_key"].native, pad)
+    if cek is None:
+        raise ValueError("no matching recipient for our certificate")
+    content = auth["auth_encrypted_content_info"]
+    if content["content_type"].native != "data":
+        raise ValueError("the encrypted content is not of type data")
+    algorithm = content["content_encryption_algorithm"]
+    name = algorithm["algorithm"].native
+    if name not in _GCM_KEY_BYTES or len(cek) != _GCM_KEY_BYTES[name]:
+        raise ValueError(f"unsupported content encryption {name}")
+    params = _GcmParameters.load(algorithm["parameters"].dump(), strict=True)
+    mac = auth["mac"].native
+    if params["aes_icv_len"].native != len(mac):
+        raise ValueError("GCM tag length does not match the declared ICV length")
+    aad = auth["auth_attrs"].untag().dump() if auth["auth_attrs"].native else None
+    sealed = content["encrypted_content"].native + mac
+    return AESGCM(cek).decrypt(params["aes_nonce"].native, sealed, aad)
+
+
 def decrypt(data: bytes, keys: KeyPair | None) -> tuple[bytes | None, Problem | None]:
-    """Open a CMS enveloped-data part addressed to our certificate."""
+    """Open a CMS part addressed to our certificate: EnvelopedData with AES-CBC, or
+    AuthEnvelopedData with AES-GCM."""
     where = "application/pkcs7-mime"
     if keys is None:
         text = "kryptert nyttelast, men mottakeren har ingen privatnøkkel konfigurert"
         return None, Problem(Layer.MIME, "X99", text, where)
     try:
+        if _content_type(data) == "authenticated_enveloped_data":
+            return _decrypt_gcm(data, keys), None
         return pkcs7.pkcs7_decrypt_der(data, keys.certificate, keys.private_key, []), None
     except ValueError as exc:
         msg = str(exc)
@@ -103,9 +205,19 @@ def decrypt(data: bytes, keys: KeyPair | None) -> tuple[bytes | None, Problem | 
         return None, Problem(
             Layer.MIME, "T99", f"ødelagt eller avkortet CMS-struktur: {msg}", where
         )
-    except Exception as exc:  # cryptography raises a few kinds for broken DER
+    except InvalidTag:
+        text = "den krypterte nyttelasten er endret eller ødelagt (GCM-taggen stemmer ikke)"
+        return None, Problem(Layer.MIME, "S99", text, where)
+    except Exception as exc:  # the libraries raise a few kinds for broken DER
         text = f"kryptert nyttelast kan ikke åpnes: {type(exc).__name__}"
         return None, Problem(Layer.MIME, "T99", text, where)
+
+
+def _content_type(data: bytes) -> str | None:
+    try:
+        return asn1cms.ContentInfo.load(data)["content_type"].native
+    except (ValueError, TypeError, KeyError):
+        return None
 
 
 # --------------------------------------------------------------------------- signing

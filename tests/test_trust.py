@@ -419,3 +419,31 @@ def test_encrypted_key_with_wrong_passphrase_is_a_clear_error(tmp_path):
     with pytest.raises(KeyLoadError) as raised:
         keys.load_pair(tmp_path / "enc.key.pem", cert_path(tmp_path, "enc"), b"wrong-one")
     assert "enc.key.pem" in str(raised.value) and "wrong-one" not in str(raised.value)
+
+
+def test_aes_gcm_payload_round_trip(sandbox, partner):
+    """AuthEnvelopedData with AES-256-GCM (RFC 5083/5084) is opened like AES-CBC."""
+    ours = our_keys(sandbox)
+    msghead = signed_claim(partner)
+    raw = wrap(b"x", from_her=PARTNER_HER, cpa_id=PARTNER_CPA, message_id="gcm-1")
+    frame = mime.parse(raw)[0]
+    cms = trust.encrypt_gcm(gzip.compress(msghead), ours.certificate)
+    part = mime.Part(frame.attachments[0].content_id, "application/pkcs7-mime", cms)
+    signed_env = trust.sign_envelope(
+        etree.fromstring(frame.start.data), {part.content_id: cms}, partner
+    )
+    soap = mime.Part(frame.start.content_id, "text/xml", etree.tostring(signed_env))
+    sandbox.drop(mime.build([soap, part]))
+    sandbox.process()
+    assert decrypted_apprec(sandbox, partner).find("ar:Status", AR).get("V") == "1"
+
+
+def test_aes_gcm_tampered_ciphertext_is_refused(tmp_path):
+    """A flipped bit in GCM ciphertext or tag: refused (S99), never decrypted to garbage."""
+    pair = make_pair(tmp_path, "gcm")
+    cms = trust.encrypt_gcm(b"<MsgHead/>" * 10, pair.certificate)
+    for offset in (1, 5, 20, 30):  # the tag, then the ciphertext
+        bad = bytearray(cms)
+        bad[-offset] ^= 0x01
+        data, problem = trust.decrypt(bytes(bad), pair)
+        assert data is None and problem.code in ("S99", "T99"), offset
