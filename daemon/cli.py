@@ -290,6 +290,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as exc:
+    except (ConfigError, keys.KeyLoadError) as exc:
         print(f"kravmottak: configuration error: {exc}", file=sys.stderr)
         return 2

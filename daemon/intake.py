@@ -70,7 +70,6 @@ class Intake:
         ledger: Ledger,
         clock: Clock = utcnow,
         keys: KeyPair | None = None,
-        ca_pem: bytes | None = None,
     ) -> None:
         self.settings = settings
         self.schemas = schemas
@@ -78,7 +77,6 @@ class Intake:
         self.ledger = ledger
         self.clock = clock
         self.keys = keys
-        self.ca_pem = ca_pem
         self.log = get_logger()
         self._seen: dict[str, tuple[int, float, float]] = {}  # future-mtime files
         self.failures = 0  # files whose handling raised; they wait in work/
@@ -213,7 +211,6 @@ class Intake:
             now,
             history=self.ledger,
             keys=self.keys,
-            ca_pem=self.ca_pem,
         )
         if size > limit:
             work = _oversized(path, digest, size, limit)

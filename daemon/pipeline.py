@@ -60,7 +60,6 @@ class Context:
     now: datetime
     history: History = field(default_factory=NoHistory)
     keys: KeyPair | None = None  # ours: decrypts inbound, signs outbound
-    ca_pem: bytes | None = None  # a CA bundle partner certificates may chain to
 
 
 @dataclass(frozen=True)

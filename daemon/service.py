@@ -17,7 +17,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from daemon import files, keys, registry
-from daemon.config import Settings
+from daemon.config import ConfigError, Settings
 from daemon.intake import Intake
 from daemon.ledger import SqliteLedger
 from daemon.logs import get as get_logger
@@ -38,17 +38,17 @@ def build(settings: Settings) -> Intake:
             orgnr=settings.party.orgnr,
             name=settings.party.name,
         )
+    if settings.ca_file is not None and not settings.ca_file.is_file():
+        raise ConfigError(f"[trust] ca_file not found: {settings.ca_file}")
     pair = keys.load_pair(
         paths.private_key, paths.certificate, keys.passphrase(settings.key_passphrase)
     )
-    ca_pem = settings.ca_file.read_bytes() if settings.ca_file else None
     return Intake(
         settings,
         Schemas.load(),
         registry.load(paths.partners, paths.institutions),
         SqliteLedger(paths.ledger),
         keys=pair,
-        ca_pem=ca_pem,
     )
 
 

@@ -285,7 +285,7 @@ class Trusted:
     (several during a rollover) and, optionally, a CA bundle they may chain to."""
 
     certificates: tuple[x509.Certificate, ...]
-    ca_pem: bytes | None = None
+    ca_file: str | None = None  # PEM bundle of CA certificates
 
 
 def _signature_cert(signature: etree._Element) -> x509.Certificate | None:
@@ -311,7 +311,7 @@ def _choose_certificate(
     registered = {_fingerprint(c): c for c in trusted.certificates}
     if presented is not None:
         cert = registered.get(_fingerprint(presented))
-        if cert is None and trusted.ca_pem is None:
+        if cert is None and trusted.ca_file is None:
             subject = presented.subject.rfc4514_string()
             text = (
                 f"signaturens sertifikat ({subject}) er ikke klarert: ikke registrert på avsender"
@@ -367,9 +367,9 @@ def _verify(
         ignore_ambiguous_key_info=True,  # KeyValue beside X509Data is common (2023 capture)
     )
     try:
-        if trusted.ca_pem is not None and cert not in trusted.certificates:
+        if trusted.ca_file is not None and cert not in trusted.certificates:
             XMLVerifier().verify(
-                root, ca_pem_file=trusted.ca_pem, uri_resolver=uri_resolver, expect_config=config
+                root, ca_pem_file=trusted.ca_file, uri_resolver=uri_resolver, expect_config=config
             )
         else:
             XMLVerifier().verify(

@@ -13,7 +13,8 @@ from daemon.trust import Trusted, TrustError, parse_time, verify_envelope, verif
 
 
 def _trusted(work: Work, ctx: Context) -> Trusted:
-    return Trusted(work.partner.certs if work.partner else (), ctx.ca_pem)
+    ca_file = ctx.settings.ca_file
+    return Trusted(work.partner.certs if work.partner else (), str(ca_file) if ca_file else None)
 
 
 def verify_envelope_signature(work: Work, ctx: Context) -> Work:

@@ -447,3 +447,81 @@ def test_aes_gcm_tampered_ciphertext_is_refused(tmp_path):
         bad[-offset] ^= 0x01
         data, problem = trust.decrypt(bytes(bad), pair)
         assert data is None and problem.code in ("S99", "T99"), offset
+
+
+# --------------------------------------------------------------------------- CA chain
+
+
+def _ca_and_leaf(tmp_path: Path) -> tuple[Path, trust.KeyPair, trust.KeyPair]:
+    """A small PKI like the enterprise-certificate issuers': a CA and a leaf it signed."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name(
+            [
+                x509.NameAttribute(NameOID.COUNTRY_NAME, "NO"),
+                x509.NameAttribute(NameOID.COMMON_NAME, cn),
+            ]
+        )
+
+    start = datetime.now(UTC) - timedelta(days=365)
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("Test CA"))
+        .issuer_name(name("Test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    leaf_cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("Hospital via CA"))
+        .issuer_name(name("Test CA"))
+        .public_key(leaf_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + timedelta(days=1000))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, True, True, False, False, False, False, False, False), critical=True
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(leaf_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    bundle = tmp_path / "ca.pem"
+    bundle.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    return bundle, trust.KeyPair(ca_key, ca_cert), trust.KeyPair(leaf_key, leaf_cert)
+
+
+def test_certificate_chaining_to_configured_ca_is_trusted(tmp_path):
+    """No registered certificate, but the signer's chains to the configured CA: accepted;
+    a self-signed stranger is not."""
+    bundle, _ca, leaf = _ca_and_leaf(tmp_path)
+    stranger = make_pair(tmp_path, "self-signed")
+    trusted = Trusted((), str(bundle))
+    now = datetime.now(UTC)
+    good = trust.sign_msghead(etree.fromstring(demo_claim()), leaf)
+    assert trust.verify_msghead(etree.fromstring(etree.tostring(good)), trusted, now, required=True)
+    bad = trust.sign_msghead(etree.fromstring(demo_claim()), stranger)
+    with pytest.raises(TrustError) as raised:
+        trust.verify_msghead(etree.fromstring(etree.tostring(bad)), trusted, now, required=True)
+    assert raised.value.problem.code == "S02"
