@@ -218,9 +218,10 @@ def build_apprec(work: Work, ctx: Context, status: str, apprec_id: str, stamp: s
     _inst(_el(root, "Receiver"), info.sender_name if info else None, receiver_ids)
     _el(root, "Status", V=status, DN=STATUS_TEXT[status])
     for p in work.problems:
-        _el(root, "Error", V=p.code, S=OID_8221, DN=p.text, OT=p.where())
+        oid = OID_8223 if p.scheme == "8223" else OID_8221
+        _el(root, "Error", V=p.code, S=oid, DN=p.text, OT=p.where())
     for r in _remarks(work):
-        _el(root, "Error", V=r.number, S=OID_8223, DN=f"{r.text} [{r.rule_id}]", OT=r.regning_nr)
+        _el(root, "Error", V=r.number, S=OID_8223, DN=r.text, OT=r.regning_nr)
     original = _el(root, "OriginalMsgId")
     if info and info.msg_type:
         _el(original, "MsgType", V=info.msg_type)

@@ -150,6 +150,61 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rules(args: argparse.Namespace) -> int:
+    """The remark list, generated from the rule registry (the README embeds it)."""
+    from daemon.decide import RULEBOOK
+
+    print("| number | rule | scope | text to the sender | source |")
+    print("|---|---|---|---|---|")
+    for fn in sorted(RULEBOOK.all, key=lambda f: f.rule.number):
+        r = fn.rule
+        print(f"| {r.number} | {r.id} | {r.scope} | {r.text} | {r.source} |")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Why did a message get the answer it got: bills, lines, rules that fired, amounts."""
+    from daemon.ledger import SqliteLedger
+
+    settings = _settings(args)
+    ledger = SqliteLedger(settings.paths.ledger)
+    try:
+        found = ledger.explain(args.message_id)
+    finally:
+        ledger.close()
+    if not found:
+        print(f"no message with MessageId or MsgId {args.message_id}", file=sys.stderr)
+        return 1
+    for m in found:
+        print(
+            f"message {m['ebxml_message_id']} (MsgId {m['msghead_id']}) from HER {m['sender_her']}"
+            f": {m['state']}, AppRec status {m['apprec_status']}, {m['processed_at']}"
+        )
+        for p in m["problems"]:
+            print(f"  refused: {p['code']} {p['layer']} {p['location']}: {p['text']}")
+        fired: dict[tuple[str, int], list[str]] = {}
+        for rule_id, regning_nr, line, hit, _inputs in m["trace"]:
+            fired.setdefault((regning_nr, line), []).append(rule_id + ("!" if hit else ""))
+        for b in m["bills"]:
+            print(
+                f"  bill {b['regning_nr']} (type {b['transaction_type']}, uuid {b['uuid']}):"
+                f" {b['verdict']}, claimed {b['claimed']}, approved {b['approved']}"
+                + (f", paid to {b['payee']}" if b["payee"] else "")
+            )
+            print(f"    bill rules: {' '.join(fired.get((b['regning_nr'], 0), []))}")
+            for line, code, count, category, claimed, approved, verdict in b["lines"]:
+                rules = " ".join(fired.get((b["regning_nr"], line), []))
+                print(
+                    f"    line {line}: {code} x{count} [{category or '-'}] claimed {claimed}"
+                    f" approved {approved} {verdict}  rules: {rules}"
+                )
+            for rule_id, number, text, line in b["remarks"]:
+                where = f" line {line}" if line else ""
+                print(f"    remark {number} {rule_id}{where}: {text}")
+    print("(rules marked ! fired)")
+    return 0
+
+
 def cmd_wrap(args: argparse.Namespace) -> int:
     from daemon.wrap import wrap
 
@@ -200,6 +255,64 @@ def _table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+# ---- tariffs: `tariff import` and `tariff show` (daemon/tariffs.py, daemon/tariff_import.py)
+
+
+def cmd_tariff_import(args: argparse.Namespace) -> int:
+    from daemon import tariff_import, tariffs
+
+    target = Path(args.target) if args.target else tariffs.DEFAULT_DIR
+    rates = Path(args.rates) if args.rates else None
+    try:
+        report = tariff_import.import_nlk(Path(args.file), rates, target)
+    except tariffs.TariffError as exc:
+        print(f"kravmottak: tariff import refused, nothing written: {exc}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    return 0
+
+
+def cmd_tariff_show(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from daemon import tariffs
+
+    try:
+        day = date.fromisoformat(args.date) if args.date else date.today()
+        registry_ = tariffs.load(Path(args.dir) if args.dir else tariffs.DEFAULT_DIR)
+    except (ValueError, tariffs.TariffError) as exc:
+        print(f"kravmottak: {exc}", file=sys.stderr)
+        return 1
+    code = registry_.code(args.code.strip().upper(), day)
+    if code is None:
+        print(f"kravmottak: {args.code} is not in the NLK register", file=sys.stderr)
+        return 1
+    yes_no = {True: "yes", False: "no"}
+    rows = [
+        ("code", f"{code.code}  {code.name}"),
+        ("field", f"{code.field} ({code.field_prefix})"),
+        ("category", f"{code.category} ({code.category_from})" if code.category else "none"),
+        ("starred", yes_no[code.starred]),
+        ("pharmacogenetic", yes_no[code.pharmacogenetic]),
+        ("valid", f"{code.valid_from or '…'} – {code.valid_to or '(open)'}"),
+        ("replaced by", code.replaced_by or "-"),
+    ]
+    for other in registry_.versions(code.code):
+        if other != code:
+            span = f"{other.valid_from or '…'} – {other.valid_to or '(open)'}"
+            rows.append(("other version", f"{other.category or 'no category'} {span}"))
+    status = "valid" if code.valid_on(day) else "NOT valid"
+    rows.append(("on", f"{day}: {status}"))
+    for sector in [args.sector] if args.sector else list(tariffs.SECTORS):
+        rate = registry_.rate_entry(code.category, sector, day) if code.category else None
+        text = f"{rate.kroner:.2f} kr (from {rate.valid_from}, {rate.source})" if rate else "none"
+        rows.append((f"rate {sector}", text))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key.ljust(width)}  {value}")
+    return 0
 
 
 # --------------------------------------------------------------------------- parser
@@ -273,6 +386,12 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="counts per state, oldest unanswered").set_defaults(
         func=cmd_status
     )
+    sub.add_parser("rules", help="the remark list (number, rule, text, source)").set_defaults(
+        func=cmd_rules
+    )
+    explain = sub.add_parser("explain", help="why a message got its answer, bill by bill")
+    explain.add_argument("message_id", help="ebXML MessageId or MsgHead MsgId")
+    explain.set_defaults(func=cmd_explain)
     wrap = sub.add_parser("wrap", help="wrap a bare MsgHead file in an ebMS message (testing)")
     wrap.add_argument("msghead")
     wrap.add_argument("output", help="a file, or a folder such as the inbox")
@@ -283,6 +402,22 @@ def parser() -> argparse.ArgumentParser:
     wrap.add_argument("--ack", action=argparse.BooleanOptionalAction, default=True)
     wrap.add_argument("--gzip", action="store_true", help="gzip the payload part")
     wrap.set_defaults(func=cmd_wrap)
+    # ---- tariffs
+    tariff = sub.add_parser("tariff", help="the NLK code register and lab rates").add_subparsers(
+        dest="action", required=True
+    )
+    timp = tariff.add_parser("import", help="import Helfo's NLK list (and rates) into the tariffs")
+    timp.add_argument("--kind", required=True, choices=["nlk"], help="what the file lists")
+    timp.add_argument("file", help="Helfo's NLK CSV (or the reference digest of it)")
+    timp.add_argument("--rates", help="kroner per refusjonskategori (refusjonssatser layout)")
+    timp.add_argument("--target", help="the tariffs folder (default: config/tariffs)")
+    timp.set_defaults(func=cmd_tariff_import)
+    tshow = tariff.add_parser("show", help="one NLK code: category, flags, validity, rate")
+    tshow.add_argument("code")
+    tshow.add_argument("--date", help="YYYY-MM-DD (default: today)")
+    tshow.add_argument("--sector", choices=["stat", "privat"], help="default: both")
+    tshow.add_argument("--dir", help="the tariffs folder (default: config/tariffs)")
+    tshow.set_defaults(func=cmd_tariff_show)
     return p
 
 

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from daemon.rules.settings import RuleSettings
+
+# the tariffs shipped with the code; [paths] tariffs points elsewhere
+DEFAULT_TARIFFS = Path(__file__).resolve().parent.parent / "config" / "tariffs"
 
 DEFAULT_CONFIG = Path("config/kravmottak.toml")
 CONFIG_ENV = "KRAVMOTTAK_CONFIG"
@@ -40,6 +45,7 @@ class Paths:
     ledger: Path
     partners: Path
     institutions: Path
+    tariffs: Path
     private_key: Path
     certificate: Path
 
@@ -57,6 +63,9 @@ class Intake:
     max_payload_bytes: int = 200 * 1024 * 1024
     # names a writer uses while a file is incomplete; never claimed
     temp_suffixes: tuple[str, ...] = (".tmp", ".part", ".partial", ".filepart")
+    # a frozen "now" (ISO 8601) for rehearsals and tests: dates in rules, GenDate and
+    # timestamps of answers all use it. Never set in production.
+    fixed_time: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +80,7 @@ class Settings:
     key_passphrase: dict[str, str] | None = None
     # a CA bundle partner certificates may chain to (besides the registered ones)
     ca_file: Path | None = None
+    rules: RuleSettings = field(default_factory=RuleSettings)
 
 
 def config_path(explicit: str | os.PathLike[str] | None) -> Path:
@@ -93,7 +103,7 @@ def load(path: Path) -> Settings:
 
 def from_mapping(raw: dict, path: Path) -> Settings:
     base = path.resolve().parent
-    known = {"party", "paths", "intake", "keys", "logging", "trust"}
+    known = {"party", "paths", "intake", "keys", "logging", "trust", "rules"}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}")
@@ -140,6 +150,7 @@ def from_mapping(raw: dict, path: Path) -> Settings:
             ledger=at("ledger", var / "ledger.sqlite3"),
             partners=at("partners", base / "partners.toml"),
             institutions=at("institutions", base / "institutions.toml"),
+            tariffs=at("tariffs", DEFAULT_TARIFFS),
             private_key=at("private_key", var / "keys" / "kravmottak.key.pem", keys),
             certificate=at("certificate", var / "keys" / "kravmottak.cert.pem", keys),
         )
@@ -160,7 +171,20 @@ def from_mapping(raw: dict, path: Path) -> Settings:
         log_level=str(raw.get("logging", {}).get("level", "info")),
         key_passphrase=sources or None,
         ca_file=(base / trust["ca_file"]) if trust.get("ca_file") else None,
+        rules=_rule_settings(raw.get("rules", {}), path),
     )
+
+
+def _rule_settings(raw: dict, path: Path) -> RuleSettings:
+    try:
+        values = dict(raw)
+        if "hpv_conditions" in values:
+            values["hpv_conditions"] = tuple(
+                str(c).replace(".", "").upper() for c in values["hpv_conditions"]
+            )
+        return RuleSettings(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{path}: [rules] {exc}") from exc
 
 
 def sandbox_config_text(her_id: str = "79768") -> str:

@@ -1,60 +1,132 @@
-"""Decide: run every rule on every bill; keep the trace.
+"""Decide: run every rule on every bill and line; keep the trace.
 
-Verdict per bill: rejected if any "reject" rule fired, reduced if a "reduce" rule
-lowered the amount, approved otherwise. The engine never stops at the first finding:
-the sender is told everything at once.
+- claim rules: a finding refuses the whole message (AppRec status 2);
+- bill rules: a finding rejects the bill (all its lines approve 0);
+- line rules: a finding rejects that line; the bill is reduced, or rejected when
+  nothing is left.
+
+The engine never stops at the first finding: the sender is told everything at once,
+and every evaluation lands in the trace as (rule, bill, line, fired, inputs).
+An approved line is paid antall × unit amount, which LAB-09 has checked against the
+rate. A credit (typeTransaksjon 5) that passes reverses: its approved amount is
+negative, and settlement nets it against the payment it credits.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
 
-from daemon.domain import Bill, BillDecision, Decision, Remark, Verdict
+from daemon.domain import (
+    TRANSACTION_CREDIT,
+    Bill,
+    BillDecision,
+    Claim,
+    Decision,
+    Layer,
+    LineDecision,
+    Problem,
+    Remark,
+    TraceEntry,
+    Verdict,
+)
 from daemon.pipeline import Context, Work
-from daemon.rules import common
-from daemon.rules.base import BillRule, collect
+from daemon.rules import common, lab, scope
+from daemon.rules.base import Rulebook, collect
+from daemon.rules.context import RuleContext
+from daemon.tariffs import Tariffs
 
-RULEBOOK: tuple[BillRule, ...] = collect(common)
+RULEBOOK: Rulebook = collect(common, lab, scope)
+KRAV = "/MsgHead/Document/RefDoc/Content/Melding/Institusjon/Enhet/Krav"
+ZERO = Decimal("0")
+
+
+def rule_context(claim: Claim, ctx: Context) -> RuleContext:
+    return RuleContext(
+        today=ctx.now.date(),
+        claim=claim,
+        tariffs=ctx.tariffs if ctx.tariffs is not None else Tariffs.empty(),
+        institution=ctx.registry.institution(claim.institution_id),
+        history=ctx.history,
+        settings=ctx.settings.rules,
+    )
 
 
 def decide(work: Work, ctx: Context) -> Work:
-    return work.with_(decision=evaluate(work.claim.bills, ctx, RULEBOOK))
+    problems, decision = evaluate(work.claim, rule_context(work.claim, ctx), RULEBOOK)
+    work = work.with_(decision=decision)
+    return work.failed(*problems) if problems else work
 
 
-def evaluate(bills: tuple[Bill, ...], ctx: Context, rules: tuple[BillRule, ...]) -> Decision:
-    decisions = []
-    trace: list[tuple[str, str, bool, tuple[tuple[str, str], ...]]] = []
-    for bill in bills:
-        remarks: list[Remark] = []
-        approved = bill.sum_amount
-        rejected = False
-        for fn in rules:
-            info = fn.rule
-            finding = fn(bill, ctx)
-            inputs = finding.inputs if finding is not None else ()
-            trace.append((info.id, bill.regning_nr, finding is not None, inputs))
-            if finding is None:
-                continue
+def evaluate(claim: Claim, rc: RuleContext, book: Rulebook) -> tuple[list[Problem], Decision]:
+    trace: list[TraceEntry] = []
+    problems = []
+    for fn in book.claim:
+        info, finding = fn.rule, fn(claim, rc)
+        trace.append((info.id, "", 0, finding is not None, finding.inputs if finding else ()))
+        if finding is not None:
+            text = f"{info.text}: {finding.detail} [{info.id}]"
+            problems.append(Problem(Layer.PAYLOAD, info.number, text, KRAV, scheme="8223"))
+    if problems:
+        return problems, Decision((), tuple(trace))
+    bills = tuple(_bill(bill, rc, book, trace) for bill in claim.bills)
+    return [], Decision(bills, tuple(trace))
+
+
+def _bill(bill: Bill, rc: RuleContext, book: Rulebook, trace: list[TraceEntry]) -> BillDecision:
+    remarks: list[Remark] = []
+    for fn in book.bill:
+        info, finding = fn.rule, fn(bill, rc)
+        trace.append(
+            (info.id, bill.regning_nr, 0, finding is not None, finding.inputs if finding else ())
+        )
+        if finding is not None:
             text = f"{info.text}: {finding.detail}" if finding.detail else info.text
-            remarks.append(Remark(info.id, info.number, text, bill.regning_nr))
-            if info.outcome == "reject":
-                rejected = True
-            elif finding.approved is not None:
-                approved = min(approved, finding.approved)
-        if rejected:
-            verdict, approved = Verdict.REJECTED, Decimal("0")
-        elif approved < bill.sum_amount:
-            verdict = Verdict.REDUCED
-        else:
-            verdict = Verdict.APPROVED
-        decisions.append(
-            BillDecision(
-                regning_nr=bill.regning_nr,
-                uuid=bill.uuid,
-                verdict=verdict,
-                claimed=bill.sum_amount,
-                approved=approved,
-                remarks=tuple(remarks),
+            remarks.append(Remark(info.id, info.number, f"{text} [{info.id}]", bill.regning_nr))
+    bill_rejected = bool(remarks)
+    lines = []
+    for number, line in enumerate(bill.lines, start=1):
+        fired = False
+        for fn in book.line:
+            info, finding = fn.rule, fn(line, bill, rc)
+            inputs = finding.inputs if finding else ()
+            trace.append((info.id, bill.regning_nr, number, finding is not None, inputs))
+            if finding is not None:
+                fired = True
+                text = f"linje {number} ({line.raw_code}): {info.text}"
+                text += f": {finding.detail}" if finding.detail else ""
+                remarks.append(
+                    Remark(info.id, info.number, f"{text} [{info.id}]", bill.regning_nr, number)
+                )
+        paid = not (fired or bill_rejected)
+        code = rc.tariffs.code(line.raw_code, bill.service_date) if line.kind == "takst" else None
+        lines.append(
+            LineDecision(
+                line=number,
+                code=line.raw_code,
+                count=line.count,
+                claimed=line.total,
+                approved=line.total if paid else ZERO,
+                verdict=Verdict.APPROVED if paid else Verdict.REJECTED,
+                category=code.category if code else None,
             )
         )
-    return Decision(tuple(decisions), tuple(trace))
+    approved = sum((ld.approved for ld in lines), ZERO)
+    if bill_rejected or (remarks and approved == ZERO):
+        verdict, approved = Verdict.REJECTED, ZERO
+    elif remarks:
+        verdict = Verdict.REDUCED
+    else:
+        verdict = Verdict.APPROVED
+    if bill.transaction_type == TRANSACTION_CREDIT:
+        approved = -approved
+    return BillDecision(
+        regning_nr=bill.regning_nr,
+        uuid=bill.uuid,
+        verdict=verdict,
+        claimed=bill.sum_amount,
+        approved=approved,
+        remarks=tuple(remarks),
+        lines=tuple(lines),
+        payee=lab.payee(rc.institution) if approved != ZERO else None,
+        transaction_type=bill.transaction_type,
+    )

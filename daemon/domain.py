@@ -6,7 +6,9 @@ Norwegian nouns are the standard's own words (krav, regning, takst, episode).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 
@@ -41,6 +43,7 @@ class Problem:
     location: str = ""
     line: int | None = None
     column: int | None = None
+    scheme: str = "8221"  # the code list `code` is from: 8221 technical, 8223 our remarks
 
     def where(self) -> str:
         """A short human location, e.g. `payload /Melding/Institusjon[1] line 12`."""
@@ -59,6 +62,7 @@ class Problem:
             "location": self.location,
             "line": self.line,
             "column": self.column,
+            "scheme": self.scheme,
         }
 
 
@@ -117,6 +121,13 @@ class Patient:
     family_name: str | None = field(default=None, repr=False)
     given_name: str | None = field(default=None, repr=False)
 
+    @property
+    def key(self) -> str | None:
+        """A pseudonym for duplicate checks: the ledger never stores the identity itself."""
+        if not self.ident:
+            return None
+        return hashlib.sha256(f"kravmottak:patient:{self.ident}".encode()).hexdigest()[:32]
+
 
 @dataclass(frozen=True, slots=True)
 class Line:
@@ -149,6 +160,9 @@ class Episode:
     contact_types: tuple[str, ...]
     diagnoses: tuple[str, ...]
     lines: tuple[Line, ...]
+    # a Kontakt of type utredning/behandling/kontroll (8432: 1-3) with a Helseperson:
+    # a consultation, whose simple (starred) analyses ISF finances (LAB-07)
+    consultation: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +183,13 @@ class Bill:
     @property
     def lines(self) -> tuple[Line, ...]:
         return self.episode.lines if self.episode else ()
+
+    @property
+    def service_date(self) -> date | None:
+        try:
+            return datetime.fromisoformat(self.claimed_at[:10]).date()
+        except ValueError:
+            return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,19 +238,33 @@ class MsgHeadInfo:
 
 
 class Verdict(StrEnum):
-    APPROVED = "approved"
-    REDUCED = "reduced"
-    REJECTED = "rejected"
+    APPROVED = "approved"  # godkjent
+    REDUCED = "reduced"  # avkortet: some lines rejected
+    REJECTED = "rejected"  # avvist
 
 
 @dataclass(frozen=True, slots=True)
 class Remark:
-    """One finding of a rule about a bill, told to the sender in the AppRec."""
+    """One finding of a rule, told to the sender in the AppRec (OT = regningNr).
+
+    `line` is the line's number within the bill (1-based) for line rules."""
 
     rule_id: str
     number: str  # the remark number sent as Error V (8223-style)
     text: str
     regning_nr: str
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LineDecision:
+    line: int  # 1-based position within the bill
+    code: str
+    count: int
+    claimed: Decimal  # unit amount × antall, as sent
+    approved: Decimal
+    verdict: Verdict
+    category: str | None = None  # refusjonskategori used for the amount
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +275,13 @@ class BillDecision:
     claimed: Decimal
     approved: Decimal
     remarks: tuple[Remark, ...] = ()
+    lines: tuple[LineDecision, ...] = ()
+    payee: str | None = None  # who is paid for the approved amount (LAB-10)
+    transaction_type: str = "1"
+
+
+# one evaluation: (rule_id, regning_nr or "", line number or 0, fired, inputs)
+TraceEntry = tuple[str, str, int, bool, tuple[tuple[str, str], ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,9 +289,12 @@ class Decision:
     """The outcome for a whole claim; `trace` says which rules ran and what fired."""
 
     bills: tuple[BillDecision, ...]
-    # (rule_id, regning_nr, fired, inputs the rule saw when it fired)
-    trace: tuple[tuple[str, str, bool, tuple[tuple[str, str], ...]], ...] = ()
+    trace: tuple[TraceEntry, ...] = ()
 
     @property
     def remarks(self) -> tuple[Remark, ...]:
         return tuple(r for b in self.bills for r in b.remarks)
+
+    @property
+    def approved_total(self) -> Decimal:
+        return sum((b.approved for b in self.bills), Decimal("0"))

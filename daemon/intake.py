@@ -36,6 +36,7 @@ from daemon.pipeline import Context, Work, content_hash, run
 from daemon.read import read
 from daemon.registry import Registry
 from daemon.schemas import Schemas
+from daemon.tariffs import Tariffs
 from daemon.trust import KeyPair
 from daemon.unwrap import extract_payload, open_envelope, peek_header
 from daemon.validate import validate
@@ -70,6 +71,7 @@ class Intake:
         ledger: Ledger,
         clock: Clock = utcnow,
         keys: KeyPair | None = None,
+        tariffs: Tariffs | None = None,
     ) -> None:
         self.settings = settings
         self.schemas = schemas
@@ -77,6 +79,7 @@ class Intake:
         self.ledger = ledger
         self.clock = clock
         self.keys = keys
+        self.tariffs = tariffs
         self.log = get_logger()
         self._seen: dict[str, tuple[int, float, float]] = {}  # future-mtime files
         self.failures = 0  # files whose handling raised; they wait in work/
@@ -211,6 +214,7 @@ class Intake:
             now,
             history=self.ledger,
             keys=self.keys,
+            tariffs=self.tariffs,
         )
         if size > limit:
             work = _oversized(path, digest, size, limit)

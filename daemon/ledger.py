@@ -22,12 +22,14 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Protocol
 
 from daemon.answer import Answer, Output
-from daemon.domain import Decision
+from daemon.domain import Claim, Decision
 from daemon.pipeline import Work
+from daemon.rules.common import service_codes
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -70,21 +72,46 @@ CREATE TABLE IF NOT EXISTS receipts (
 CREATE INDEX IF NOT EXISTS receipts_state ON receipts (state);
 
 CREATE TABLE IF NOT EXISTS bills (
-    id           INTEGER PRIMARY KEY,
-    message_id   INTEGER NOT NULL REFERENCES messages (id),
-    regning_nr   TEXT NOT NULL,
-    uuid         TEXT,
-    verdict      TEXT NOT NULL,
-    claimed      TEXT NOT NULL,
-    approved     TEXT NOT NULL
+    id               INTEGER PRIMARY KEY,
+    message_id       INTEGER NOT NULL REFERENCES messages (id),
+    regning_nr       TEXT NOT NULL,
+    uuid             TEXT,
+    transaction_type TEXT NOT NULL,
+    institution_id   TEXT NOT NULL,
+    patient_key      TEXT,            -- a pseudonym (hash), never the identity itself
+    codes            TEXT NOT NULL,   -- the code set, for duplicate detection
+    claimed_at       TEXT NOT NULL,   -- TransDatoTid
+    verdict          TEXT NOT NULL,
+    claimed          TEXT NOT NULL,
+    approved         TEXT NOT NULL,
+    payee            TEXT
 );
 CREATE INDEX IF NOT EXISTS bills_message ON bills (message_id);
+CREATE INDEX IF NOT EXISTS bills_uuid ON bills (institution_id, uuid);
+CREATE INDEX IF NOT EXISTS bills_service ON bills (institution_id, patient_key, claimed_at);
+-- never paid twice, whatever races between workers: one paid bill per institution + uuid
+CREATE UNIQUE INDEX IF NOT EXISTS bills_paid_once ON bills (institution_id, uuid)
+    WHERE uuid IS NOT NULL AND verdict IN ('approved', 'reduced')
+      AND transaction_type NOT IN ('4', '5');
+
+CREATE TABLE IF NOT EXISTS bill_lines (
+    bill_id   INTEGER NOT NULL REFERENCES bills (id),
+    line      INTEGER NOT NULL,
+    code      TEXT NOT NULL,
+    count     INTEGER NOT NULL,
+    category  TEXT,
+    claimed   TEXT NOT NULL,
+    approved  TEXT NOT NULL,
+    verdict   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS bill_lines_bill ON bill_lines (bill_id);
 
 CREATE TABLE IF NOT EXISTS remarks (
     bill_id  INTEGER NOT NULL REFERENCES bills (id),
     rule_id  TEXT NOT NULL,
     number   TEXT NOT NULL,
-    text     TEXT NOT NULL
+    text     TEXT NOT NULL,
+    line     INTEGER
 );
 
 CREATE TABLE IF NOT EXISTS outputs (
@@ -249,8 +276,8 @@ class SqliteLedger:
                     ),
                 )
                 message_id = cur.lastrowid
-                if work.decision:
-                    self._insert_decision(db, message_id, work.decision)
+                if work.decision and work.decision.bills and work.claim:
+                    self._insert_decision(db, message_id, work.claim, work.decision)
                 db.executemany(
                     "INSERT INTO outputs (message_id, kind, file_name, content)"
                     " VALUES (?, ?, ?, ?)",
@@ -275,24 +302,72 @@ class SqliteLedger:
         )
 
     @staticmethod
-    def _insert_decision(db: sqlite3.Connection, message_id: int, decision: Decision) -> None:
-        for bill in decision.bills:
+    def _insert_decision(
+        db: sqlite3.Connection, message_id: int, claim: Claim, decision: Decision
+    ) -> None:
+        for bill, outcome in zip(claim.bills, decision.bills, strict=True):
+            patient = bill.episode.patient.key if bill.episode else None
             cur = db.execute(
-                "INSERT INTO bills (message_id, regning_nr, uuid, verdict, claimed, approved)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO bills (message_id, regning_nr, uuid, transaction_type,"
+                " institution_id, patient_key, codes, claimed_at, verdict, claimed, approved,"
+                " payee) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     message_id,
-                    bill.regning_nr,
-                    bill.uuid,
-                    str(bill.verdict),
-                    str(bill.claimed),
-                    str(bill.approved),
+                    outcome.regning_nr,
+                    outcome.uuid,
+                    bill.transaction_type,
+                    claim.institution_id,
+                    patient,
+                    service_codes(bill),
+                    bill.claimed_at,
+                    str(outcome.verdict),
+                    str(outcome.claimed),
+                    str(outcome.approved),
+                    outcome.payee,
                 ),
             )
+            bill_id = cur.lastrowid
             db.executemany(
-                "INSERT INTO remarks (bill_id, rule_id, number, text) VALUES (?, ?, ?, ?)",
-                [(cur.lastrowid, r.rule_id, r.number, r.text) for r in bill.remarks],
+                "INSERT INTO bill_lines (bill_id, line, code, count, category, claimed, approved,"
+                " verdict) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        bill_id,
+                        ld.line,
+                        ld.code,
+                        ld.count,
+                        ld.category,
+                        str(ld.claimed),
+                        str(ld.approved),
+                        str(ld.verdict),
+                    )
+                    for ld in outcome.lines
+                ],
             )
+            db.executemany(
+                "INSERT INTO remarks (bill_id, rule_id, number, text, line) VALUES (?, ?, ?, ?, ?)",
+                [(bill_id, r.rule_id, r.number, r.text, r.line) for r in outcome.remarks],
+            )
+
+    # ------------------------------------------------------------------ bill history
+
+    def paid_bill(self, institution_id: str, uuid: str) -> Decimal | None:
+        row = self._db.execute(
+            "SELECT approved FROM bills WHERE institution_id = ? AND uuid = ?"
+            " AND verdict IN ('approved', 'reduced') AND transaction_type NOT IN ('4', '5')"
+            " ORDER BY id DESC LIMIT 1",
+            (institution_id, uuid),
+        ).fetchone()
+        return Decimal(row[0]) if row else None
+
+    def service_seen(self, institution_id: str, patient_key: str, codes: str, when: str) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM bills WHERE institution_id = ? AND patient_key = ? AND claimed_at = ?"
+            " AND codes = ? AND verdict IN ('approved', 'reduced')"
+            " AND transaction_type NOT IN ('4', '5') LIMIT 1",
+            (institution_id, patient_key, when, codes),
+        ).fetchone()
+        return row is not None
 
     def record_duplicate(self, work_name: str, stored: Stored, now: str) -> None:
         with self._tx() as db:
@@ -301,6 +376,71 @@ class SqliteLedger:
                 " WHERE work_name = ?",
                 (stored.state, stored.id, now, work_name),
             )
+
+    # ------------------------------------------------------------------ explain
+
+    def explain(self, ident: str) -> list[dict]:
+        """Every processing of a message, found by ebXML MessageId or MsgHead MsgId:
+        its outcome, problems, bills with lines and remarks, and the rule trace."""
+        out = []
+        rows = self._db.execute(
+            "SELECT id, ebxml_message_id, msghead_id, sender_her, state, apprec_status,"
+            " problems, trace, processed_at FROM messages"
+            " WHERE ebxml_message_id = ? OR msghead_id = ? ORDER BY id",
+            (ident, ident),
+        ).fetchall()
+        for mid, ebxml_id, msghead_id, sender, state, status, problems, trace, at in rows:
+            bills = []
+            for (
+                bill_id,
+                regning_nr,
+                uuid,
+                ttype,
+                verdict,
+                claimed,
+                approved,
+                payee,
+            ) in self._db.execute(
+                "SELECT id, regning_nr, uuid, transaction_type, verdict, claimed, approved, payee"
+                " FROM bills WHERE message_id = ? ORDER BY id",
+                (mid,),
+            ).fetchall():
+                lines = self._db.execute(
+                    "SELECT line, code, count, category, claimed, approved, verdict"
+                    " FROM bill_lines WHERE bill_id = ? ORDER BY line",
+                    (bill_id,),
+                ).fetchall()
+                remarks = self._db.execute(
+                    "SELECT rule_id, number, text, line FROM remarks WHERE bill_id = ?",
+                    (bill_id,),
+                ).fetchall()
+                bills.append(
+                    {
+                        "regning_nr": regning_nr,
+                        "uuid": uuid,
+                        "transaction_type": ttype,
+                        "verdict": verdict,
+                        "claimed": claimed,
+                        "approved": approved,
+                        "payee": payee,
+                        "lines": lines,
+                        "remarks": remarks,
+                    }
+                )
+            out.append(
+                {
+                    "ebxml_message_id": ebxml_id,
+                    "msghead_id": msghead_id,
+                    "sender_her": sender,
+                    "state": state,
+                    "apprec_status": status,
+                    "problems": json.loads(problems),
+                    "trace": json.loads(trace),
+                    "processed_at": at,
+                    "bills": bills,
+                }
+            )
+        return out
 
     # ------------------------------------------------------------------ status
 

@@ -25,19 +25,21 @@ from daemon.config import Settings
 from daemon.domain import Claim, Decision, EbxmlHeader, MsgHeadInfo, Problem
 from daemon.mime import Multipart
 from daemon.registry import Partner, Registry
+from daemon.rules.context import BillHistory, NoBillHistory
 from daemon.schemas import Schemas
+from daemon.tariffs import Tariffs
 from daemon.trust import KeyPair
 
 
-class History(Protocol):
-    """What the core may ask of earlier messages (a read-only view of the ledger)."""
+class History(BillHistory, Protocol):
+    """What the core may ask of earlier messages and bills (a read-only ledger view)."""
 
     def accepted(self, ebxml_message_id: str) -> tuple[str, str | None] | None:
         """(content hash, payload part hash) of an accepted message with this MessageId."""
         ...
 
 
-class NoHistory:
+class NoHistory(NoBillHistory):
     def accepted(self, ebxml_message_id: str) -> tuple[str, str | None] | None:
         return None
 
@@ -60,6 +62,7 @@ class Context:
     now: datetime
     history: History = field(default_factory=NoHistory)
     keys: KeyPair | None = None  # ours: decrypts inbound, signs outbound
+    tariffs: Tariffs | None = None  # NLK codes and rates (None: every lab line is unknown)
 
 
 @dataclass(frozen=True)

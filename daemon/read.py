@@ -18,6 +18,7 @@ from daemon.pipeline import Context, Work
 from daemon.validate import BKM_183, CONTENT, MH, NPR_BKM
 
 N = f"{{{NPR_BKM}}}"
+CONSULTATION_TYPES = {"1", "2", "3"}  # kontaktType (8432): utredning, behandling, kontroll
 
 
 def read(work: Work, ctx: Context) -> Work:
@@ -129,8 +130,13 @@ def _episodes(pasient: etree._Element) -> list[Episode]:
     for ep in pasient.iterfind(f"{N}Episode"):
         lines: list[Line] = []
         contact_types = []
+        consultation = False
         for kontakt in ep.iterfind(f"{N}Kontakt"):
             contact_types.append(kontakt.get("kontaktType", ""))
+            if kontakt.get("kontaktType") in CONSULTATION_TYPES and (
+                kontakt.find(f"{N}Helseperson") is not None
+            ):
+                consultation = True
             for takst in kontakt.iterfind(f"{N}Takst"):
                 lines.append(
                     Line(
@@ -164,6 +170,7 @@ def _episodes(pasient: etree._Element) -> list[Episode]:
                 contact_types=tuple(contact_types),
                 diagnoses=diagnoses,
                 lines=tuple(lines),
+                consultation=consultation,
             )
         )
     return out

@@ -16,12 +16,13 @@ from threading import Event
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from daemon import files, keys, registry
+from daemon import files, keys, registry, tariffs
 from daemon.config import ConfigError, Settings
-from daemon.intake import Intake
+from daemon.intake import Intake, utcnow
 from daemon.ledger import SqliteLedger
 from daemon.logs import get as get_logger
 from daemon.schemas import Schemas
+from daemon.tariffs import Tariffs
 
 RETRY_SECONDS = 60.0
 
@@ -49,7 +50,43 @@ def build(settings: Settings) -> Intake:
         registry.load(paths.partners, paths.institutions),
         SqliteLedger(paths.ledger),
         keys=pair,
+        tariffs=load_tariffs(paths.tariffs),
+        clock=clock_for(settings),
     )
+
+
+def clock_for(settings: Settings):
+    """The real clock, or the configured fixed time (rehearsals and tests)."""
+    if settings.intake.fixed_time is None:
+        return utcnow
+    try:
+        fixed = datetime.fromisoformat(settings.intake.fixed_time.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigError(f"[intake] fixed_time: {exc}") from exc
+    fixed = fixed if fixed.tzinfo else fixed.replace(tzinfo=UTC)
+    return lambda: fixed
+
+
+def load_tariffs(directory) -> Tariffs:
+    try:
+        return tariffs.load(directory)
+    except tariffs.TariffError as exc:
+        raise ConfigError(f"tariffs: {exc}") from exc
+
+
+def reload(intake: Intake) -> None:
+    """SIGHUP: new partners, institutions and tariffs, all or nothing. A broken file
+    is refused with a log line and the running tables stay in force."""
+    log = get_logger()
+    paths = intake.settings.paths
+    try:
+        new_registry = registry.load(paths.partners, paths.institutions)
+        new_tariffs = load_tariffs(paths.tariffs)
+    except ConfigError as exc:
+        log.error("reload_refused", reason=str(exc))
+        return
+    intake.registry, intake.tariffs = new_registry, new_tariffs
+    log.info("reloaded", codes=len(new_tariffs.codes), partners=len(new_registry.partners))
 
 
 def run(settings: Settings) -> int:
@@ -61,15 +98,20 @@ def run(settings: Settings) -> int:
     stop = Event()
 
     received: list[str] = []
+    reload_requested = Event()
 
     def on_signal(signum: int, _frame: object) -> None:
         # only set the flag: logging here could deadlock on the log writer's lock
         received.append(signal.Signals(signum).name)
         stop.set()
 
+    def on_hangup(_signum: int, _frame: object) -> None:
+        reload_requested.set()  # done by the poll thread, between files
+
     # handlers first: a SIGTERM while loading still means "stop cleanly, exit 0"
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     intake = build(settings)
     if stop.is_set():
         intake.ledger.close()
@@ -82,6 +124,9 @@ def run(settings: Settings) -> int:
 
     def poll() -> None:
         try:
+            if reload_requested.is_set():
+                reload_requested.clear()
+                reload(intake)
             # a file failed earlier (disk full, ledger locked): retry work/ once a minute
             if intake.failures and time.monotonic() - last_retry[0] >= RETRY_SECONDS:
                 last_retry[0] = time.monotonic()

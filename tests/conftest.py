@@ -9,11 +9,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from daemon import cli, config, service
+from daemon import cli, config, keys, service
 from daemon.intake import Intake
 from daemon.wrap import wrap
 
@@ -22,6 +23,8 @@ DATA = Path(__file__).resolve().parent / "data"
 SHARED = ROOT.parent / "shared" / "reference"
 DEMO_HER = "90001"
 DEMO_CPA = "kravmottak:demo:1"
+TODAY = "2026-11-23T12:00:00Z"  # the day the demo claims are judged on
+CERTS_FROM = datetime(2025, 1, 1, tzinfo=UTC)  # test certificates: valid 2025-2034
 
 
 def shared_or_skip(relative: str = "") -> Path:
@@ -36,10 +39,50 @@ def demo_claim() -> bytes:
     return (DATA / "claim-demo.xml").read_bytes()
 
 
+DEMO_FNRS = (b"15057810014", b"02039010065", b"31128810016")
+
+
+def unique_claim() -> bytes:
+    """The demo claim as a new claim: fresh bill uuids, patients and MsgId, so COM-06
+    (never paid twice) does not call it a duplicate of the last one."""
+    claim = demo_claim().replace(
+        b"5e0b7c1a-3f0e-4f7a-9a1d-0c2b4d6e8f10", str(uuid.uuid4()).encode()
+    )
+    for n in (1, 2, 3):
+        fresh = uuid.uuid4().hex[:12].upper()
+        claim = claim.replace(f"-00000000000{n}}}".encode(), f"-{fresh}}}".encode())
+    for fnr in DEMO_FNRS:
+        claim = claim.replace(fnr, random_person_number().encode())
+    return claim
+
+
+def random_person_number() -> str:
+    """A made-up fødselsnummer with valid mod-11 control digits."""
+    import random
+
+    while True:
+        base = f"{random.randint(1, 28):02d}{random.randint(1, 12):02d}{random.randint(50, 99)}"
+        base += f"{random.randint(100, 499)}"
+        digits = [int(c) for c in base]
+        k1 = 11 - sum(w * d for w, d in zip((3, 7, 6, 1, 8, 9, 4, 5, 2), digits, strict=True)) % 11
+        k1 = 0 if k1 == 11 else k1
+        if k1 == 10:
+            continue
+        digits.append(k1)
+        k2 = (
+            11
+            - sum(w * d for w, d in zip((5, 4, 3, 2, 7, 6, 5, 4, 3, 2), digits, strict=True)) % 11
+        )
+        k2 = 0 if k2 == 11 else k2
+        if k2 != 10:
+            return base + f"{k1}{k2}"
+
+
 def wrap_demo(payload: bytes | None = None, **kwargs) -> bytes:
+    """An ebMS message from the demo partner; without a payload, a new demo claim."""
     kwargs.setdefault("message_id", str(uuid.uuid4()))
     return wrap(
-        payload if payload is not None else demo_claim(),
+        payload if payload is not None else unique_claim(),
         from_her=DEMO_HER,
         cpa_id=DEMO_CPA,
         **kwargs,
@@ -95,4 +138,18 @@ def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
     assert cli.main(["init", str(root)]) == 0
     shutil.copy(ROOT / "config" / "partners.toml", root / "partners.toml")
     shutil.copy(ROOT / "config" / "institutions.toml", root / "institutions.toml")
-    yield Sandbox(root, root / "kravmottak.toml")
+    cfg = root / "kravmottak.toml"
+    # the demo claims are from October 2026: judge them as of a fixed day, not today,
+    # with our own certificate valid on that day whenever the tests run
+    cfg.write_text(cfg.read_text().replace("[intake]\n", f'[intake]\nfixed_time = "{TODAY}"\n'))
+    settings = config.load(cfg)
+    keys.generate(
+        settings.paths.private_key,
+        settings.paths.certificate,
+        her_id="79768",
+        orgnr="889640782",
+        name="HELFO",
+        not_before=CERTS_FROM,
+        days=3650,
+    )
+    yield Sandbox(root, cfg)

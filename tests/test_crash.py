@@ -28,9 +28,8 @@ from daemon import files, mime
 from daemon.ebms import NS
 from daemon.intake import Intake
 from daemon.schemas import Schemas
-from tests.conftest import Sandbox, demo_claim, wrap_demo
+from tests.conftest import Sandbox, unique_claim, wrap_demo
 
-DEMO_MSG_ID = b"5e0b7c1a-3f0e-4f7a-9a1d-0c2b4d6e8f10"
 APPREC_NS = {"ar": "http://www.kith.no/xmlstds/apprec/2004-11-21"}
 
 MESSAGES = 200
@@ -42,12 +41,9 @@ SEED = 20261102
 
 
 def distinct_message() -> tuple[str, bytes]:
-    """A schema-valid claim with its own ebXML MessageId and its own MsgHead MsgId."""
-    claim = demo_claim()
-    assert DEMO_MSG_ID in claim
+    """A new schema-valid claim (own bills, patients, MsgId) with its own MessageId."""
     message_id = str(uuid.uuid4())
-    raw = wrap_demo(claim.replace(DEMO_MSG_ID, str(uuid.uuid4()).encode()), message_id=message_id)
-    return message_id, raw
+    return message_id, wrap_demo(unique_claim(), message_id=message_id)
 
 
 def set_intake(sandbox: Sandbox, **values: float) -> None:
@@ -252,10 +248,11 @@ def stored_outputs(sandbox: Sandbox) -> dict[str, bytes]:
 def intake_at(sandbox: Sandbox, when: datetime) -> Intake:
     """A freshly started intake (new ledger connection) whose clock says `when`."""
     built = sandbox.intake()
-    return Intake(built.settings, built.schemas, built.registry, built.ledger, clock=lambda: when)
+    built.clock = lambda: when
+    return built
 
 
-LATER = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
+LATER = datetime(2026, 11, 24, 3, 4, 5, tzinfo=UTC)
 
 
 def test_recover_processes_a_claimed_file_that_has_no_receipt(sandbox):
@@ -273,7 +270,7 @@ def test_recover_processes_a_claimed_file_that_has_no_receipt(sandbox):
         intake.ledger.close()
 
     assert names(sandbox.paths.work) == []
-    assert (sandbox.paths.archive / "2031-01-02" / work_name).read_bytes() == raw
+    assert (sandbox.paths.archive / "2026-11-24" / work_name).read_bytes() == raw
     assert rows(
         sandbox,
         "SELECT work_name, original_name, state, duplicate, received_at,"
@@ -305,7 +302,7 @@ def test_recover_processes_a_file_claimed_in_the_ledger_without_an_outcome(sandb
         intake.ledger.close()
 
     assert names(sandbox.paths.work) == []
-    assert (sandbox.paths.archive / "2031-01-02" / work_name).read_bytes() == raw
+    assert (sandbox.paths.archive / "2026-11-24" / work_name).read_bytes() == raw
     assert rows(
         sandbox,
         "SELECT work_name, state, message_id, duplicate, claimed_at, finished_at FROM receipts",
@@ -364,7 +361,7 @@ def test_recover_redelivers_a_recorded_outcome_byte_for_byte(sandbox, monkeypatc
     assert {p.name: os.stat(p).st_ino for p in sandbox.outbox() if p.name in inodes} == inodes
     assert names(sandbox.paths.work) == []
     assert names(sandbox.paths.quarantine) == []
-    assert (sandbox.paths.archive / "2031-01-03" / work_name).read_bytes() == raw
+    assert (sandbox.paths.archive / "2026-11-25" / work_name).read_bytes() == raw
     assert {ref_to_message_id(d) for d in stored.values()} == {message_id}
 
 

@@ -17,9 +17,8 @@ from lxml import etree
 
 from daemon import mime
 from daemon.ebms import NS
-from tests.conftest import Sandbox, demo_claim, wrap_demo
+from tests.conftest import Sandbox, unique_claim, wrap_demo
 
-DEMO_MSG_ID = b"5e0b7c1a-3f0e-4f7a-9a1d-0c2b4d6e8f10"
 APPREC_NS = {"ar": "http://www.kith.no/xmlstds/apprec/2004-11-21"}
 # the invented people in tests/data/claim-demo.xml: none of it may reach the logs
 PERSONAL = ("15057810014", "02039010065", "31128810016")
@@ -28,10 +27,8 @@ NAMES = ("Kari", "Testesen", "Per", "Prøvesen", "Lise", "Eksempel")
 
 def distinct_message() -> tuple[str, bytes]:
     """A schema-valid claim with its own ebXML MessageId and its own MsgHead MsgId."""
-    claim = demo_claim()
-    assert DEMO_MSG_ID in claim
     message_id = str(uuid.uuid4())
-    raw = wrap_demo(claim.replace(DEMO_MSG_ID, str(uuid.uuid4()).encode()), message_id=message_id)
+    raw = wrap_demo(unique_claim(), message_id=message_id)
     return message_id, raw
 
 

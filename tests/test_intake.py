@@ -36,7 +36,7 @@ def errors(apprec: etree._Element) -> list[dict]:
 
 def test_valid_claim_gets_one_ok_apprec_and_an_ack(sandbox):
     """A valid claim: AppRec status 1 with roles reversed, plus the requested Ack."""
-    raw = wrap_demo(message_id="msg-ok-1", conversation_id="conv-1")
+    raw = wrap_demo(demo_claim(), message_id="msg-ok-1", conversation_id="conv-1")
     sandbox.drop(raw, "claim.msg")
     sandbox.process()
 
@@ -76,9 +76,9 @@ def test_valid_claim_gets_one_ok_apprec_and_an_ack(sandbox):
         ]
         bills = db.execute("SELECT regning_nr, verdict, approved FROM bills ORDER BY id").fetchall()
     assert bills == [
-        ("1001", "approved", "160.00"),
-        ("1002", "approved", "71.00"),
-        ("1003", "approved", "240.00"),
+        ("1001", "approved", "509.75"),
+        ("1002", "approved", "6.96"),
+        ("1003", "approved", "191.67"),
     ]
 
 
@@ -127,8 +127,8 @@ def test_rule_remark_is_reported_per_bill(sandbox):
     """COM-04: a bill whose sum differs from its lines is rejected, status 3, OT=regningNr."""
     claim = (
         demo_claim()
-        .replace(b'sumBelop="71.00"', b'sumBelop="75.00"')
-        .replace(b'sumKravBelop="471.00"', b'sumKravBelop="475.00"')
+        .replace(b'sumBelop="6.96"', b'sumBelop="7.00"')
+        .replace(b'sumKravBelop="708.38"', b'sumKravBelop="708.42"')
     )
     sandbox.drop(wrap_demo(claim))
     sandbox.process()
@@ -137,7 +137,7 @@ def test_rule_remark_is_reported_per_bill(sandbox):
     (err,) = errors(apprec)
     assert err["OT"] == "1002"
     assert err["S"] == "2.16.578.1.12.4.1.1.8223"
-    assert "[COM-04]" in err["DN"] and "75.00" in err["DN"]
+    assert "[COM-04]" in err["DN"] and "7.00" in err["DN"]
     with sandbox.db() as db:
         rows = db.execute(
             "SELECT b.regning_nr, b.verdict, r.rule_id FROM bills b"
@@ -335,8 +335,9 @@ def test_retransmission_in_a_new_envelope_gets_the_stored_answer(sandbox):
     """Same MessageId and payload, new Timestamp: a retransmission, not a conflict."""
     from datetime import UTC, datetime
 
-    first = wrap_demo(message_id="re-1", timestamp=datetime(2026, 11, 2, 9, 0, tzinfo=UTC))
-    again = wrap_demo(message_id="re-1", timestamp=datetime(2026, 11, 2, 9, 5, tzinfo=UTC))
+    claim = demo_claim()
+    first = wrap_demo(claim, message_id="re-1", timestamp=datetime(2026, 11, 2, 9, 0, tzinfo=UTC))
+    again = wrap_demo(claim, message_id="re-1", timestamp=datetime(2026, 11, 2, 9, 5, tzinfo=UTC))
     assert first != again
     sandbox.drop(first)
     sandbox.process()

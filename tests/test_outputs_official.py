@@ -12,7 +12,7 @@ from tests.test_schemas import official_schema, require_reference
 
 SCENARIOS = {
     "ok": lambda: wrap_demo(),
-    "remarks": lambda: wrap_demo(demo_claim().replace(b'sumBelop="71.00"', b'sumBelop="70.00"')),
+    "remarks": lambda: wrap_demo(demo_claim().replace(b'sumBelop="6.96"', b'sumBelop="6.90"')),
     "schema-errors": lambda: wrap_demo(demo_claim().replace(b' regningNr="1002"', b"")),
     "not-well-formed": lambda: wrap_demo(b"<MsgHead><broken></MsgHead>"),
     "unknown-partner": lambda: wrap(demo_claim(), from_her="1", cpa_id="x:1"),

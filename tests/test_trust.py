@@ -16,7 +16,7 @@ from daemon.keys import KeyLoadError
 from daemon.schemas import Schemas
 from daemon.trust import Trusted, TrustError
 from daemon.wrap import wrap
-from tests.conftest import demo_claim, shared_or_skip
+from tests.conftest import CERTS_FROM, demo_claim, shared_or_skip
 from tests.test_intake import AR, apprec_of, errors
 
 PARTNER_HER = "90002"
@@ -24,8 +24,9 @@ PARTNER_CPA = "kravmottak:trust:1"
 
 
 def make_pair(folder: Path, name: str, **kwargs) -> trust.KeyPair:
-    """A partner key pair; valid from a year back, so it covers the claims' GenDate."""
-    kwargs.setdefault("not_before", datetime.now(UTC) - timedelta(days=365))
+    """A partner key pair valid 2025-2034: it covers the claims' GenDate and TODAY."""
+    kwargs.setdefault("not_before", CERTS_FROM)
+    kwargs.setdefault("days", 3650)
     key, cert = folder / f"{name}.key.pem", folder / f"{name}.cert.pem"
     keys.generate(key, cert, her_id=PARTNER_HER, orgnr="974589095", name=name, **kwargs)
     return keys.load_pair(key, cert, None)
@@ -222,7 +223,7 @@ def test_payload_changed_after_signing_is_a_digest_mismatch(sandbox, partner):
 
 def test_msghead_changed_after_signing_is_refused(sandbox, partner):
     """An amount edited inside the signed MsgHead: S01 on the MsgHead signature."""
-    forged = signed_claim(partner).replace(b'sumBelop="71.00"', b'sumBelop="710.00"', 1)
+    forged = signed_claim(partner).replace(b'sumBelop="6.96"', b'sumBelop="69.60"', 1)
     send(sandbox, forged, signer=partner, encrypt_to=our_keys(sandbox).certificate)
     err = refusal(sandbox, partner)
     assert err["V"] == "S01" and err["OT"].startswith("msghead")
@@ -247,11 +248,11 @@ def test_signature_wrapping_attacks_are_refused(tmp_path):
         root.find(f"{mh}Document").append(root.find(ds))
 
     def second_unsigned_msghead(root):
-        forged = etree.fromstring(demo_claim().replace(b"160.00", b"9160.00"))
+        forged = etree.fromstring(demo_claim().replace(b"509.75", b"9509.75"))
         root.find(f"{mh}Document/{mh}RefDoc/{mh}Content").append(forged)
 
     def signed_original_inside_forged_wrapper(root):
-        forged = etree.fromstring(demo_claim().replace(b"160.00", b"9160.00"))
+        forged = etree.fromstring(demo_claim().replace(b"509.75", b"9509.75"))
         root.find(f"{mh}Document/{mh}RefDoc/{mh}Content")[0].append(forged)
 
     assert _wrapping_verdict(pair, move_signature_into_document).startswith("S01 ds:Signature på")
@@ -308,8 +309,11 @@ def test_certificate_rollover_accepts_old_and_new(sandbox, tmp_path):
     new = make_pair(tmp_path, "gen2")
     register(sandbox, cert_path(tmp_path, "gen1"), cert_path(tmp_path, "gen2"))
     ours = our_keys(sandbox).certificate
-    for pair in (old, new):
-        send(sandbox, signed_claim(pair), signer=pair, encrypt_to=ours)
+    for n, pair in enumerate((old, new)):
+        # the second is another claim: other uuids and days, or COM-06 calls it a duplicate
+        claim = demo_claim().replace(b"-000000000", f"-00000000{n}".encode())
+        claim = claim.replace(b"2026-10-0", f"2026-10-{n + 1}".encode()) if n else claim
+        send(sandbox, signed_claim(pair, claim), signer=pair, encrypt_to=ours)
     statuses = []
     for path in sandbox.outbox("apprec"):
         (part,) = mime.parse(path.read_bytes())[0].attachments

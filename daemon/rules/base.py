@@ -1,23 +1,31 @@
-"""The rule declaration: `@rule(id=..., source=..., number=..., text=...)`."""
+"""The rule declaration: `@rule(id=..., scope=..., source=..., number=..., text=...)`.
+
+Three scopes:
+- "claim": `fn(claim, ctx) -> Finding | None`; a finding refuses the whole message.
+- "bill":  `fn(bill, ctx) -> Finding | None`; a finding rejects the bill.
+- "line":  `fn(line, bill, ctx) -> Finding | None`; a finding rejects that line.
+
+A rule's identity is written once, here; the README's remark list and the tests are
+checked against the registry.
+"""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 from types import ModuleType
 
-from daemon.domain import Bill
+SCOPES = ("claim", "bill", "line")
 
 
 @dataclass(frozen=True, slots=True)
 class RuleInfo:
     id: str
+    scope: str
     source: str  # document and paragraph
     number: str  # remark number sent as AppRec Error V
     text: str  # what the sender is told
-    outcome: str  # "reject" the bill, or "reduce" it to `Finding.approved`
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,35 +33,53 @@ class Finding:
     """A rule fired. `detail` is added to the sender text; `inputs` go in the trace."""
 
     detail: str = ""
-    approved: Decimal | None = None  # for "reduce" outcomes
     inputs: tuple[tuple[str, str], ...] = ()
 
 
-BillRule = Callable[[Bill, object], Finding | None]
+Rule = Callable[..., Finding | None]
 
 
-def rule(*, id: str, source: str, number: str, text: str, outcome: str = "reject"):
-    """Declare a bill rule. Its identity is written here and nowhere else."""
-    if outcome not in ("reject", "reduce"):
-        raise ValueError(f"{id}: unknown outcome {outcome!r}")
+def rule(*, id: str, scope: str, source: str, number: str, text: str):
+    """Declare a rule. Its identity is written here and nowhere else."""
+    if scope not in SCOPES:
+        raise ValueError(f"{id}: unknown scope {scope!r}")
 
-    def mark(fn: BillRule) -> BillRule:
-        fn.rule = RuleInfo(id, source, number, text, outcome)  # type: ignore[attr-defined]
+    def mark(fn: Rule) -> Rule:
+        fn.rule = RuleInfo(id, scope, source, number, text)  # type: ignore[attr-defined]
         return fn
 
     return mark
 
 
-def collect(*modules: ModuleType) -> tuple[BillRule, ...]:
-    """Every declared rule in `modules`, ordered by id (no hand-kept lists)."""
+@dataclass(frozen=True)
+class Rulebook:
+    claim: tuple[Rule, ...]
+    bill: tuple[Rule, ...]
+    line: tuple[Rule, ...]
+
+    @property
+    def all(self) -> tuple[Rule, ...]:
+        return self.claim + self.bill + self.line
+
+
+def collect(*modules: ModuleType) -> Rulebook:
+    """Every declared rule in `modules`, per scope, ordered by id (no hand-kept lists)."""
     found = [
         fn
         for module in modules
         for _, fn in inspect.getmembers(module, inspect.isfunction)
-        if hasattr(fn, "rule")
+        if hasattr(fn, "rule") and fn.__module__ == module.__name__
     ]
-    ids = [fn.rule.id for fn in found]
-    dupes = {i for i in ids if ids.count(i) > 1}
+    keys = [(fn.rule.id, fn.rule.scope) for fn in found]
+    dupes = {k for k in keys if keys.count(k) > 1}
     if dupes:
-        raise ValueError(f"rule id declared twice: {sorted(dupes)}")
-    return tuple(sorted(found, key=lambda fn: fn.rule.id))
+        raise ValueError(f"rule declared twice: {sorted(dupes)}")
+    numbers = [fn.rule.number for fn in found]
+    clash = {n for n in numbers if numbers.count(n) > 1}
+    if clash:
+        raise ValueError(f"remark number used twice: {sorted(clash)}")
+
+    def of(scope: str) -> tuple[Rule, ...]:
+        return tuple(sorted((f for f in found if f.rule.scope == scope), key=lambda f: f.rule.id))
+
+    return Rulebook(of("claim"), of("bill"), of("line"))

@@ -1,27 +1,227 @@
-"""Common rules for every bill (RULES.md, "Common rules")."""
+"""Common rules for every claim (RULES.md "Common rules", COM-04..09).
+
+COM-01..03 (agreement, XSD, signatures) are the intake's technical checks; they refuse
+the message before any rule runs.
+"""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
-from daemon.domain import Bill
+from daemon.domain import (
+    TRANSACTION_CORRECTION,
+    TRANSACTION_CREDIT,
+    Bill,
+    Claim,
+)
 from daemon.rules.base import Finding, rule
+from daemon.rules.context import RuleContext
+
+LAB_KINDS = {"hf", "private-driftsavtale", "genetics-lab"}
+
+
+def _money(value: Decimal) -> str:
+    return f"{value:.2f}"
 
 
 @rule(
     id="COM-04",
+    scope="claim",
+    source="RULES.md COM-04; regelverk 000 §6 trinn 2",
+    number="9040",
+    text="Krav/antallRegninger eller sumKravBelop stemmer ikke med regningene",
+)
+def krav_totals_match_bills(claim: Claim, ctx: RuleContext) -> Finding | None:
+    """antallRegninger = number of bills; sumKravBelop = Σ sumBelop of new/resent bills
+    minus credits (typeTransaksjon 5); corrections (4) restate a bill and are not added.
+    (This reading is the one both official NPR examples satisfy.)"""
+    for unit in claim.units:
+        count = len(unit.bills)
+        total = Decimal("0")
+        for bill in unit.bills:
+            if bill.transaction_type == TRANSACTION_CREDIT:
+                total -= bill.sum_amount
+            elif bill.transaction_type != TRANSACTION_CORRECTION:
+                total += bill.sum_amount
+        if count != unit.claimed_count or total != unit.claimed_sum:
+            return Finding(
+                detail=(
+                    f"enhet {unit.enhet_id}: antallRegninger {unit.claimed_count} mot {count}, "
+                    f"sumKravBelop {_money(unit.claimed_sum)} mot {_money(total)}"
+                ),
+                inputs=(("count", str(count)), ("sum", _money(total))),
+            )
+    return None
+
+
+@rule(
+    id="COM-04",
+    scope="bill",
     source="RULES.md COM-04; regelverk 000 §6 trinn 2",
     number="9004",
     text="Regningens sumBelop er ikke lik summen av linjene",
 )
-def bill_sum_equals_lines(bill: Bill, ctx: object) -> Finding | None:
+def bill_sum_equals_lines(bill: Bill, ctx: RuleContext) -> Finding | None:
     """Each bill's `sumBelop` equals the sum of its lines (unit amount × antall).
 
     A bill whose episodeID is missing or points nowhere has no lines: its sum is 0."""
     lines_sum = sum((line.total for line in bill.lines), Decimal("0"))
     if lines_sum != bill.sum_amount:
         return Finding(
-            detail=f"sumBelop {bill.sum_amount}, linjene summerer til {lines_sum}",
-            inputs=(("sumBelop", str(bill.sum_amount)), ("lines", str(lines_sum))),
+            detail=f"sumBelop {_money(bill.sum_amount)}, linjene summerer til {_money(lines_sum)}",
+            inputs=(("sumBelop", _money(bill.sum_amount)), ("lines", _money(lines_sum))),
+        )
+    return None
+
+
+def valid_person_number(number: str) -> bool:
+    """Fødselsnummer / D-nummer: 11 digits and both mod-11 control digits right."""
+    if len(number) != 11 or not number.isdigit():
+        return False
+    digits = [int(c) for c in number]
+    for weights, position in (
+        ((3, 7, 6, 1, 8, 9, 4, 5, 2), 9),
+        ((5, 4, 3, 2, 7, 6, 5, 4, 3, 2), 10),
+    ):
+        control = 11 - sum(w * d for w, d in zip(weights, digits, strict=False)) % 11
+        control = 0 if control == 11 else control
+        if control == 10 or control != digits[position]:
+            return False
+    return True
+
+
+@rule(
+    id="COM-05",
+    scope="bill",
+    source="RULES.md COM-05; NPR-behandlerkravmelding 0.78 (Ident)",
+    number="9005",
+    text="Pasientens fødselsnummer eller D-nummer er ugyldig (kontrollsiffer)",
+)
+def patient_identity_is_valid(bill: Bill, ctx: RuleContext) -> Finding | None:
+    """Identities of type FNR/DNR must pass mod-11; patients identified otherwise (AltIdent,
+    EØS documents) are not judged here. The identity itself never enters the trace."""
+    patient = bill.episode.patient if bill.episode else None
+    if patient is None or patient.ident is None or patient.ident_type not in ("FNR", "DNR"):
+        return None
+    if not valid_person_number(patient.ident):
+        return Finding(detail=f"type {patient.ident_type}", inputs=(("type", patient.ident_type),))
+    return None
+
+
+@rule(
+    id="COM-06",
+    scope="bill",
+    source="RULES.md COM-06; regelverk 000 §6 trinn 1, 001 §6.2.1",
+    number="9006",
+    text="Dobbeltregning: regningen er allerede mottatt",
+)
+def not_a_duplicate(bill: Bill, ctx: RuleContext) -> Finding | None:
+    """Same institution + uuid already paid, earlier in this claim too, or the same
+    patient, code set and TransDatoTid already paid. Corrections and credits refer to
+    earlier bills on purpose (COM-07 judges them)."""
+    if bill.transaction_type in (TRANSACTION_CORRECTION, TRANSACTION_CREDIT):
+        return None
+    inst = ctx.claim.institution_id
+    if bill.uuid:
+        if ctx.history.paid_bill(inst, bill.uuid) is not None:
+            return Finding(detail=f"uuid {bill.uuid} er betalt før", inputs=(("uuid", bill.uuid),))
+        earlier = [
+            b
+            for b in ctx.claim.bills
+            if b is not bill
+            and b.uuid == bill.uuid
+            and b.transaction_type not in (TRANSACTION_CORRECTION, TRANSACTION_CREDIT)
+        ]
+        if earlier and ctx.claim.bills.index(earlier[0]) < ctx.claim.bills.index(bill):
+            text = f"uuid {bill.uuid} står allerede i denne meldingen"
+            return Finding(detail=text, inputs=(("uuid", bill.uuid),))
+    patient = bill.episode.patient.key if bill.episode else None
+    if (
+        patient
+        and bill.lines
+        and ctx.history.service_seen(inst, patient, service_codes(bill), bill.claimed_at)
+    ):
+        return Finding(
+            detail="samme pasient, koder og tidspunkt er betalt før",
+            inputs=(("codes", service_codes(bill)), ("when", bill.claimed_at)),
+        )
+    return None
+
+
+def service_codes(bill: Bill) -> str:
+    """The code set of a bill, order-independent, for duplicate detection."""
+    return ",".join(sorted(f"{line.raw_code}x{line.count}" for line in bill.lines))
+
+
+@rule(
+    id="COM-07",
+    scope="bill",
+    source="RULES.md COM-07; NPR-behandlerkravmelding 0.78, beskrivelse av eksempelfil",
+    number="9007",
+    text="Korreksjon/kreditering må vise til en tidligere betalt regning (uuid) i en annen fil",
+)
+def correction_refers_to_earlier_bill(bill: Bill, ctx: RuleContext) -> Finding | None:
+    if bill.transaction_type not in (TRANSACTION_CORRECTION, TRANSACTION_CREDIT):
+        return None
+    if not bill.uuid:
+        return Finding(detail="uuid mangler", inputs=(("uuid", ""),))
+    same_file = [b for b in ctx.claim.bills if b is not bill and b.uuid == bill.uuid]
+    if any(
+        b.transaction_type not in (TRANSACTION_CORRECTION, TRANSACTION_CREDIT) for b in same_file
+    ):
+        return Finding(
+            detail=f"opprinnelig regning {bill.uuid} står i samme fil",
+            inputs=(("uuid", bill.uuid), ("same_file", "true")),
+        )
+    if ctx.history.paid_bill(ctx.claim.institution_id, bill.uuid) is None:
+        return Finding(
+            detail=f"ingen tidligere betalt regning med uuid {bill.uuid}",
+            inputs=(("uuid", bill.uuid), ("found", "false")),
+        )
+    return None
+
+
+@rule(
+    id="COM-08",
+    scope="bill",
+    source="RULES.md COM-08; KUHR-praksis (foreldelse)",
+    number="9008",
+    text="Tjenestedatoen er i fremtiden eller eldre enn fristen for krav",
+)
+def service_date_in_window(bill: Bill, ctx: RuleContext) -> Finding | None:
+    day = bill.service_date
+    if day is None:
+        return Finding(detail=f"TransDatoTid {bill.claimed_at!r} er ikke en dato")
+    if day > ctx.today:
+        return Finding(detail=f"{day} er etter {ctx.today}", inputs=(("date", str(day)),))
+    oldest = ctx.today - timedelta(days=ctx.settings.max_age_days)
+    if day < oldest:
+        return Finding(
+            detail=f"{day} er eldre enn {ctx.settings.max_age_days} dager",
+            inputs=(("date", str(day)), ("oldest", str(oldest))),
+        )
+    return None
+
+
+@rule(
+    id="COM-09",
+    scope="bill",
+    source="RULES.md COM-09; regelverk 000 §3-4, 001 §5-6",
+    number="9009",
+    text="Institusjonen er ikke registrert med rett til refusjon for tjenesten",
+)
+def institution_is_registered(bill: Bill, ctx: RuleContext) -> Finding | None:
+    """The claiming institution must be in the registry, and of a kind that may claim
+    the lines on the bill (lab lines: an HF, a private lab with driftsavtale, or a
+    medical-genetics lab)."""
+    inst = ctx.institution
+    if inst is None:
+        text = f"institusjonID {ctx.claim.institution_id} finnes ikke i registeret"
+        return Finding(detail=text, inputs=(("institution", ctx.claim.institution_id),))
+    if any(line.kind == "takst" for line in bill.lines) and not LAB_KINDS & set(inst.kinds):
+        return Finding(
+            detail=f"{inst.name} er registrert som {', '.join(inst.kinds)}",
+            inputs=(("kinds", ",".join(inst.kinds)),),
         )
     return None

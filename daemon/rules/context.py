@@ -1,0 +1,50 @@
+"""What a rule may look at besides the bill: read-only, passed in, never global."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Protocol
+
+from daemon.domain import Claim
+from daemon.registry import Institution
+from daemon.rules.settings import RuleSettings
+from daemon.tariffs import Tariffs
+
+
+class BillHistory(Protocol):
+    """Earlier bills, as the ledger remembers them (only accepted outcomes count)."""
+
+    def paid_bill(self, institution_id: str, uuid: str) -> Decimal | None:
+        """The approved amount of an earlier approved/reduced bill with this uuid."""
+        ...
+
+    def service_seen(self, institution_id: str, patient_key: str, codes: str, when: str) -> bool:
+        """An earlier approved bill for the same patient, code set and TransDatoTid."""
+        ...
+
+
+class NoBillHistory:
+    def paid_bill(self, institution_id: str, uuid: str) -> Decimal | None:
+        return None
+
+    def service_seen(self, institution_id: str, patient_key: str, codes: str, when: str) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    today: date
+    claim: Claim
+    tariffs: Tariffs
+    institution: Institution | None
+    history: BillHistory = field(default_factory=NoBillHistory)
+    settings: RuleSettings = field(default_factory=RuleSettings)
+
+    @property
+    def sector(self) -> str:
+        """Rates differ for state institutions and private labs with a driftsavtale."""
+        if self.institution is not None and "private-driftsavtale" in self.institution.kinds:
+            return "privat"
+        return "stat"

@@ -1,0 +1,253 @@
+"""Every common and lab rule, approving and rejecting, through the whole pipeline.
+
+Each case is a real NPR-behandlerkravmelding (tests/claims.py) wrapped in ebMS,
+dropped into one sandbox and processed by the real intake. The verdicts are read back
+from the ledger (`explain`) and from the AppRec the sender gets.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from lxml import etree
+
+from daemon import mime
+from tests.claims import B, C, L, P, msghead, person_number
+from tests.conftest import Sandbox, wrap_demo
+
+AR = {"ar": "http://www.kith.no/xmlstds/apprec/2004-11-21"}
+HF = "983974678"  # Demo sykehus HF (hf, Helse Sør-Øst RHF)
+GEN_LAB = "999000111"  # a medical-genetics lab not owned by an RHF
+PRIVATE = "999000222"  # a private lab with driftsavtale (private rates)
+HF_GEN = "999000333"  # an HF that also runs an approved genetics lab
+RADIOLOGY = "999000444"  # a radiology institute: may not claim lab
+
+INSTITUTIONS = """
+[[institution]]
+orgnr = "983974678"
+name = "Demo sykehus HF"
+rhf = "Helse Sør-Øst RHF"
+kinds = ["hf"]
+
+[[institution]]
+orgnr = "999000111"
+name = "Genetikklab AS"
+rhf = ""
+kinds = ["genetics-lab"]
+
+[[institution]]
+orgnr = "999000222"
+name = "Privatlab AS"
+rhf = "Helse Vest RHF"
+kinds = ["private-driftsavtale"]
+
+[[institution]]
+orgnr = "999000333"
+name = "Universitetssykehus HF"
+rhf = "Helse Nord RHF"
+kinds = ["hf", "genetics-lab"]
+
+[[institution]]
+orgnr = "999000444"
+name = "Røntgeninstitutt AS"
+rhf = "Helse Midt-Norge RHF"
+kinds = ["radiology"]
+"""
+
+# (case id, rule id, fires?, claim); every bill has its own invented patient
+_n = iter(range(1000))
+
+
+def _b(*lines, **kw) -> B:
+    kw.setdefault("fnr", person_number(next(_n)))
+    return B(lines, **kw)
+
+
+INR = L("NPU01685", "23.18", 2)  # P-INR, MB6, starred
+OSMO = L("NOR05003", "6.96")  # Us-Osmolalitet, MB2
+HPV = L("NPU57845", "191.67")  # HPV DNA (liste), MM6
+CYP2D6 = L("NPU19308", "155.17")  # DNA-CYP2D6-gen, KF5, pharmacogenetic
+SANGER = L("NOR25437", "2724.87")  # DNA-Sangersekvensering, MG5
+
+CASES = [
+    ("com04-claim-ok", "COM-04", False, C((_b(OSMO),))),
+    ("com04-claim-sum", "COM-04", True, C((_b(OSMO),), krav_sum="99.00")),
+    ("com04-claim-count", "COM-04", True, C((_b(OSMO),), krav_count=2)),
+    ("com04-bill-ok", "COM-04", False, C((_b(INR, OSMO),))),
+    ("com04-bill-sum", "COM-04", True, C((_b(OSMO, sum="10.00"),))),
+    ("com04-bill-no-episode", "COM-04", True, C((_b(OSMO, no_episode=True, sum="6.96"),))),
+    ("com05-ok", "COM-05", False, C((_b(OSMO),))),
+    ("com05-bad-fnr", "COM-05", True, C((_b(OSMO, fnr="15057810015"),))),
+    ("com05-no-fnr", "COM-05", False, C((_b(OSMO, fnr=None),))),
+    (
+        "com06-same-file",
+        "COM-06",
+        True,
+        C(
+            (
+                _b(OSMO, uuid="{0DDBA11D-0000-4000-8000-000000000001}"),
+                _b(OSMO, uuid="{0DDBA11D-0000-4000-8000-000000000001}"),
+            )
+        ),
+    ),
+    (
+        "com07-credit-same-file",
+        "COM-07",
+        True,
+        C(
+            (
+                _b(OSMO, uuid="{C0FFEE00-0000-4000-8000-000000000001}"),
+                _b(OSMO, uuid="{C0FFEE00-0000-4000-8000-000000000001}", transaction_type="5"),
+            )
+        ),
+    ),
+    (
+        "com07-credit-unknown",
+        "COM-07",
+        True,
+        C((_b(OSMO, uuid="{C0FFEE00-0000-4000-8000-0000000000FF}", transaction_type="5"),)),
+    ),
+    ("com08-ok", "COM-08", False, C((_b(OSMO, date="2026-06-01T10:00:00"),))),
+    ("com08-future", "COM-08", True, C((_b(OSMO, date="2026-12-01T10:00:00"),))),
+    ("com08-too-old", "COM-08", True, C((_b(OSMO, date="2026-05-01T10:00:00"),))),
+    ("com09-ok", "COM-09", False, C((_b(OSMO),))),
+    ("com09-unknown", "COM-09", True, C((_b(OSMO),), institution="111222333")),
+    ("com09-wrong-kind", "COM-09", True, C((_b(OSMO),), institution=RADIOLOGY)),
+    ("lab01-ok", "LAB-01", False, C((_b(OSMO),))),
+    ("lab01-inpatient", "LAB-01", True, C((_b(OSMO, basis="2"),))),
+    ("lab01-admitted", "LAB-01", True, C((_b(OSMO, basis="3"),))),
+    ("lab02-ok", "LAB-02", False, C((_b(OSMO),))),
+    ("lab02-unknown", "LAB-02", True, C((_b(L("NPU99999", "6.96")),))),
+    ("lab02-expired", "LAB-02", True, C((_b(L("NOR05043", "12.61")),))),
+    ("lab03-repeats", "LAB-03", False, C((_b(L("NPU21747", "463.39", 3)),))),
+    ("lab03-zero", "LAB-03", True, C((_b(L("NOR05003", "6.96", 0), sum="0.00"),))),
+    ("lab04-genetics-lab", "LAB-04", False, C((_b(SANGER),), institution=GEN_LAB)),
+    ("lab04-not-genetics", "LAB-04", True, C((_b(SANGER),))),
+    ("lab05-pharmacogenetic", "LAB-05", False, C((_b(CYP2D6),), institution=GEN_LAB)),
+    ("lab05-other-field", "LAB-05", True, C((_b(OSMO),), institution=GEN_LAB)),
+    ("lab05-hf-with-genetics", "LAB-05", False, C((_b(OSMO),), institution=HF_GEN)),
+    ("lab06-mg-only", "LAB-06", False, C((_b(SANGER),), institution=HF_GEN)),
+    ("lab06-mixed", "LAB-06", True, C((_b(SANGER, OSMO),), institution=HF_GEN)),
+    ("lab07-lab-only", "LAB-07", False, C((_b(INR),))),
+    ("lab07-consultation", "LAB-07", True, C((_b(INR, consultation=True),))),
+    ("lab08-screening", "LAB-08", False, C((_b(HPV, diagnoses=("Z12.4",)),))),
+    ("lab08-follow-up", "LAB-08", False, C((_b(HPV, diagnoses=("N871",)),))),
+    ("lab08-no-criteria", "LAB-08", True, C((_b(HPV, diagnoses=("J069",)),))),
+    ("lab09-ok", "LAB-09", False, C((_b(OSMO),))),
+    ("lab09-wrong", "LAB-09", True, C((_b(L("NOR05003", "7.00")),))),
+    ("lab09-private-rate", "LAB-09", False, C((_b(L("NOR05003", "6.45")),), institution=PRIVATE)),
+    ("lab09-state-rate-at-private", "LAB-09", True, C((_b(OSMO),), institution=PRIVATE)),
+    ("scope01-lab", "SCOPE-01", False, C((_b(OSMO),))),
+    ("scope01-radiology", "SCOPE-01", True, C((_b(P("SA0AD//", "240.00")),))),
+]
+
+
+@pytest.fixture(scope="module")
+def processed(tmp_path_factory) -> dict[str, dict]:
+    """All cases dropped into one sandbox and processed in one pass."""
+    from daemon import cli
+    from daemon.ledger import SqliteLedger
+
+    root = tmp_path_factory.mktemp("lab") / "sandbox"
+    box = _sandbox(root, cli)
+    messages = {}
+    for case_id, _rule, _fires, claim in CASES:
+        box.drop(wrap_demo(msghead(claim), message_id=case_id), f"{case_id}.msg")
+        messages[case_id] = claim.msg_id
+    box.process()
+    ledger = SqliteLedger(box.paths.ledger)
+    try:
+        results = {case_id: ledger.explain(case_id)[0] for case_id in messages}
+    finally:
+        ledger.close()
+    apprecs = {}
+    for path in box.outbox("apprec"):
+        multipart, _ = mime.parse(path.read_bytes())
+        soap = etree.fromstring(multipart.start.data)
+        ref = soap.findtext(
+            ".//{http://www.oasis-open.org/committees/ebxml-msg/schema/msg-header-2_0.xsd}"
+            "RefToMessageId"
+        )
+        apprecs[ref] = etree.fromstring(multipart.attachments[0].data)
+    for case_id in results:
+        results[case_id]["apprec"] = apprecs[case_id]
+    return results
+
+
+def _sandbox(root, cli) -> Sandbox:
+    import shutil
+
+    from daemon import config, keys
+    from tests.conftest import CERTS_FROM, ROOT, TODAY
+
+    assert cli.main(["init", str(root)]) == 0
+    shutil.copy(ROOT / "config" / "partners.toml", root / "partners.toml")
+    (root / "institutions.toml").write_text(INSTITUTIONS)
+    cfg = root / "kravmottak.toml"
+    cfg.write_text(cfg.read_text().replace("[intake]\n", f'[intake]\nfixed_time = "{TODAY}"\n'))
+    settings = config.load(cfg)
+    keys.generate(
+        settings.paths.private_key,
+        settings.paths.certificate,
+        her_id="79768",
+        orgnr="889640782",
+        name="HELFO",
+        not_before=CERTS_FROM,
+        days=3650,
+    )
+    return Sandbox(root, cfg)
+
+
+def _fired(result: dict) -> set[str]:
+    return {entry[0] for entry in result["trace"] if entry[3]}
+
+
+@pytest.mark.parametrize(("case_id", "rule_id", "fires", "claim"), CASES, ids=[c[0] for c in CASES])
+def test_rule_case(processed, case_id, rule_id, fires, claim):
+    """The rule fires exactly when it should; what the sender sees says so."""
+    result = processed[case_id]
+    apprec = result["apprec"]
+    status = apprec.find("ar:Status", AR).get("V")
+    errors = [e.attrib for e in apprec.findall("ar:Error", AR)]
+    if fires:
+        assert rule_id in _fired(result), result["trace"]
+        assert any(f"[{rule_id}]" in e["DN"] for e in errors), errors
+        assert status in ("2", "3")
+    else:
+        assert rule_id not in _fired(result)
+        assert status == "1", errors
+        bills = result["bills"]
+        assert all(b["verdict"] == "approved" for b in bills)
+        assert sum(Decimal(b["approved"]) for b in bills) == sum(b.total() for b in claim.bills)
+
+
+def test_claim_level_finding_refuses_the_message(processed):
+    """COM-04 on the Krav: AppRec status 2, no bill decided."""
+    result = processed["com04-claim-sum"]
+    assert result["apprec"].find("ar:Status", AR).get("V") == "2"
+    assert result["bills"] == []
+
+
+def test_repeats_are_paid_per_repetition(processed):
+    """LAB-03: antall 3 of NPU21747 (IT8, 463.39) pays 3 × 463.39."""
+    (bill,) = processed["lab03-repeats"]["bills"]
+    assert Decimal(bill["approved"]) == Decimal("1390.17")
+    (line,) = bill["lines"]
+    assert line[1:4] == ("NPU21747", 3, "IT8")
+
+
+def test_rejected_line_reduces_the_bill(processed):
+    """LAB-07 rejects the starred line only; a rejected lone line rejects the bill."""
+    (bill,) = processed["lab07-consultation"]["bills"]
+    assert bill["verdict"] == "rejected" and Decimal(bill["approved"]) == 0
+    remark = [r for r in bill["remarks"] if r[0] == "LAB-07"]
+    assert remark and remark[0][3] == 1  # line 1
+
+
+def test_payee_is_the_rhf_or_the_institution(processed):
+    """LAB-10: paid to the owning/contracting RHF; a lab without an RHF is paid directly."""
+    assert processed["lab09-ok"]["bills"][0]["payee"] == "RHF:Helse Sør-Øst RHF"
+    assert processed["lab04-genetics-lab"]["bills"][0]["payee"] == f"INST:{GEN_LAB}"
+    assert processed["lab09-private-rate"]["bills"][0]["payee"] == "RHF:Helse Vest RHF"
+    assert processed["lab09-wrong"]["bills"][0]["payee"] is None  # nothing to pay
