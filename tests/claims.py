@@ -5,6 +5,7 @@ Every person is invented; the default fødselsnumre are made-up numbers that pas
 
 from __future__ import annotations
 
+import functools
 import uuid as uuid_module
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -151,17 +152,17 @@ def msghead(claim: C) -> bytes:
 
 def person_number(n: int, born: str = "010180") -> str:
     """The n-th made-up fødselsnummer born on `born` that passes mod-11 (deterministic)."""
-    found = -1
-    for individual in range(100, 1000):
-        base = f"{born}{individual}"
-        for k1 in range(10):
-            for k2 in range(10):
-                candidate = f"{base}{k1}{k2}"
-                if _mod11(candidate):
-                    found += 1
-                    if found == n:
-                        return candidate
-    raise ValueError("ran out of numbers")
+    return _numbers(born)[n]
+
+
+@functools.cache
+def _numbers(born: str) -> tuple[str, ...]:
+    return tuple(
+        candidate
+        for individual in range(100, 1000)
+        for control in range(100)
+        if _mod11(candidate := f"{born}{individual}{control:02d}")
+    )
 
 
 def _mod11(number: str) -> bool:

@@ -251,3 +251,107 @@ def test_payee_is_the_rhf_or_the_institution(processed):
     assert processed["lab04-genetics-lab"]["bills"][0]["payee"] == f"INST:{GEN_LAB}"
     assert processed["lab09-private-rate"]["bills"][0]["payee"] == "RHF:Helse Vest RHF"
     assert processed["lab09-wrong"]["bills"][0]["payee"] is None  # nothing to pay
+
+
+# --------------------------------------------------------------------------- across messages
+
+
+def _send(sandbox: Sandbox, claim: C, message_id: str) -> dict:
+    from daemon.ledger import SqliteLedger
+
+    sandbox.drop(wrap_demo(msghead(claim), message_id=message_id))
+    sandbox.process()
+    ledger = SqliteLedger(sandbox.paths.ledger)
+    try:
+        return ledger.explain(message_id)[0]
+    finally:
+        ledger.close()
+
+
+def test_com06_bill_paid_in_an_earlier_message_is_a_duplicate(sandbox):
+    """COM-06 across messages: same uuid again, or same patient + codes + time again."""
+    first = _b(OSMO, uuid="{ABCDEF00-0000-4000-8000-000000000001}")
+    assert _send(sandbox, C((first,)), "dup-a")["bills"][0]["verdict"] == "approved"
+    same_uuid = _send(sandbox, C((first,)), "dup-b")
+    assert same_uuid["bills"][0]["verdict"] == "rejected"
+    assert [r[0] for r in same_uuid["bills"][0]["remarks"]] == ["COM-06"]
+    same_service = B(first.lines, fnr=first.fnr, date=first.date)  # new uuid, same service
+    again = _send(sandbox, C((same_service,)), "dup-c")
+    assert [r[0] for r in again["bills"][0]["remarks"]] == ["COM-06"]
+
+
+def test_com06_rejected_bill_may_be_sent_again(sandbox):
+    """A bill that was rejected was never paid: sending it again, corrected, is no duplicate."""
+    wrong = _b(L("NOR05003", "9.99"), uuid="{ABCDEF00-0000-4000-8000-000000000002}")
+    assert _send(sandbox, C((wrong,)), "fix-a")["bills"][0]["verdict"] == "rejected"
+    fixed = B((OSMO,), uuid=wrong.uuid, fnr=wrong.fnr, date=wrong.date)
+    assert _send(sandbox, C((fixed,)), "fix-b")["bills"][0]["verdict"] == "approved"
+
+
+def test_com07_credit_of_an_earlier_paid_bill_reverses_it(sandbox):
+    """COM-07: a credit in a later file that names a paid bill is approved, negative."""
+    original = _b(OSMO, INR, uuid="{ABCDEF00-0000-4000-8000-000000000003}")
+    paid = _send(sandbox, C((original,)), "credit-a")["bills"][0]
+    assert Decimal(paid["approved"]) == Decimal("53.32")
+    credit = B(original.lines, uuid=original.uuid, fnr=original.fnr, transaction_type="5")
+    result = _send(sandbox, C((credit,)), "credit-b")
+    (bill,) = result["bills"]
+    assert bill["verdict"] == "approved" and Decimal(bill["approved"]) == Decimal("-53.32")
+    assert bill["remarks"] == []
+
+
+# --------------------------------------------------------------------------- a big claim
+
+
+def test_hundred_bills_of_mixed_lines(sandbox):
+    """100 bills, every fifth with a bad line: status 3, one Error per rejected line with
+    its rule and bill number, and the approved total of the good lines exactly."""
+    bills = []
+    expected_errors = []
+    expected_total = Decimal("0")
+    for i in range(100):
+        nr = str(5000 + i)
+        if i % 5 == 0:  # a wrong amount on the second line: bill reduced
+            bills.append(_b(OSMO, L("NPU01685", "20.00", 2), regning_nr=nr))
+            expected_errors.append(("9109", nr))
+            expected_total += Decimal("6.96")
+        elif i % 5 == 1:  # an unknown code: the only line, bill rejected
+            bills.append(_b(L("NPU00000", "6.96"), regning_nr=nr))
+            expected_errors.append(("9102", nr))
+        else:
+            bills.append(_b(OSMO, INR, regning_nr=nr))
+            expected_total += Decimal("53.32")
+    sandbox.drop(wrap_demo(msghead(C(tuple(bills))), message_id="hundred"))
+    sandbox.process()
+    (path,) = sandbox.outbox("apprec")
+    apprec = etree.fromstring(mime.parse(path.read_bytes())[0].attachments[0].data)
+    assert apprec.find("ar:Status", AR).get("V") == "3"
+    found = sorted((e.get("V"), e.get("OT")) for e in apprec.findall("ar:Error", AR))
+    assert found == sorted(expected_errors)
+    from daemon.ledger import SqliteLedger
+
+    ledger = SqliteLedger(sandbox.paths.ledger)
+    try:
+        (result,) = ledger.explain("hundred")
+    finally:
+        ledger.close()
+    assert sum(Decimal(b["approved"]) for b in result["bills"]) == expected_total
+    verdicts = [b["verdict"] for b in result["bills"]]
+    assert verdicts.count("reduced") == 20 and verdicts.count("rejected") == 20
+
+
+def test_explain_prints_bills_lines_rules_and_amounts(sandbox, capsys):
+    """`kravmottak explain ID`: what a tester asks 'why?' about."""
+    from daemon import cli
+
+    claim = C((_b(OSMO, L("NPU01685", "20.00", 2), regning_nr="777"),))
+    sandbox.drop(wrap_demo(msghead(claim), message_id="why-1"))
+    sandbox.process()
+    capsys.readouterr()
+    assert cli.main(["--config", str(sandbox.config_path), "explain", "why-1"]) == 0
+    out = capsys.readouterr().out
+    assert "bill 777 (type 1" in out and "reduced, claimed 46.96, approved 6.96" in out
+    assert "line 2: NPU01685 x2 [MB6] claimed 40.00 approved 0 rejected" in out
+    assert "LAB-09!" in out and "remark 9109 LAB-09 line 2" in out
+    assert "paid to RHF:Helse Sør-Øst RHF" in out
+    assert cli.main(["--config", str(sandbox.config_path), "explain", "nope"]) == 1

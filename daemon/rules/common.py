@@ -126,14 +126,11 @@ def not_a_duplicate(bill: Bill, ctx: RuleContext) -> Finding | None:
     if bill.uuid:
         if ctx.history.paid_bill(inst, bill.uuid) is not None:
             return Finding(detail=f"uuid {bill.uuid} er betalt før", inputs=(("uuid", bill.uuid),))
-        earlier = [
-            b
-            for b in ctx.claim.bills
-            if b is not bill
-            and b.uuid == bill.uuid
-            and b.transaction_type not in (TRANSACTION_CORRECTION, TRANSACTION_CREDIT)
-        ]
-        if earlier and ctx.claim.bills.index(earlier[0]) < ctx.claim.bills.index(bill):
+        here = ctx.positions[id(bill)]
+        if any(
+            position < here and ttype not in (TRANSACTION_CORRECTION, TRANSACTION_CREDIT)
+            for position, ttype in ctx.bills_by_uuid[bill.uuid]
+        ):
             text = f"uuid {bill.uuid} står allerede i denne meldingen"
             return Finding(detail=text, inputs=(("uuid", bill.uuid),))
     patient = bill.episode.patient.key if bill.episode else None
@@ -166,10 +163,9 @@ def correction_refers_to_earlier_bill(bill: Bill, ctx: RuleContext) -> Finding |
         return None
     if not bill.uuid:
         return Finding(detail="uuid mangler", inputs=(("uuid", ""),))
-    same_file = [b for b in ctx.claim.bills if b is not bill and b.uuid == bill.uuid]
-    if any(
-        b.transaction_type not in (TRANSACTION_CORRECTION, TRANSACTION_CREDIT) for b in same_file
-    ):
+    here = ctx.positions[id(bill)]
+    same_file = [t for p, t in ctx.bills_by_uuid[bill.uuid] if p != here]
+    if any(t not in (TRANSACTION_CORRECTION, TRANSACTION_CREDIT) for t in same_file):
         return Finding(
             detail=f"opprinnelig regning {bill.uuid} står i samme fil",
             inputs=(("uuid", bill.uuid), ("same_file", "true")),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
+from functools import cached_property
 from typing import Protocol
 
 from daemon.domain import Claim
@@ -41,6 +42,21 @@ class RuleContext:
     institution: Institution | None
     history: BillHistory = field(default_factory=NoBillHistory)
     settings: RuleSettings = field(default_factory=RuleSettings)
+
+    @cached_property
+    def bills_by_uuid(self) -> dict[str, tuple[tuple[int, str], ...]]:
+        """uuid → ((position in the claim, typeTransaksjon), ...), built once per claim:
+        the same-file checks of COM-06/07 stay linear for 10 000-bill claims."""
+        index: dict[str, list[tuple[int, str]]] = {}
+        for position, bill in enumerate(self.claim.bills):
+            if bill.uuid:
+                index.setdefault(bill.uuid, []).append((position, bill.transaction_type))
+        return {uuid: tuple(entries) for uuid, entries in index.items()}
+
+    @cached_property
+    def positions(self) -> dict[int, int]:
+        """id(bill) → its position in the claim."""
+        return {id(bill): n for n, bill in enumerate(self.claim.bills)}
 
     @property
     def sector(self) -> str:
