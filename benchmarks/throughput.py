@@ -10,13 +10,14 @@ with the floor: lxml parse + XSD validation of the same payloads and nothing els
 from __future__ import annotations
 
 import argparse
-import re
+import contextlib
+import io
+import random
 import resource
 import shutil
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 from lxml import etree
@@ -27,30 +28,25 @@ sys.path.insert(0, str(ROOT))
 from daemon import cli, config, service  # noqa: E402
 from daemon.schemas import Schemas  # noqa: E402
 from daemon.wrap import wrap  # noqa: E402
+from tests.claims import B, C, L, msghead, person_number  # noqa: E402
 
-DEMO = (ROOT / "tests" / "data" / "claim-demo.xml").read_text(encoding="utf-8")
-BILL = re.search(r"<EnkeltRegning .*?/>", DEMO, re.S).group(0)
-PATIENT = re.search(r"<Pasient>.*?</Pasient>", DEMO, re.S).group(0)
+LINES = (L("NOR05003", "6.96"), L("NPU01685", "23.18", 2), L("NPU21747", "463.39"))
+PATIENTS = [person_number(n) for n in range(500)]
 
 
 def claim(bills: int) -> bytes:
-    """The demo claim grown to `bills` bills of 160.00 each (one patient/episode per bill)."""
-    regs, patients = [], []
-    for i in range(1, bills + 1):
-        regs.append(
-            BILL.replace('regningNr="1001"', f'regningNr="{i}"')
-            .replace('episodeID="1"', f'episodeID="{i}"')
-            .replace("000000000001", f"{i:012d}")
+    """A valid lab claim of `bills` bills (1-3 lines each), all new uuids and patients."""
+    offset = random.randrange(10_000)
+    specs = tuple(
+        B(
+            LINES[: 1 + i % 3],
+            regning_nr=str(i + 1),
+            fnr=PATIENTS[(offset + i) % len(PATIENTS)],
+            date=f"2026-10-{1 + (offset + i) % 28:02d}T{(offset + i) % 24:02d}:{i % 60:02d}:00",
         )
-        patients.append(PATIENT.replace('episodeID="1"', f'episodeID="{i}"'))
-    text = re.sub(r"<EnkeltRegning .*</Krav>", "\n".join(regs) + "</Krav>", DEMO, flags=re.S)
-    text = re.sub(r"<Pasient>.*</Pasient>", "\n".join(patients), text, flags=re.S)
-    text = re.sub(
-        r'antallRegninger="\d+" sumKravBelop="[\d.]+"',
-        f'antallRegninger="{bills}" sumKravBelop="{160 * bills}.00"',
-        text,
+        for i in range(bills)
     )
-    return text.replace("5e0b7c1a-3f0e-4f7a-9a1d-0c2b4d6e8f10", str(uuid.uuid4())).encode()
+    return msghead(C(specs))
 
 
 def floor(payloads: list[bytes], schemas: Schemas) -> float:
@@ -64,8 +60,13 @@ def floor(payloads: list[bytes], schemas: Schemas) -> float:
 def end_to_end(messages: list[bytes]) -> float:
     root = Path(tempfile.mkdtemp(prefix="kravmottak-bench-"))
     try:
-        cli.main(["init", str(root / "sb")])
+        with contextlib.redirect_stdout(io.StringIO()):
+            cli.main(["init", str(root / "sb")])
         shutil.copy(ROOT / "config" / "partners.toml", root / "sb" / "partners.toml")
+        cfg = root / "sb" / "kravmottak.toml"
+        cfg.write_text(
+            cfg.read_text().replace("[intake]\n", '[intake]\nfixed_time = "2026-11-23T12:00:00Z"\n')
+        )
         settings = config.load(root / "sb" / "kravmottak.toml")
         for i, raw in enumerate(messages):
             (settings.paths.inbox / f"m{i:05d}.msg").write_bytes(raw)
@@ -80,6 +81,8 @@ def end_to_end(messages: list[bytes]) -> float:
         took = time.perf_counter() - started
         answered = len(list(settings.paths.outbox.glob("apprec-*")))
         assert answered == len(messages), (answered, len(messages))
+        status = intake.ledger.counts()
+        assert status["answered"] == len(messages), status  # every claim valid, none refused
         intake.ledger.close()
         return took
     finally:
