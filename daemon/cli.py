@@ -95,7 +95,9 @@ def cmd_partner_list(args: argparse.Namespace) -> int:
 
 def cmd_institution_add(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    inst = registry.Institution(args.orgnr, args.name, args.rhf, tuple(args.kind or ["hf"]))
+    inst = registry.Institution(
+        args.orgnr, args.name, args.rhf, tuple(args.kind or ["hf"]), tuple(args.sender or ())
+    )
     registry.upsert_institution(settings.paths.institutions, inst)
     print(f"institution {inst.orgnr} saved in {settings.paths.institutions}")
     return 0
@@ -183,25 +185,26 @@ def cmd_explain(args: argparse.Namespace) -> int:
         for p in m["problems"]:
             print(f"  refused: {p['code']} {p['layer']} {p['location']}: {p['text']}")
         fired: dict[tuple[str, int], list[str]] = {}
-        for rule_id, regning_nr, line, hit, _inputs in m["trace"]:
-            fired.setdefault((regning_nr, line), []).append(rule_id + ("!" if hit else ""))
+        for rule_id, regning_nr, line, _hit, inputs in m["trace"]:
+            seen = ",".join(f"{k}={v}" for k, v in inputs)
+            fired.setdefault((regning_nr, line), []).append(f"{rule_id}({seen})")
         for b in m["bills"]:
             print(
                 f"  bill {b['regning_nr']} (type {b['transaction_type']}, uuid {b['uuid']}):"
                 f" {b['verdict']}, claimed {b['claimed']}, approved {b['approved']}"
                 + (f", paid to {b['payee']}" if b["payee"] else "")
             )
-            print(f"    bill rules: {' '.join(fired.get((b['regning_nr'], 0), []))}")
+            print(f"    bill rules fired: {' '.join(fired.get((b['regning_nr'], 0), [])) or '-'}")
             for line, code, count, category, claimed, approved, verdict in b["lines"]:
-                rules = " ".join(fired.get((b["regning_nr"], line), []))
+                rules = " ".join(fired.get((b["regning_nr"], line), [])) or "-"
                 print(
                     f"    line {line}: {code} x{count} [{category or '-'}] claimed {claimed}"
-                    f" approved {approved} {verdict}  rules: {rules}"
+                    f" approved {approved} {verdict}  fired: {rules}"
                 )
             for rule_id, number, text, line in b["remarks"]:
                 where = f" line {line}" if line else ""
                 print(f"    remark {number} {rule_id}{where}: {text}")
-    print("(rules marked ! fired)")
+        print(f"  {m['rules_run']} rule evaluations, {len(m['trace'])} fired")
     return 0
 
 
@@ -372,6 +375,11 @@ def parser() -> argparse.ArgumentParser:
     iadd.add_argument("--rhf", required=True, help="the regional health authority it belongs to")
     iadd.add_argument(
         "--kind", action="append", choices=registry.INSTITUTION_KINDS, help="repeat for several"
+    )
+    iadd.add_argument(
+        "--sender",
+        action="append",
+        help="HER-id of a partner that may claim for it (besides the partner with its orgnr)",
     )
     iadd.set_defaults(func=cmd_institution_add)
     inst.add_parser("list", help="list institutions").set_defaults(func=cmd_institution_list)

@@ -30,6 +30,7 @@ from daemon.domain import (
     Verdict,
 )
 from daemon.pipeline import Context, Work
+from daemon.registry import Partner
 from daemon.rules import common, lab, scope
 from daemon.rules.base import Rulebook, collect
 from daemon.rules.context import RuleContext
@@ -40,7 +41,7 @@ KRAV = "/MsgHead/Document/RefDoc/Content/Melding/Institusjon/Enhet/Krav"
 ZERO = Decimal("0")
 
 
-def rule_context(claim: Claim, ctx: Context) -> RuleContext:
+def rule_context(claim: Claim, ctx: Context, sender: Partner | None = None) -> RuleContext:
     return RuleContext(
         today=ctx.now.date(),
         claim=claim,
@@ -48,11 +49,13 @@ def rule_context(claim: Claim, ctx: Context) -> RuleContext:
         institution=ctx.registry.institution(claim.institution_id),
         history=ctx.history,
         settings=ctx.settings.rules,
+        sender=sender,
     )
 
 
 def decide(work: Work, ctx: Context) -> Work:
-    problems, decision = evaluate(work.claim, rule_context(work.claim, ctx), RULEBOOK)
+    rc = rule_context(work.claim, ctx, work.partner)
+    problems, decision = evaluate(work.claim, rc, RULEBOOK)
     work = work.with_(decision=decision)
     return work.failed(*problems) if problems else work
 
@@ -83,8 +86,9 @@ def _bill(bill: Bill, rc: RuleContext, book: Rulebook, trace: list[TraceEntry]) 
             text = f"{info.text}: {finding.detail}" if finding.detail else info.text
             remarks.append(Remark(info.id, info.number, f"{text} [{info.id}]", bill.regning_nr))
     bill_rejected = bool(remarks)
+    credit = bill.transaction_type == TRANSACTION_CREDIT
     lines = []
-    for number, line in enumerate(bill.lines, start=1):
+    for number, line in enumerate(() if credit else bill.lines, start=1):
         fired = False
         for fn in book.line:
             info, finding = fn.rule, fn(line, bill, rc)
@@ -92,6 +96,8 @@ def _bill(bill: Bill, rc: RuleContext, book: Rulebook, trace: list[TraceEntry]) 
             trace.append((info.id, bill.regning_nr, number, finding is not None, inputs))
             if finding is not None:
                 fired = True
+                if bill_rejected:
+                    continue  # traced, but the sender hears only why the bill failed
                 text = f"linje {number} ({line.raw_code}): {info.text}"
                 text += f": {finding.detail}" if finding.detail else ""
                 remarks.append(
@@ -117,8 +123,11 @@ def _bill(bill: Bill, rc: RuleContext, book: Rulebook, trace: list[TraceEntry]) 
         verdict = Verdict.REDUCED
     else:
         verdict = Verdict.APPROVED
-    if bill.transaction_type == TRANSACTION_CREDIT:
-        approved = -approved
+    if verdict != Verdict.REJECTED and not bill.is_new:
+        # what this uuid has been paid so far (COM-07 made sure there is something):
+        # a credit takes it all back, a correction pays only the difference
+        balance = rc.history.paid_bill(rc.claim.institution_id, bill.uuid) or ZERO
+        approved = -balance if credit else approved - balance
     return BillDecision(
         regning_nr=bill.regning_nr,
         uuid=bill.uuid,

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
+from zoneinfo import ZoneInfo
 
 # --------------------------------------------------------------------------- problems
 
@@ -100,11 +101,23 @@ class EbxmlHeader:
 
 # --------------------------------------------------------------------------- claim
 
-# NPR-behandlerkravmelding typeTransaksjon (code list 7462 in the 0.78 schema)
-TRANSACTION_NEW = "1"
-TRANSACTION_RESEND = "2"
+# NPR-behandlerkravmelding typeTransaksjon (code list 7463): 1-3 are new bills (uten
+# egenandel / ikke betalt / betalt egenandel), 4 corrects and 5 credits an earlier bill
 TRANSACTION_CORRECTION = "4"
 TRANSACTION_CREDIT = "5"
+OSLO = ZoneInfo("Europe/Oslo")
+
+
+def instant_of(stamp: str) -> str:
+    """TransDatoTid as a UTC instant, for comparing bills: a time without an offset is
+    Norwegian local time, as the NPR message is written in Norway."""
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return stamp
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=OSLO)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +196,14 @@ class Bill:
     @property
     def lines(self) -> tuple[Line, ...]:
         return self.episode.lines if self.episode else ()
+
+    @property
+    def is_new(self) -> bool:
+        return self.transaction_type not in (TRANSACTION_CORRECTION, TRANSACTION_CREDIT)
+
+    @property
+    def instant(self) -> str:
+        return instant_of(self.claimed_at)
 
     @property
     def service_date(self) -> date | None:

@@ -96,7 +96,7 @@ def _bill(r: etree._Element, episodes: dict[str, Episode]) -> Bill:
     episode_id = r.get("episodeID")
     return Bill(
         regning_nr=r.get("regningNr", ""),
-        uuid=r.get("uuid"),
+        uuid=r.get("uuid").strip().upper() if r.get("uuid") else None,  # GUIDs: any case
         transaction_type=r.get("typeTransaksjon", ""),
         claimed_at=r.get("TransDatoTid", ""),
         episode_id=episode_id,

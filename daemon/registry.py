@@ -60,10 +60,19 @@ class Partner:
 
 @dataclass(frozen=True, slots=True)
 class Institution:
+    """A claiming institution. `senders`: HER-ids of partners allowed to claim for it
+    besides the partner whose orgnr is the institution's own."""
+
     orgnr: str
     name: str
     rhf: str
     kinds: tuple[str, ...] = field(default=("hf",))
+    senders: tuple[str, ...] = ()
+
+    def may_be_claimed_by(self, partner: Partner | None) -> bool:
+        if partner is None:
+            return True  # no agreement context (validate, tests of the rules alone)
+        return partner.orgnr == self.orgnr or partner.her_id in self.senders
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +139,7 @@ def load_institutions(path: Path) -> tuple[Institution, ...]:
             row = dict(row)
             row["orgnr"] = str(row["orgnr"])
             row["kinds"] = tuple(row.get("kinds", ("hf",)))
+            row["senders"] = tuple(str(h) for h in row.get("senders", ()))
             bad = [k for k in row["kinds"] if k not in INSTITUTION_KINDS]
             if bad:
                 raise ValueError(f"unknown kind(s) {bad}; known: {list(INSTITUTION_KINDS)}")
@@ -154,6 +164,7 @@ def _partner_row(p: Partner) -> dict:
 def _institution_row(inst: Institution) -> dict:
     row = asdict(inst)
     row["kinds"] = list(inst.kinds)
+    row["senders"] = list(inst.senders)
     return row
 
 

@@ -373,6 +373,8 @@ def test_refusal_for_a_missing_agreement_is_not_final(sandbox):
         "70707",
         "--cpa-id",
         "late:1",
+        "--orgnr",
+        "983974678",
         "--no-require-signature",
     ]
     assert cli.main(args) == 0

@@ -22,6 +22,7 @@ GEN_LAB = "999000111"  # a medical-genetics lab not owned by an RHF
 PRIVATE = "999000222"  # a private lab with driftsavtale (private rates)
 HF_GEN = "999000333"  # an HF that also runs an approved genetics lab
 RADIOLOGY = "999000444"  # a radiology institute: may not claim lab
+OTHER_HF = "999000555"  # an HF that has not named the demo partner as its sender
 
 INSTITUTIONS = """
 [[institution]]
@@ -35,24 +36,34 @@ orgnr = "999000111"
 name = "Genetikklab AS"
 rhf = ""
 kinds = ["genetics-lab"]
+senders = ["90001"]
 
 [[institution]]
 orgnr = "999000222"
 name = "Privatlab AS"
 rhf = "Helse Vest RHF"
 kinds = ["private-driftsavtale"]
+senders = ["90001"]
 
 [[institution]]
 orgnr = "999000333"
 name = "Universitetssykehus HF"
 rhf = "Helse Nord RHF"
 kinds = ["hf", "genetics-lab"]
+senders = ["90001"]
 
 [[institution]]
 orgnr = "999000444"
 name = "Røntgeninstitutt AS"
 rhf = "Helse Midt-Norge RHF"
 kinds = ["radiology"]
+senders = ["90001"]
+
+[[institution]]
+orgnr = "999000555"
+name = "Annet sykehus HF"
+rhf = "Helse Vest RHF"
+kinds = ["hf"]
 """
 
 # (case id, rule id, fires?, claim); every bill has its own invented patient
@@ -114,12 +125,14 @@ CASES = [
     ("com09-ok", "COM-09", False, C((_b(OSMO),))),
     ("com09-unknown", "COM-09", True, C((_b(OSMO),), institution="111222333")),
     ("com09-wrong-kind", "COM-09", True, C((_b(OSMO),), institution=RADIOLOGY)),
+    ("com09-not-our-sender", "COM-09", True, C((_b(OSMO),), institution=OTHER_HF)),
     ("lab01-ok", "LAB-01", False, C((_b(OSMO),))),
     ("lab01-inpatient", "LAB-01", True, C((_b(OSMO, basis="2"),))),
     ("lab01-admitted", "LAB-01", True, C((_b(OSMO, basis="3"),))),
     ("lab02-ok", "LAB-02", False, C((_b(OSMO),))),
     ("lab02-unknown", "LAB-02", True, C((_b(L("NPU99999", "6.96")),))),
     ("lab02-expired", "LAB-02", True, C((_b(L("NOR05043", "12.61")),))),
+    ("lab02-patologi", "LAB-02", True, C((_b(L("NOR25034", "100.00")),))),
     ("lab03-repeats", "LAB-03", False, C((_b(L("NPU21747", "463.39", 3)),))),
     ("lab03-zero", "LAB-03", True, C((_b(L("NOR05003", "6.96", 0), sum="0.00"),))),
     ("lab04-genetics-lab", "LAB-04", False, C((_b(SANGER),), institution=GEN_LAB)),
@@ -352,6 +365,106 @@ def test_explain_prints_bills_lines_rules_and_amounts(sandbox, capsys):
     out = capsys.readouterr().out
     assert "bill 777 (type 1" in out and "reduced, claimed 46.96, approved 6.96" in out
     assert "line 2: NPU01685 x2 [MB6] claimed 40.00 approved 0 rejected" in out
-    assert "LAB-09!" in out and "remark 9109 LAB-09 line 2" in out
+    assert "fired: LAB-09(category=MB6,claimed=20.00,rate=23.18)" in out
+    assert "remark 9109 LAB-09 line 2" in out and "rule evaluations, 1 fired" in out
     assert "paid to RHF:Helse Sør-Øst RHF" in out
     assert cli.main(["--config", str(sandbox.config_path), "explain", "nope"]) == 1
+
+
+# --------------------------------------------------------------------------- money
+
+
+def _net(sandbox: Sandbox, uuid: str) -> Decimal:
+    import sqlite3
+
+    with sqlite3.connect(sandbox.paths.ledger) as db:
+        rows = db.execute(
+            "SELECT approved FROM bills WHERE uuid = ? AND verdict IN ('approved', 'reduced')",
+            (uuid,),
+        ).fetchall()
+    return sum((Decimal(r[0]) for r in rows), Decimal("0"))
+
+
+def test_corrections_and_credits_never_pay_more_than_once(sandbox):
+    """Original, corrections and credits in a row: the net paid is never more than the
+    bill is worth, a second credit is refused, and a correction after a credit too."""
+    uid = "{ABCDEF00-0000-4000-8000-0000000000AA}"
+    original = _b(OSMO, INR, uuid=uid)
+    _send(sandbox, C((original,)), "m-1")
+    assert _net(sandbox, uid) == Decimal("53.32")
+    correction = B(original.lines, uuid=uid, fnr=original.fnr, transaction_type="4")
+    (bill,) = _send(sandbox, C((correction,)), "m-2")["bills"]
+    assert bill["verdict"] == "approved" and Decimal(bill["approved"]) == 0  # no change
+    assert _net(sandbox, uid) == Decimal("53.32")
+    smaller = B((OSMO,), uuid=uid, fnr=original.fnr, transaction_type="4")
+    (bill,) = _send(sandbox, C((smaller,)), "m-3")["bills"]
+    assert Decimal(bill["approved"]) == Decimal("-46.36")  # pays back the difference
+    assert _net(sandbox, uid) == Decimal("6.96")
+    credit = B((), uuid=uid, fnr=None, transaction_type="5", no_episode=True, sum="0")
+    (bill,) = _send(sandbox, C((credit,)), "m-4")["bills"]
+    assert Decimal(bill["approved"]) == Decimal("-6.96")  # what was paid, not its lines
+    assert _net(sandbox, uid) == 0
+    for again in ("m-5", "m-6"):
+        kind = "5" if again == "m-5" else "4"
+        retry = B(original.lines, uuid=uid, fnr=original.fnr, transaction_type=kind)
+        (bill,) = _send(sandbox, C((retry,)), again)["bills"]
+        assert bill["verdict"] == "rejected" and [r[0] for r in bill["remarks"]] == ["COM-07"]
+    assert _net(sandbox, uid) == 0
+
+
+def test_credit_of_a_reduced_bill_reverses_what_was_paid(sandbox):
+    """A bill reduced to 6.96 (its starred line rejected) is credited −6.96, not −53.32."""
+    uid = "{ABCDEF00-0000-4000-8000-0000000000BB}"
+    original = _b(OSMO, INR, uuid=uid, consultation=True)
+    (bill,) = _send(sandbox, C((original,)), "r-1")["bills"]
+    assert bill["verdict"] == "reduced" and Decimal(bill["approved"]) == Decimal("6.96")
+    credit = B(original.lines, uuid=uid, fnr=original.fnr, transaction_type="5")
+    (bill,) = _send(sandbox, C((credit,)), "r-2")["bills"]
+    assert Decimal(bill["approved"]) == Decimal("-6.96")
+
+
+def test_two_credits_of_one_bill_in_one_file(sandbox):
+    """Only the first credit of a uuid in a file can pass; the second is refused."""
+    uid = "{ABCDEF00-0000-4000-8000-0000000000CC}"
+    original = _b(OSMO, uuid=uid)
+    _send(sandbox, C((original,)), "t-1")
+    credit = B((OSMO,), uuid=uid, fnr=original.fnr, transaction_type="5")
+    first, second = _send(sandbox, C((credit, credit)), "t-2")["bills"]
+    assert Decimal(first["approved"]) == Decimal("-6.96")
+    assert second["verdict"] == "rejected"
+    assert _net(sandbox, uid) == 0
+
+
+@pytest.mark.parametrize(
+    "twin",
+    ["other-uuid", "same-episode", "lowercase-uuid", "offset-time"],
+)
+def test_the_same_service_is_paid_once(sandbox, twin):
+    """Duplicates by uuid (any case), by episode, and by patient + codes + instant."""
+    uid = "{ABCDEF00-0000-4000-8000-0000000000DD}"
+    first = _b(OSMO, uuid=uid, date="2026-10-05T09:30:00")
+    if twin == "other-uuid":  # same file, another uuid, the same service
+        result = _send(sandbox, C((first, B(first.lines, fnr=first.fnr, date=first.date))), "d")
+    elif twin == "same-episode":
+        claim = C((first, B(first.lines, fnr=first.fnr, date="2026-10-06T09:30:00")))
+        # the second bill points at the first bill's episode (bills come before patients)
+        xml = msghead(claim).replace(b'episodeID="2"', b'episodeID="1"', 1)
+        sandbox.drop(wrap_demo(xml, message_id="d"))
+        sandbox.process()
+        from daemon.ledger import SqliteLedger
+
+        ledger = SqliteLedger(sandbox.paths.ledger)
+        try:
+            result = ledger.explain("d")[0]
+        finally:
+            ledger.close()
+    else:
+        _send(sandbox, C((first,)), "d-0")
+        if twin == "lowercase-uuid":
+            again = B(first.lines, uuid=uid.lower(), fnr=first.fnr, date="2026-10-07T10:00:00")
+        else:  # the same instant, written with an offset
+            again = B(first.lines, fnr=first.fnr, date="2026-10-05T07:30:00Z")
+        result = _send(sandbox, C((again,)), "d")
+    verdicts = [b["verdict"] for b in result["bills"]]
+    assert verdicts[-1] == "rejected", result["bills"]
+    assert [r[0] for r in result["bills"][-1]["remarks"]] == ["COM-06"]

@@ -54,6 +54,8 @@ def register(sandbox, *certs: Path, extra: tuple[str, ...] = ()) -> None:
         PARTNER_HER,
         "--cpa-id",
         PARTNER_CPA,
+        "--orgnr",
+        "983974678",  # it claims for the demo institution
         "--encrypts-to-us",
         "--encrypt",
         "--compress",

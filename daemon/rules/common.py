@@ -65,7 +65,10 @@ def krav_totals_match_bills(claim: Claim, ctx: RuleContext) -> Finding | None:
 def bill_sum_equals_lines(bill: Bill, ctx: RuleContext) -> Finding | None:
     """Each bill's `sumBelop` equals the sum of its lines (unit amount × antall).
 
-    A bill whose episodeID is missing or points nowhere has no lines: its sum is 0."""
+    A bill whose episodeID is missing or points nowhere has no lines: its sum is 0.
+    A credit needs no lines (it reverses what was paid), so it is not judged here."""
+    if bill.transaction_type == TRANSACTION_CREDIT:
+        return None
     lines_sum = sum((line.total for line in bill.lines), Decimal("0"))
     if lines_sum != bill.sum_amount:
         return Finding(
@@ -117,32 +120,31 @@ def patient_identity_is_valid(bill: Bill, ctx: RuleContext) -> Finding | None:
     text="Dobbeltregning: regningen er allerede mottatt",
 )
 def not_a_duplicate(bill: Bill, ctx: RuleContext) -> Finding | None:
-    """Same institution + uuid already paid, earlier in this claim too, or the same
-    patient, code set and TransDatoTid already paid. Corrections and credits refer to
-    earlier bills on purpose (COM-07 judges them)."""
-    if bill.transaction_type in (TRANSACTION_CORRECTION, TRANSACTION_CREDIT):
+    """A new bill (typeTransaksjon 1-3) is a duplicate when its uuid was paid before, or
+    the same patient, code set and instant (TransDatoTid) was paid before, or when an
+    earlier bill in this claim has the same uuid, the same episode or the same service.
+    Corrections and credits refer to earlier bills on purpose (COM-07 judges them)."""
+    if not bill.is_new:
         return None
     inst = ctx.claim.institution_id
-    if bill.uuid:
-        if ctx.history.paid_bill(inst, bill.uuid) is not None:
-            return Finding(detail=f"uuid {bill.uuid} er betalt før", inputs=(("uuid", bill.uuid),))
-        here = ctx.positions[id(bill)]
-        if any(
-            position < here and ttype not in (TRANSACTION_CORRECTION, TRANSACTION_CREDIT)
-            for position, ttype in ctx.bills_by_uuid[bill.uuid]
-        ):
-            text = f"uuid {bill.uuid} står allerede i denne meldingen"
-            return Finding(detail=text, inputs=(("uuid", bill.uuid),))
+    if bill.uuid and ctx.history.paid_bill(inst, bill.uuid) is not None:
+        return Finding(detail=f"uuid {bill.uuid} er betalt før", inputs=(("uuid", bill.uuid),))
     patient = bill.episode.patient.key if bill.episode else None
-    if (
-        patient
-        and bill.lines
-        and ctx.history.service_seen(inst, patient, service_codes(bill), bill.claimed_at)
-    ):
+    codes = service_codes(bill)
+    if patient and bill.lines and ctx.history.service_seen(inst, patient, codes, bill.instant):
         return Finding(
             detail="samme pasient, koder og tidspunkt er betalt før",
-            inputs=(("codes", service_codes(bill)), ("when", bill.claimed_at)),
+            inputs=(("codes", codes), ("when", bill.instant)),
         )
+    same_file = (
+        (bill.uuid and ("uuid", bill.uuid), f"uuid {bill.uuid}"),
+        (bill.episode_id and ("episode", bill.episode_id), f"episodeID {bill.episode_id}"),
+        (patient and ("service", patient, codes, bill.instant), "samme pasient, koder og tid"),
+    )
+    for key, what in same_file:
+        if key and ctx.earlier_in_claim(bill, key):
+            detail = f"{what} står allerede i denne meldingen"
+            return Finding(detail=detail, inputs=(("same", what),))
     return None
 
 
@@ -159,21 +161,35 @@ def service_codes(bill: Bill) -> str:
     text="Korreksjon/kreditering må vise til en tidligere betalt regning (uuid) i en annen fil",
 )
 def correction_refers_to_earlier_bill(bill: Bill, ctx: RuleContext) -> Finding | None:
-    if bill.transaction_type not in (TRANSACTION_CORRECTION, TRANSACTION_CREDIT):
+    """A correction (4) or credit (5) names a bill paid in an earlier file by its uuid,
+    that bill still has money on it (not credited already), and it is the only
+    correction/credit of that uuid in this file."""
+    if bill.is_new:
         return None
     if not bill.uuid:
         return Finding(detail="uuid mangler", inputs=(("uuid", ""),))
     here = ctx.positions[id(bill)]
-    same_file = [t for p, t in ctx.bills_by_uuid[bill.uuid] if p != here]
-    if any(t not in (TRANSACTION_CORRECTION, TRANSACTION_CREDIT) for t in same_file):
+    same_file = [(p, t) for p, t in ctx.bills_by_uuid[bill.uuid] if p != here]
+    if any(t not in (TRANSACTION_CORRECTION, TRANSACTION_CREDIT) for _, t in same_file):
         return Finding(
             detail=f"opprinnelig regning {bill.uuid} står i samme fil",
             inputs=(("uuid", bill.uuid), ("same_file", "true")),
         )
-    if ctx.history.paid_bill(ctx.claim.institution_id, bill.uuid) is None:
+    if any(p < here for p, _ in same_file):
+        return Finding(
+            detail=f"regning {bill.uuid} er allerede korrigert eller kreditert i denne filen",
+            inputs=(("uuid", bill.uuid), ("repeated", "true")),
+        )
+    balance = ctx.history.paid_bill(ctx.claim.institution_id, bill.uuid)
+    if balance is None:
         return Finding(
             detail=f"ingen tidligere betalt regning med uuid {bill.uuid}",
             inputs=(("uuid", bill.uuid), ("found", "false")),
+        )
+    if balance <= 0:
+        return Finding(
+            detail=f"regning {bill.uuid} er allerede kreditert (saldo {_money(balance)})",
+            inputs=(("uuid", bill.uuid), ("balance", _money(balance))),
         )
     return None
 
@@ -186,6 +202,9 @@ def correction_refers_to_earlier_bill(bill: Bill, ctx: RuleContext) -> Finding |
     text="Tjenestedatoen er i fremtiden eller eldre enn fristen for krav",
 )
 def service_date_in_window(bill: Bill, ctx: RuleContext) -> Finding | None:
+    """Credits return money whatever the age of the bill they credit."""
+    if bill.transaction_type == TRANSACTION_CREDIT:
+        return None
     day = bill.service_date
     if day is None:
         return Finding(detail=f"TransDatoTid {bill.claimed_at!r} er ikke en dato")
@@ -208,13 +227,16 @@ def service_date_in_window(bill: Bill, ctx: RuleContext) -> Finding | None:
     text="Institusjonen er ikke registrert med rett til refusjon for tjenesten",
 )
 def institution_is_registered(bill: Bill, ctx: RuleContext) -> Finding | None:
-    """The claiming institution must be in the registry, and of a kind that may claim
-    the lines on the bill (lab lines: an HF, a private lab with driftsavtale, or a
-    medical-genetics lab)."""
+    """The claiming institution must be in the registry, claimed for by its own partner
+    (or one it names as a sender), and of a kind that may claim the lines on the bill
+    (lab lines: an HF, a private lab with driftsavtale, or a medical-genetics lab)."""
     inst = ctx.institution
     if inst is None:
         text = f"institusjonID {ctx.claim.institution_id} finnes ikke i registeret"
         return Finding(detail=text, inputs=(("institution", ctx.claim.institution_id),))
+    if not inst.may_be_claimed_by(ctx.sender):
+        text = f"avsender HER {ctx.sender.her_id} kan ikke kreve refusjon for {inst.orgnr}"
+        return Finding(detail=text, inputs=(("sender", ctx.sender.her_id),))
     if any(line.kind == "takst" for line in bill.lines) and not LAB_KINDS & set(inst.kinds):
         return Finding(
             detail=f"{inst.name} er registrert som {', '.join(inst.kinds)}",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from daemon.domain import Bill, Line
+from daemon.domain import TRANSACTION_CREDIT, Bill, Line
 from daemon.registry import Institution
 from daemon.rules.base import Finding, rule
 from daemon.rules.context import RuleContext
@@ -41,6 +41,8 @@ def _code(line: Line, bill: Bill, ctx: RuleContext) -> NlkCode | None:
 )
 def outpatients_only(bill: Bill, ctx: RuleContext) -> Finding | None:
     """kravGrunnlag (7464) 2 = inneliggende, 3 = innleggelse samme dag."""
+    if bill.transaction_type == TRANSACTION_CREDIT:
+        return None  # a credit returns money; its lines are not judged
     if bill.claim_basis in ("2", "3") and any(is_lab(line) for line in bill.lines):
         return Finding(
             detail=f"kravGrunnlag {bill.claim_basis}", inputs=(("kravGrunnlag", bill.claim_basis),)
@@ -68,6 +70,11 @@ def code_in_register(line: Line, bill: Bill, ctx: RuleContext) -> Finding | None
         return Finding(
             detail=f"{line.raw_code} gjelder {valid}, analysert {day}{replaced}",
             inputs=(("code", line.raw_code), ("date", str(day)), ("valid", valid)),
+        )
+    if code.category is None:  # e.g. Patologi: in NLK, outside the five fields (§3)
+        return Finding(
+            detail=f"{line.raw_code} ({code.field}) er utenfor refusjonsordningen",
+            inputs=(("code", line.raw_code), ("field", code.field_prefix)),
         )
     return None
 
@@ -142,6 +149,8 @@ def genetics_labs_claim_genetics(line: Line, bill: Bill, ctx: RuleContext) -> Fi
     text="MG-koder kan ikke kombineres med koder fra andre fagområder i samme regning",
 )
 def genetics_not_combined(bill: Bill, ctx: RuleContext) -> Finding | None:
+    if bill.transaction_type == TRANSACTION_CREDIT:
+        return None  # a credit returns money; its lines are not judged
     fields = set()
     for line in bill.lines:
         code = _code(line, bill, ctx) if is_lab(line) else None
@@ -215,8 +224,8 @@ def rate_for(line: Line, bill: Bill, ctx: RuleContext) -> Decimal | None:
 def amount_matches_rate(line: Line, bill: Bill, ctx: RuleContext) -> Finding | None:
     """takstBelop is per unit and must equal rate(category, sector, date)."""
     code = _code(line, bill, ctx) if is_lab(line) else None
-    if code is None:
-        return None  # LAB-02 speaks for unknown codes
+    if code is None or code.category is None:
+        return None  # LAB-02 speaks for unknown codes and codes outside the scheme
     rate = rate_for(line, bill, ctx)
     if rate is None:
         category = code.category or "ukjent kategori"
