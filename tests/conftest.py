@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import sqlite3
@@ -60,22 +62,14 @@ def random_person_number() -> str:
     """A made-up fødselsnummer with valid mod-11 control digits."""
     import random
 
+    from tests.claims import _mod11
+
     while True:
-        base = f"{random.randint(1, 28):02d}{random.randint(1, 12):02d}{random.randint(50, 99)}"
-        base += f"{random.randint(100, 499)}"
-        digits = [int(c) for c in base]
-        k1 = 11 - sum(w * d for w, d in zip((3, 7, 6, 1, 8, 9, 4, 5, 2), digits, strict=True)) % 11
-        k1 = 0 if k1 == 11 else k1
-        if k1 == 10:
-            continue
-        digits.append(k1)
-        k2 = (
-            11
-            - sum(w * d for w, d in zip((5, 4, 3, 2, 7, 6, 5, 4, 3, 2), digits, strict=True)) % 11
-        )
-        k2 = 0 if k2 == 11 else k2
-        if k2 != 10:
-            return base + f"{k1}{k2}"
+        born = f"{random.randint(1, 28):02d}{random.randint(1, 12):02d}{random.randint(50, 99)}"
+        base = f"{born}{random.randint(100, 499)}"
+        for control in range(100):
+            if _mod11(candidate := f"{base}{control:02d}"):
+                return candidate
 
 
 def wrap_demo(payload: bytes | None = None, **kwargs) -> bytes:
@@ -132,12 +126,16 @@ class Sandbox:
         return sqlite3.connect(self.paths.ledger)
 
 
-@pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
-    root = tmp_path / "sandbox"
-    assert cli.main(["init", str(root)]) == 0
+def make_sandbox(root: Path, institutions: str | None = None) -> Sandbox:
+    """`kravmottak init` plus the example partners and institutions (or `institutions`,
+    TOML text), a fixed clock and a certificate valid on that day."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cli.main(["init", str(root)]) == 0
     shutil.copy(ROOT / "config" / "partners.toml", root / "partners.toml")
-    shutil.copy(ROOT / "config" / "institutions.toml", root / "institutions.toml")
+    if institutions is None:
+        shutil.copy(ROOT / "config" / "institutions.toml", root / "institutions.toml")
+    else:
+        (root / "institutions.toml").write_text(institutions, encoding="utf-8")
     cfg = root / "kravmottak.toml"
     # the demo claims are from October 2026: judge them as of a fixed day, not today,
     # with our own certificate valid on that day whenever the tests run
@@ -152,4 +150,9 @@ def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
         not_before=CERTS_FROM,
         days=3650,
     )
-    yield Sandbox(root, cfg)
+    return Sandbox(root, cfg)
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
+    yield make_sandbox(tmp_path / "sandbox")

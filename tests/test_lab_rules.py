@@ -14,7 +14,7 @@ from lxml import etree
 
 from daemon import mime
 from tests.claims import B, C, L, P, msghead, person_number
-from tests.conftest import Sandbox, wrap_demo
+from tests.conftest import Sandbox, make_sandbox, wrap_demo
 
 AR = {"ar": "http://www.kith.no/xmlstds/apprec/2004-11-21"}
 HF = "983974678"  # Demo sykehus HF (hf, Helse Sør-Øst RHF)
@@ -159,11 +159,9 @@ CASES = [
 @pytest.fixture(scope="module")
 def processed(tmp_path_factory) -> dict[str, dict]:
     """All cases dropped into one sandbox and processed in one pass."""
-    from daemon import cli
     from daemon.ledger import SqliteLedger
 
-    root = tmp_path_factory.mktemp("lab") / "sandbox"
-    box = _sandbox(root, cli)
+    box = make_sandbox(tmp_path_factory.mktemp("lab") / "sandbox", INSTITUTIONS)
     messages = {}
     for case_id, _rule, _fires, claim in CASES:
         box.drop(wrap_demo(msghead(claim), message_id=case_id), f"{case_id}.msg")
@@ -186,30 +184,6 @@ def processed(tmp_path_factory) -> dict[str, dict]:
     for case_id in results:
         results[case_id]["apprec"] = apprecs[case_id]
     return results
-
-
-def _sandbox(root, cli) -> Sandbox:
-    import shutil
-
-    from daemon import config, keys
-    from tests.conftest import CERTS_FROM, ROOT, TODAY
-
-    assert cli.main(["init", str(root)]) == 0
-    shutil.copy(ROOT / "config" / "partners.toml", root / "partners.toml")
-    (root / "institutions.toml").write_text(INSTITUTIONS)
-    cfg = root / "kravmottak.toml"
-    cfg.write_text(cfg.read_text().replace("[intake]\n", f'[intake]\nfixed_time = "{TODAY}"\n'))
-    settings = config.load(cfg)
-    keys.generate(
-        settings.paths.private_key,
-        settings.paths.certificate,
-        her_id="79768",
-        orgnr="889640782",
-        name="HELFO",
-        not_before=CERTS_FROM,
-        days=3650,
-    )
-    return Sandbox(root, cfg)
 
 
 def _fired(result: dict) -> set[str]:
