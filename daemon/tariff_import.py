@@ -321,8 +321,7 @@ def assign_categories(codes: list[NlkCode]) -> tuple[list[NlkCode], list[Lab11],
         if c.field_prefix not in SCHEME_FIELDS:
             return None, ""
         found = []
-        olds = sorted(replaced.get(c.code, ()), key=lambda o: (o.code, o.valid_from or date.min))
-        for old in olds:
+        for old in _replaced_versions(replaced.get(c.code, ()), c.valid_from):
             if old.code not in seen:
                 category = resolve(old, seen | {c.code})[0]
                 if category is not None:
@@ -345,6 +344,21 @@ def assign_categories(codes: list[NlkCode]) -> tuple[list[NlkCode], list[Lab11],
                 assigned.append(Lab11(c.code, c.valid_from, category, basis))
         out.append(c)
     return out, assigned, conflicts
+
+
+def _replaced_versions(olds, day: date | None) -> list[NlkCode]:
+    """Per replaced code, the version whose category carries over (§7.1 "samme
+    refusjonskategori som koden den erstatter"): the one valid when the new code
+    starts, else the newest."""
+    by_code: dict[str, list[NlkCode]] = {}
+    for old in olds:
+        by_code.setdefault(old.code, []).append(old)
+    chosen = []
+    for code in sorted(by_code):
+        versions = sorted(by_code[code], key=lambda o: o.valid_from or date.min)
+        valid = [o for o in versions if day is not None and o.valid_on(day)]
+        chosen.append(valid[-1] if valid else versions[-1])
+    return chosen
 
 
 def is_pharmacogenetic(field_prefix: str, system: str, name: str) -> bool:

@@ -613,3 +613,20 @@ def test_cli_tariff_errors(tmp_path, sources, capsys):
     assert cli.main(["tariff", "show", "NOR05007", "--date", "1.1.2023"]) == 1
     with pytest.raises(SystemExit):
         cli.main(["tariff", "import", "--kind", "ncrp", str(bad)])
+
+
+def test_lab11_replacement_takes_the_replaced_codes_current_category():
+    """§7.1: a replacement takes the category the replaced code has when the new code
+    starts (NPU61124 was IT2, then IT6 from 2023-06-01), not its first one."""
+    from daemon.tariff_import import assign_categories
+    from daemon.tariffs import NlkCode
+
+    def code(c, cat, start, end=None, by=None):
+        return NlkCode(c, c, "Immunologi", "IT", cat, False, False, start, end, by)
+
+    old_v1 = code("OLD1", "IT2", date(2023, 3, 23), date(2023, 5, 31), "NEW1")
+    old_v2 = code("OLD1", "IT6", date(2023, 6, 1), None, "NEW1")
+    new = code("NEW1", None, date(2023, 9, 1))
+    out, assigned, conflicts = assign_categories([old_v1, old_v2, new])
+    assert [c.category for c in out if c.code == "NEW1"] == ["IT6"]
+    assert assigned[0].category == "IT6" and conflicts == []
