@@ -8,8 +8,9 @@
 The engine never stops at the first finding: the sender is told everything at once,
 and every evaluation lands in the trace as (rule, bill, line, fired, inputs).
 An approved line is paid antall × unit amount, which LAB-09 has checked against the
-rate. A credit (typeTransaksjon 5) that passes reverses: its approved amount is
-negative, and settlement nets it against the payment it credits.
+rate. A credit (typeTransaksjon 5) claims nothing: rules declared `credits=False`
+and all line rules are not run on it, and if it passes it takes back what its uuid
+has been paid (a negative amount). A correction pays only the difference.
 """
 
 from __future__ import annotations
@@ -77,7 +78,10 @@ def evaluate(claim: Claim, rc: RuleContext, book: Rulebook) -> tuple[list[Proble
 
 def _bill(bill: Bill, rc: RuleContext, book: Rulebook, trace: list[TraceEntry]) -> BillDecision:
     remarks: list[Remark] = []
+    credit = bill.transaction_type == TRANSACTION_CREDIT
     for fn in book.bill:
+        if credit and not fn.rule.credits:
+            continue
         info, finding = fn.rule, fn(bill, rc)
         trace.append(
             (info.id, bill.regning_nr, 0, finding is not None, finding.inputs if finding else ())
@@ -86,7 +90,6 @@ def _bill(bill: Bill, rc: RuleContext, book: Rulebook, trace: list[TraceEntry]) 
             text = f"{info.text}: {finding.detail}" if finding.detail else info.text
             remarks.append(Remark(info.id, info.number, f"{text} [{info.id}]", bill.regning_nr))
     bill_rejected = bool(remarks)
-    credit = bill.transaction_type == TRANSACTION_CREDIT
     lines = []
     for number, line in enumerate(() if credit else bill.lines, start=1):
         fired = False

@@ -468,7 +468,3 @@ class SqliteLedger:
             "SELECT min(received_at) FROM receipts WHERE state = 'claimed'"
         ).fetchone()
         return row[0]
-
-
-def open_ledger(path: Path) -> SqliteLedger:
-    return SqliteLedger(path)

@@ -389,11 +389,32 @@ def _verify(
         ) from exc
 
 
-def _only_signature(signatures: list, layer: Layer, expected_at: str, what: str):
-    if len(signatures) > 1:
-        text = f"{what} har {len(signatures)} signaturer; forventet én"
-        raise TrustError(Problem(layer, "S01", text, expected_at))
-    return signatures[0] if signatures else None
+def _the_signature(
+    root: etree._Element,
+    own_path: str,
+    what: str,
+    misplaced: str,
+    layer: Layer,
+    where: str,
+    *,
+    required: bool,
+) -> etree._Element | None:
+    """The one ds:Signature at `own_path`; any signature elsewhere (a wrapping attack),
+    more than one, or none when the agreement requires one, is refused."""
+    own = root.findall(own_path)
+    if len(root.findall(f".//{{{DS}}}Signature")) != len(own):
+        raise TrustError(Problem(layer, "S01", misplaced, where))
+    if len(own) > 1:
+        text = f"{what} har {len(own)} signaturer; forventet én"
+        raise TrustError(Problem(layer, "S01", text, where))
+    if not own and required:
+        text = f"{what} er ikke signert, men avtalen krever signatur"
+        raise TrustError(Problem(layer, "S01", text, where))
+    return own[0] if own else None
+
+
+def _reference_uris(signature: etree._Element) -> list[str | None]:
+    return [r.get("URI") for r in signature.iterfind(f"{{{DS}}}SignedInfo/{{{DS}}}Reference")]
 
 
 def verify_envelope(
@@ -412,17 +433,18 @@ def verify_envelope(
     """
     where = "/SOAP:Envelope/SOAP:Header/ds:Signature"
     layer = Layer.ENVELOPE
-    all_sigs = envelope.findall(f".//{{{DS}}}Signature")
-    header_sigs = envelope.findall(f"{{{SOAP}}}Header/{{{DS}}}Signature")
-    if len(all_sigs) != len(header_sigs):
-        raise TrustError(Problem(layer, "S01", "ds:Signature utenfor SOAP:Header", where))
-    signature = _only_signature(header_sigs, layer, where, "SOAP:Header")
+    signature = _the_signature(
+        envelope,
+        f"{{{SOAP}}}Header/{{{DS}}}Signature",
+        "meldingen",
+        "ds:Signature utenfor SOAP:Header",
+        layer,
+        where,
+        required=required,
+    )
     if signature is None:
-        if required:
-            text = "meldingen er ikke signert, men avtalen krever signatur"
-            raise TrustError(Problem(layer, "S01", text, where))
         return False
-    uris = [r.get("URI") for r in signature.iterfind(f"{{{DS}}}SignedInfo/{{{DS}}}Reference")]
+    uris = _reference_uris(signature)
     if "" not in uris:
         text = 'signaturen dekker ikke hele konvolutten (mangler Reference URI="")'
         raise TrustError(Problem(layer, "S01", text, where))
@@ -449,18 +471,13 @@ def verify_msghead(
     """Check the MsgHead's enveloped signature; True when present and verified."""
     where = "/MsgHead/Signature"
     layer = Layer.MSGHEAD
-    all_sigs = msghead.findall(f".//{{{DS}}}Signature")
-    own = msghead.findall(f"{{{DS}}}Signature")
-    if len(all_sigs) != len(own):
-        text = "ds:Signature på uventet sted i MsgHead (bare som siste barn av MsgHead)"
-        raise TrustError(Problem(layer, "S01", text, where))
-    signature = _only_signature(own, layer, where, "MsgHead")
+    misplaced = "ds:Signature på uventet sted i MsgHead (bare som siste barn av MsgHead)"
+    signature = _the_signature(
+        msghead, f"{{{DS}}}Signature", "MsgHead", misplaced, layer, where, required=required
+    )
     if signature is None:
-        if required:
-            text = "MsgHead er ikke signert, men avtalen krever signatur"
-            raise TrustError(Problem(layer, "S01", text, where))
         return False
-    uris = [r.get("URI") for r in signature.iterfind(f"{{{DS}}}SignedInfo/{{{DS}}}Reference")]
+    uris = _reference_uris(signature)
     if uris != [""]:
         text = f'MsgHead-signaturen må ha nøyaktig én Reference med URI="", fant {uris}'
         raise TrustError(Problem(layer, "S01", text, where))

@@ -26,6 +26,7 @@ class RuleInfo:
     source: str  # document and paragraph
     number: str  # remark number sent as AppRec Error V
     text: str  # what the sender is told
+    credits: bool = True  # False: not run on credits, whose lines are not judged
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,13 +40,14 @@ class Finding:
 Rule = Callable[..., Finding | None]
 
 
-def rule(*, id: str, scope: str, source: str, number: str, text: str):
-    """Declare a rule. Its identity is written here and nowhere else."""
+def rule(*, id: str, scope: str, source: str, number: str, text: str, credits: bool = True):
+    """Declare a rule. Its identity is written here and nowhere else. `credits=False`:
+    the rule judges what is claimed, and a credit (typeTransaksjon 5) claims nothing."""
     if scope not in SCOPES:
         raise ValueError(f"{id}: unknown scope {scope!r}")
 
     def mark(fn: Rule) -> Rule:
-        fn.rule = RuleInfo(id, scope, source, number, text)  # type: ignore[attr-defined]
+        fn.rule = RuleInfo(id, scope, source, number, text, credits)  # type: ignore[attr-defined]
         return fn
 
     return mark

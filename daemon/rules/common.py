@@ -61,14 +61,13 @@ def krav_totals_match_bills(claim: Claim, ctx: RuleContext) -> Finding | None:
     source="RULES.md COM-04; regelverk 000 §6 trinn 2",
     number="9004",
     text="Regningens sumBelop er ikke lik summen av linjene",
+    credits=False,
 )
 def bill_sum_equals_lines(bill: Bill, ctx: RuleContext) -> Finding | None:
     """Each bill's `sumBelop` equals the sum of its lines (unit amount × antall).
 
     A bill whose episodeID is missing or points nowhere has no lines: its sum is 0.
     A credit needs no lines (it reverses what was paid), so it is not judged here."""
-    if bill.transaction_type == TRANSACTION_CREDIT:
-        return None
     lines_sum = sum((line.total for line in bill.lines), Decimal("0"))
     if lines_sum != bill.sum_amount:
         return Finding(
@@ -200,11 +199,10 @@ def correction_refers_to_earlier_bill(bill: Bill, ctx: RuleContext) -> Finding |
     source="RULES.md COM-08; KUHR-praksis (foreldelse)",
     number="9008",
     text="Tjenestedatoen er i fremtiden eller eldre enn fristen for krav",
+    credits=False,
 )
 def service_date_in_window(bill: Bill, ctx: RuleContext) -> Finding | None:
     """Credits return money whatever the age of the bill they credit."""
-    if bill.transaction_type == TRANSACTION_CREDIT:
-        return None
     day = bill.service_date
     if day is None:
         return Finding(detail=f"TransDatoTid {bill.claimed_at!r} er ikke en dato")

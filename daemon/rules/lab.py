@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from daemon.domain import TRANSACTION_CREDIT, Bill, Line
+from daemon.domain import Bill, Line
 from daemon.registry import Institution
 from daemon.rules.base import Finding, rule
 from daemon.rules.context import RuleContext
@@ -38,11 +38,10 @@ def _code(line: Line, bill: Bill, ctx: RuleContext) -> NlkCode | None:
     source=f"RULES.md LAB-01; {SOURCE} §3",
     number="9101",
     text="Laboratorieanalyser for innlagte pasienter gir ikke refusjon",
+    credits=False,
 )
 def outpatients_only(bill: Bill, ctx: RuleContext) -> Finding | None:
     """kravGrunnlag (7464) 2 = inneliggende, 3 = innleggelse samme dag."""
-    if bill.transaction_type == TRANSACTION_CREDIT:
-        return None  # a credit returns money; its lines are not judged
     if bill.claim_basis in ("2", "3") and any(is_lab(line) for line in bill.lines):
         return Finding(
             detail=f"kravGrunnlag {bill.claim_basis}", inputs=(("kravGrunnlag", bill.claim_basis),)
@@ -147,10 +146,9 @@ def genetics_labs_claim_genetics(line: Line, bill: Bill, ctx: RuleContext) -> Fi
     source=f"RULES.md LAB-06; {SOURCE} §3",
     number="9106",
     text="MG-koder kan ikke kombineres med koder fra andre fagområder i samme regning",
+    credits=False,
 )
 def genetics_not_combined(bill: Bill, ctx: RuleContext) -> Finding | None:
-    if bill.transaction_type == TRANSACTION_CREDIT:
-        return None  # a credit returns money; its lines are not judged
     fields = set()
     for line in bill.lines:
         code = _code(line, bill, ctx) if is_lab(line) else None
