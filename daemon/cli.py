@@ -164,6 +164,15 @@ def cmd_rules(args: argparse.Namespace) -> int:
     return 0
 
 
+# trace inputs of the same-day rules (RAD-06..10), shown one per line by `explain`
+SAME_DAY_KEYS = {
+    "exam": "this exam",
+    "other": "against",
+    "earlier": "approved earlier",
+    "this_message": "in this message",
+}
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     """Why did a message get the answer it got: bills, lines, rules that fired, amounts."""
     from daemon.ledger import SqliteLedger
@@ -185,9 +194,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
         for p in m["problems"]:
             print(f"  refused: {p['code']} {p['layer']} {p['location']}: {p['text']}")
         fired: dict[tuple[str, int], list[str]] = {}
+        context: dict[tuple[str, int], list[str]] = {}
         for rule_id, regning_nr, line, _hit, inputs in m["trace"]:
-            seen = ",".join(f"{k}={v}" for k, v in inputs)
+            seen = ",".join(f"{k}={v}" for k, v in inputs if k not in SAME_DAY_KEYS)
             fired.setdefault((regning_nr, line), []).append(f"{rule_id}({seen})")
+            context.setdefault((regning_nr, line), []).extend(
+                f"{rule_id} {SAME_DAY_KEYS[k]}: {v}" for k, v in inputs if k in SAME_DAY_KEYS
+            )
         for b in m["bills"]:
             print(
                 f"  bill {b['regning_nr']} (type {b['transaction_type']}, uuid {b['uuid']}):"
@@ -201,6 +214,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
                     f"    line {line}: {code} x{count} [{category or '-'}] claimed {claimed}"
                     f" approved {approved} {verdict}  fired: {rules}"
                 )
+                for seen in dict.fromkeys(context.get((b["regning_nr"], line), [])):
+                    print(f"      same day, {seen}")
             for rule_id, number, text, line in b["remarks"]:
                 where = f" line {line}" if line else ""
                 print(f"    remark {number} {rule_id}{where}: {text}")
@@ -260,7 +275,8 @@ def _table(rows: list[tuple[str, ...]]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
-# ---- tariffs: `tariff import` and `tariff show` (daemon/tariffs.py, daemon/tariff_import.py)
+# ---- tariffs: `tariff import` and `tariff show` (daemon/tariffs.py, daemon/tariff_import.py,
+# daemon/radiology_tariffs.py, daemon/radiology_import.py)
 
 
 def cmd_tariff_import(args: argparse.Namespace) -> int:
@@ -268,11 +284,55 @@ def cmd_tariff_import(args: argparse.Namespace) -> int:
 
     target = Path(args.target) if args.target else tariffs.DEFAULT_DIR
     rates = Path(args.rates) if args.rates else None
+    if args.kind == "radiologi":
+        return _import_radiology(args, target, rates)
+    radiology_only = [
+        option
+        for option, given in (
+            ("--addons", args.addons),
+            ("--example-categories", args.example_categories),
+            ("--valid-from", args.valid_from),
+        )
+        if given
+    ]
+    if radiology_only:
+        print(
+            f"kravmottak: {', '.join(radiology_only)}: only with --kind radiologi", file=sys.stderr
+        )
+        return 2
     try:
         report = tariff_import.import_nlk(Path(args.file), rates, target)
     except tariffs.TariffError as exc:
         print(f"kravmottak: tariff import refused, nothing written: {exc}", file=sys.stderr)
         return 1
+    print(report.summary())
+    return 0
+
+
+def _import_radiology(args: argparse.Namespace, target: Path, rates: Path | None) -> int:
+    """Refused (exit 2) naming file, row and column; nothing is written then."""
+    from datetime import date
+
+    from daemon import radiology_import
+    from daemon.tariff_table import TariffError
+
+    try:
+        start = date.fromisoformat(args.valid_from) if args.valid_from else None
+    except ValueError:
+        print(f"kravmottak: --valid-from {args.valid_from!r} is not YYYY-MM-DD", file=sys.stderr)
+        return 2
+    try:
+        report = radiology_import.import_radiology(
+            Path(args.file),
+            target,
+            addons=Path(args.addons) if args.addons else None,
+            rates=rates,
+            example=args.example_categories,
+            valid_from=start or date(date.today().year, 1, 1),
+        )
+    except TariffError as exc:
+        print(f"kravmottak: tariff import refused, nothing written: {exc}", file=sys.stderr)
+        return 2
     print(report.summary())
     return 0
 
@@ -288,10 +348,19 @@ def cmd_tariff_show(args: argparse.Namespace) -> int:
     except (ValueError, tariffs.TariffError) as exc:
         print(f"kravmottak: {exc}", file=sys.stderr)
         return 1
-    code = registry_.code(args.code.strip().upper(), day)
+    wanted = args.code.strip().upper()
+    sectors = [args.sector] if args.sector else list(tariffs.SECTORS)
+    code = registry_.code(wanted, day)
     if code is None:
-        print(f"kravmottak: {args.code} is not in the NLK register", file=sys.stderr)
-        return 1
+        rows = _radiology_rows(registry_.radiology, wanted, day, sectors)
+        if rows is None:
+            print(
+                f"kravmottak: {args.code} is not in the NLK register nor the radiology register",
+                file=sys.stderr,
+            )
+            return 1
+        _print_rows(rows)
+        return 0
     yes_no = {True: "yes", False: "no"}
     rows = [
         ("code", f"{code.code}  {code.name}"),
@@ -308,14 +377,45 @@ def cmd_tariff_show(args: argparse.Namespace) -> int:
             rows.append(("other version", f"{other.category or 'no category'} {span}"))
     status = "valid" if code.valid_on(day) else "NOT valid"
     rows.append(("on", f"{day}: {status}"))
-    for sector in [args.sector] if args.sector else list(tariffs.SECTORS):
+    for sector in sectors:
         rate = registry_.rate_entry(code.category, sector, day) if code.category else None
         text = f"{rate.kroner:.2f} kr (from {rate.valid_from}, {rate.source})" if rate else "none"
         rows.append((f"rate {sector}", text))
+    _print_rows(rows)
+    return 0
+
+
+def _radiology_rows(register, wanted: str, day, sectors: list[str]) -> list | None:
+    """`tariff show` for a radiology code or a tilleggskode (None: neither)."""
+    code = register.code(wanted, day)
+    if code is None:
+        addon = register.addon(wanted)
+        if addon is None:
+            return None
+        rows = [("tilleggskode", f"{addon.code}  {addon.name}"), ("role", addon.role)]
+        return rows + ([("source", addon.source)] if addon.source else [])
+    rows = [
+        ("code", f"{code.code}  {code.name or '(no name)'}"),
+        ("code system", code.code_system),
+        ("kind", code.kind),
+        ("modality", code.modality or "-"),
+        ("regions", "+".join(code.regions) or "-"),
+        ("category", f"{code.category} ({code.source})" if code.category else "none"),
+        ("needs guidance", "yes" if code.needs_guidance else "no"),
+        ("valid", f"{code.valid_from or '…'} – {code.valid_to or '(open)'}"),
+        ("on", f"{day}: {'valid' if code.valid_on(day) else 'NOT valid'}"),
+    ]
+    for sector in sectors:
+        rate = register.rate_entry(code.category, sector, day) if code.category else None
+        text = f"{rate.kroner:.2f} kr (from {rate.valid_from}, {rate.source})" if rate else "none"
+        rows.append((f"rate {sector}", text))
+    return rows
+
+
+def _print_rows(rows: list[tuple[str, str]]) -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key.ljust(width)}  {value}")
-    return 0
 
 
 # --------------------------------------------------------------------------- parser
@@ -411,16 +511,35 @@ def parser() -> argparse.ArgumentParser:
     wrap.add_argument("--gzip", action="store_true", help="gzip the payload part")
     wrap.set_defaults(func=cmd_wrap)
     # ---- tariffs
-    tariff = sub.add_parser("tariff", help="the NLK code register and lab rates").add_subparsers(
-        dest="action", required=True
+    tariff = sub.add_parser(
+        "tariff", help="the NLK and radiology code registers and their rates"
+    ).add_subparsers(dest="action", required=True)
+    timp = tariff.add_parser(
+        "import", help="import Helfo's NLK list or radiology table (and rates) into the tariffs"
     )
-    timp = tariff.add_parser("import", help="import Helfo's NLK list (and rates) into the tariffs")
-    timp.add_argument("--kind", required=True, choices=["nlk"], help="what the file lists")
-    timp.add_argument("file", help="Helfo's NLK CSV (or the reference digest of it)")
-    timp.add_argument("--rates", help="kroner per refusjonskategori (refusjonssatser layout)")
+    timp.add_argument("--kind", required=True, choices=["nlk", "radiologi"], help="the list")
+    timp.add_argument(
+        "file",
+        help="nlk: Helfo's NLK CSV (or the reference digest of it); radiologi: Helfo's"
+        " table (.xlsx, or CSV kode,navn,refusjonskategori[,belop]) or the reference"
+        " digest ncrp_codes.csv",
+    )
+    timp.add_argument("--rates", help="kroner per refusjonskategori (replaces the rate table)")
+    timp.add_argument("--addons", help="radiologi: the tilleggskoder (reference digest)")
+    timp.add_argument(
+        "--example-categories",
+        action="store_true",
+        help="radiologi, digest: give every code an EXAMPLE category and EXAMPLE kroner",
+    )
+    timp.add_argument(
+        "--valid-from",
+        help="radiologi: the start of the kroner in Helfo's table (default: 1 January this year)",
+    )
     timp.add_argument("--target", help="the tariffs folder (default: config/tariffs)")
     timp.set_defaults(func=cmd_tariff_import)
-    tshow = tariff.add_parser("show", help="one NLK code: category, flags, validity, rate")
+    tshow = tariff.add_parser(
+        "show", help="one NLK code, radiology code or tilleggskode: category, flags, rate"
+    )
     tshow.add_argument("code")
     tshow.add_argument("--date", help="YYYY-MM-DD (default: today)")
     tshow.add_argument("--sector", choices=["stat", "privat"], help="default: both")

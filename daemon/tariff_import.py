@@ -285,7 +285,7 @@ def import_nlk(source_csv: Path, rates_csv: Path | None, target_dir: Path) -> Im
     built = tariffs.parse(codes_text, rates_text, str(target_dir))
     warnings += _cross_check(codes, [amounts for _, _, amounts in entries], built)
 
-    written = _write_files(target_dir, {CODES_FILE: codes_text, RATES_FILE: rates_text})
+    written = write_files(target_dir, {CODES_FILE: codes_text, RATES_FILE: rates_text})
     return _report(
         table,
         source_csv,
@@ -412,7 +412,8 @@ class Table:
 
 def read_table(path: Path, layouts: tuple[Layout, ...]) -> Table:
     """Read a CSV in one of `layouts` (told apart by the header); ';' or ',' separated,
-    UTF-8 (with or without a BOM) or Windows-1252."""
+    UTF-8 (with or without a BOM) or Windows-1252; leading `#` lines are skipped (row
+    numbers still count them)."""
     file = path.name
     try:
         raw = path.read_bytes()
@@ -424,24 +425,23 @@ def read_table(path: Path, layouts: tuple[Layout, ...]) -> Table:
         text, encoding = raw.decode("cp1252", errors="replace"), "Windows-1252"
     if raw.startswith(b"\xef\xbb\xbf"):
         encoding += " with BOM"
-    first = text.split("\n", 1)[0]
-    delimiter = max((";", ",", "\t"), key=first.count)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    header = [h.strip() for h in next(reader, [])]
-    for layout in layouts:
-        columns = _match_columns(header, layout)
-        if all(k in columns for k in layout.required):
+    stream = io.StringIO(text, newline="")
+    comments = 0  # leading '#' lines (our own layouts may start with a comment)
+    while True:
+        start = stream.tell()
+        first = stream.readline()
+        if not first.startswith("#"):
+            stream.seek(start)
             break
-    else:
-        expected = "; or ".join(
-            f"{lay.name}: {', '.join(lay.columns[k].split('|')[0] for k in lay.required)}"
-            for lay in layouts
-        )
-        raise TariffError(file, 1, None, f"unknown layout; the header must name ({expected})")
+        comments += 1
+    delimiter = max((";", ",", "\t"), key=first.count)
+    reader = csv.reader(stream, delimiter=delimiter)
+    header = [h.strip() for h in next(reader, [])]
+    layout, columns = match_layout(header, layouts, file, comments + 1)
     position = {key: header.index(name) for key, name in columns.items()}
     rows = []
     for values in reader:
-        row = reader.line_num
+        row = comments + reader.line_num
         if not any(v.strip() for v in values):
             continue
         if len(values) < len(header) or any(v.strip() for v in values[len(header) :]):
@@ -450,6 +450,21 @@ def read_table(path: Path, layouts: tuple[Layout, ...]) -> Table:
         rows.append((row, {key: values[i].strip() for key, i in position.items()}))
     sep = {";": "';'", ",": "','", "\t": "tab"}[delimiter]
     return Table(file, layout, f"{encoding}, {sep}-separated", columns, rows)
+
+
+def match_layout(
+    header: list[str], layouts: tuple[Layout, ...], file: str, row: int
+) -> tuple[Layout, dict[str, str]]:
+    """The first layout whose required columns the header names, and its columns."""
+    for layout in layouts:
+        columns = _match_columns(header, layout)
+        if all(k in columns for k in layout.required):
+            return layout, columns
+    expected = "; or ".join(
+        f"{lay.name}: {', '.join(lay.columns[k].split('|')[0] for k in lay.required)}"
+        for lay in layouts
+    )
+    raise TariffError(file, row, None, f"unknown layout; the header must name ({expected})")
 
 
 def _match_columns(header: list[str], layout: Layout) -> dict[str, str]:
@@ -735,7 +750,7 @@ def _rate_order(key: tuple[str, str, date]) -> tuple:
 # --------------------------------------------------------------------------- writing
 
 
-def _write_files(target: Path, contents: dict[str, str]) -> tuple[str, ...]:
+def write_files(target: Path, contents: dict[str, str]) -> tuple[str, ...]:
     """Write the files that differ: every temporary file written and fsynced first, then
     all renamed, then the folder fsynced. On failure no temporary file is left."""
     changed = {}

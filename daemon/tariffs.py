@@ -1,4 +1,5 @@
-"""The tariff registry: NLK laboratory codes and the kroner per refusjonskategori.
+"""The tariff registry: NLK laboratory codes and the kroner per refusjonskategori, with
+the radiology register (`daemon.radiology_tariffs`) beside them.
 
 Data, not code. Two CSV files under `config/tariffs/` (layout in its README.md), written
 by `kravmottak tariff import` (`daemon.tariff_import`) and read here:
@@ -10,28 +11,44 @@ by `kravmottak tariff import` (`daemon.tariff_import`) and read here:
   in force until a newer one starts (or until its own `valid_to`, when set).
 
 `load()` validates everything and names file, row (the line number in the file, the
-header being row 1) and column of the first problem. Nothing here reads files or the
+header being row 1 unless `#` comment lines precede it) and column of the first problem.
+What both registers share (Rate, RateTable, TariffError, the strict CSV reading) is in
+`daemon.tariff_table`. Nothing here reads files or the
 environment at import time; a `Tariffs` is an immutable value passed to the rules.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import itertools
 import re
-from bisect import bisect_right
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 
+from daemon import radiology_tariffs, tariff_table
+from daemon.radiology_tariffs import RadiologyRegister
+from daemon.rhf import RhfTable
+from daemon.tariff_table import RATE_COLUMNS as RATE_COLUMNS  # re-exported
+from daemon.tariff_table import SECTORS as SECTORS  # re-exported
+from daemon.tariff_table import (
+    Cells,
+    Rate,
+    RateTable,
+    TariffError,
+    check_code_versions,
+    csv_rows,
+    csv_text,
+    index_versions,
+    iso,
+)
+from daemon.tariff_table import category_sort_key as category_sort_key  # re-exported
+from daemon.tariff_table import check_rate_periods as check_rate_periods  # re-exported
+
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "config" / "tariffs"
 CODES_FILE = "nlk-codes.csv"
 RATES_FILE = "lab-rates.csv"
-SECTORS = ("stat", "privat")
 
 CODE_COLUMNS = (
     "code",
@@ -46,13 +63,10 @@ CODE_COLUMNS = (
     "valid_to",
     "replaced_by",
 )
-RATE_COLUMNS = ("category", "sector", "kroner", "valid_from", "valid_to", "source")
 
 CODE_RE = re.compile(r"[A-Z0-9]{4,16}")
 CATEGORY_RE = re.compile(r"[A-Z]{2,3}[0-9]{1,2}")
 PREFIX_RE = re.compile(r"[A-Z]{2,3}")
-KRONER_RE = re.compile(r"[0-9]{1,9}(\.[0-9]{1,2})?")
-DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,50 +98,22 @@ class NlkCode:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Rate:
-    category: str
-    sector: str  # "stat" | "privat"
-    kroner: Decimal
-    valid_from: date
-    valid_to: date | None
-    source: str = ""
-
-
-class TariffError(Exception):
-    """A tariff file cannot be used. The message names file, row and column."""
-
-    def __init__(self, file: str, row: int | None, column: str | None, problem: str) -> None:
-        self.file, self.row, self.column, self.problem = file, row, column, problem
-        where = file
-        if row is not None:
-            where += f", row {row}"
-        if column:
-            where += f", column {column}"
-        super().__init__(f"{where}: {problem}")
-
-
-_RateIndex = dict[tuple[str, str], tuple[list[date], list[Rate]]]
-
-
 @dataclass(frozen=True)
 class Tariffs:
     """The registry the rules read. `codes`: the newest version of each code;
-    `history`: every version, oldest first, of the codes that have more than one."""
+    `history`: every version, oldest first, of the codes that have more than one;
+    `radiology`: the radiology register (empty for a lab-only deployment)."""
 
     codes: Mapping[str, NlkCode]
     rates: tuple[Rate, ...]
     source: str
     history: Mapping[str, tuple[NlkCode, ...]] = field(default_factory=lambda: MappingProxyType({}))
-    _rate_index: _RateIndex = field(init=False, repr=False, compare=False)
+    radiology: RadiologyRegister = field(default_factory=RadiologyRegister)
+    rhf: RhfTable = field(default_factory=RhfTable.empty)  # municipality → RHF (RAD-15)
+    _rates: RateTable = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        index: _RateIndex = {}
-        for r in sorted(self.rates, key=lambda r: (r.category, r.sector, r.valid_from)):
-            starts, rates = index.setdefault((r.category, r.sector), ([], []))
-            starts.append(r.valid_from)
-            rates.append(r)
-        object.__setattr__(self, "_rate_index", index)
+        object.__setattr__(self, "_rates", RateTable(self.rates))
 
     @classmethod
     def empty(cls) -> Tariffs:
@@ -153,17 +139,7 @@ class Tariffs:
 
     def rate_entry(self, category: str, sector: str, day: date) -> Rate | None:
         """The rate with the latest valid_from <= day, unless it ended before day."""
-        found = self._rate_index.get((category, sector))
-        if found is None:
-            return None
-        starts, rates = found
-        i = bisect_right(starts, day) - 1
-        if i < 0:
-            return None
-        rate = rates[i]
-        if rate.valid_to is not None and rate.valid_to < day:
-            return None
-        return rate
+        return self._rates.entry(category, sector, day)
 
     def rate(self, category: str, sector: str, day: date) -> Decimal | None:
         rate = self.rate_entry(category, sector, day)
@@ -173,99 +149,41 @@ class Tariffs:
 # --------------------------------------------------------------------------- reading
 
 
+RHF_FILE = "rhf.toml"
+
+
 def load(directory: Path) -> Tariffs:
-    """Read and validate `nlk-codes.csv` and `lab-rates.csv` in `directory`."""
+    """Read and validate `nlk-codes.csv` and `lab-rates.csv` in `directory`, and the
+    radiology register beside them (`radiology_tariffs.load`: empty when absent)."""
     texts = []
     for name in (CODES_FILE, RATES_FILE):
         try:
             texts.append((directory / name).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as exc:
             raise TariffError(str(directory / name), None, None, f"cannot read: {exc}") from exc
-    return parse(texts[0], texts[1], str(directory))
+    lab = parse(texts[0], texts[1], str(directory))
+    rhf_file = directory / RHF_FILE
+    areas = RhfTable.load(rhf_file) if rhf_file.exists() else RhfTable.empty()
+    return replace(lab, radiology=radiology_tariffs.load(directory), rhf=areas)
 
 
 def parse(codes_text: str, rates_text: str, source: str) -> Tariffs:
     """Tariffs from the two files' text (what `load` reads, what the importer writes)."""
     codes = parse_codes(codes_text)
     rates = parse_rates(rates_text)
-    current, history = _index_codes(codes)
-    return Tariffs(current, tuple(r for _, r in rates), source, history)
-
-
-def _rows(text: str, file: str, columns: tuple[str, ...]) -> Iterable[tuple[int, dict[str, str]]]:
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if header is None:
-        raise TariffError(file, 1, None, "empty file (expected a header row)")
-    if tuple(header) != columns:
-        missing = [c for c in columns if c not in header]
-        column = missing[0] if missing else None
-        raise TariffError(file, 1, column, f"header must be {','.join(columns)}")
-    for values in reader:
-        row = reader.line_num
-        if not values:
-            continue
-        if len(values) != len(columns):
-            raise TariffError(file, row, None, f"{len(values)} fields, expected {len(columns)}")
-        yield row, dict(zip(columns, values, strict=True))
-
-
-class _Cells:
-    """Typed access to one row's cells; every problem names file, row and column."""
-
-    def __init__(self, file: str, row: int, cells: dict[str, str]) -> None:
-        self.file, self.row, self.cells = file, row, cells
-
-    def fail(self, column: str, problem: str) -> TariffError:
-        return TariffError(self.file, self.row, column, problem)
-
-    def text(self, column: str, pattern: re.Pattern[str] | None = None, *, empty=False) -> str:
-        value = self.cells[column]
-        if value != value.strip():
-            raise self.fail(column, f"{value!r} has leading or trailing spaces")
-        if not value and not empty:
-            raise self.fail(column, "is empty")
-        if value and pattern is not None and not pattern.fullmatch(value):
-            raise self.fail(column, f"{value!r} is not a valid {column}")
-        return value
-
-    def optional(self, column: str, pattern: re.Pattern[str]) -> str | None:
-        return self.text(column, pattern, empty=True) or None
-
-    def flag(self, column: str) -> bool:
-        value = self.cells[column]
-        if value not in ("0", "1"):
-            raise self.fail(column, f"{value!r} is not 0 or 1")
-        return value == "1"
-
-    def day(self, column: str, *, empty=False) -> date | None:
-        value = self.text(column, empty=empty)
-        if not value:
-            return None
-        try:
-            if not DATE_RE.fullmatch(value):
-                raise ValueError
-            return date.fromisoformat(value)
-        except ValueError:
-            raise self.fail(column, f"{value!r} is not a date (YYYY-MM-DD)") from None
-
-    def kroner(self, column: str) -> Decimal:
-        value = self.text(column)
-        if not KRONER_RE.fullmatch(value):
-            raise self.fail(column, f"{value!r} is not an amount in kroner (e.g. 12.61)")
-        return Decimal(value)
-
-    def period(self) -> tuple[date | None, date | None]:
-        start, end = self.day("valid_from", empty=True), self.day("valid_to", empty=True)
-        if start is not None and end is not None and end < start:
-            raise self.fail("valid_to", f"{end} is before valid_from {start}")
-        return start, end
+    current, history = index_versions(code for _, code in codes)
+    return Tariffs(
+        MappingProxyType(current),
+        tuple(r for _, r in rates),
+        source,
+        MappingProxyType(history),
+    )
 
 
 def parse_codes(text: str, file: str = CODES_FILE) -> list[tuple[int, NlkCode]]:
     out = []
-    for row, cells in _rows(text, file, CODE_COLUMNS):
-        c = _Cells(file, row, cells)
+    for row, cells in csv_rows(text, file, CODE_COLUMNS):
+        c = Cells(file, row, cells)
         category = c.optional("category", CATEGORY_RE)
         category_from = c.text("category_from", empty=True)
         if (category is None) != (category_from == ""):
@@ -294,82 +212,7 @@ def parse_codes(text: str, file: str = CODES_FILE) -> list[tuple[int, NlkCode]]:
 
 
 def parse_rates(text: str, file: str = RATES_FILE) -> list[tuple[int, Rate]]:
-    out = []
-    for row, cells in _rows(text, file, RATE_COLUMNS):
-        c = _Cells(file, row, cells)
-        sector = c.text("sector")
-        if sector not in SECTORS:
-            raise c.fail("sector", f"{sector!r} is not one of {', '.join(SECTORS)}")
-        start, end = c.period()
-        if start is None:
-            raise c.fail("valid_from", "is empty")
-        rate = Rate(
-            category=c.text("category", CATEGORY_RE),
-            sector=sector,
-            kroner=c.kroner("kroner"),
-            valid_from=start,
-            valid_to=end,
-            source=c.text("source", empty=True),
-        )
-        out.append((row, rate))
-    check_rate_periods(out, file)
-    return out
-
-
-def check_code_versions(codes: list[tuple[int, NlkCode]], file: str, column="valid_from") -> None:
-    """Several rows for one code are allowed only as versions whose periods do not
-    overlap; anything else is a duplicate."""
-    by_code: dict[str, list[tuple[int, NlkCode]]] = {}
-    for row, code in codes:
-        by_code.setdefault(code.code, []).append((row, code))
-    for versions in by_code.values():
-        if len(versions) < 2:
-            continue
-        versions.sort(key=lambda rc: (rc[1].valid_from or date.min, rc[0]))
-        for (row_a, a), (row_b, b) in itertools.pairwise(versions):
-            if a.valid_to is None or b.valid_from is None or a.valid_to >= b.valid_from:
-                raise TariffError(
-                    file,
-                    row_b,
-                    column,
-                    f"duplicate code {b.code}: its period overlaps the one on row {row_a}"
-                    f" ({_period(a)} and {_period(b)})",
-                )
-
-
-def check_rate_periods(rates: list[tuple[int, Rate]], file: str, column="valid_from") -> None:
-    """For one category and sector, each rate starts after the previous one ended."""
-    ordered = sorted(rates, key=lambda rr: (rr[1].category, rr[1].sector, rr[1].valid_from))
-    for (row_a, a), (row_b, b) in itertools.pairwise(ordered):
-        if (a.category, a.sector) != (b.category, b.sector):
-            continue
-        if a.valid_from == b.valid_from or (a.valid_to is not None and a.valid_to >= b.valid_from):
-            raise TariffError(
-                file,
-                max(row_a, row_b),
-                column,
-                f"{b.category} {b.sector}: period {_period(b)} overlaps {_period(a)}"
-                f" on row {min(row_a, row_b)}",
-            )
-
-
-def _period(x: NlkCode | Rate) -> str:
-    return f"{x.valid_from or '…'}–{x.valid_to or '…'}"
-
-
-def _index_codes(
-    codes: Iterable[tuple[int, NlkCode]],
-) -> tuple[Mapping[str, NlkCode], Mapping[str, tuple[NlkCode, ...]]]:
-    versions: dict[str, list[NlkCode]] = {}
-    for _, code in codes:
-        versions.setdefault(code.code, []).append(code)
-    current, history = {}, {}
-    for key, found in versions.items():
-        found.sort(key=lambda c: c.valid_from or date.min)
-        current[key] = found[-1]
-        if len(found) > 1:
-            history[key] = tuple(found)
-    return MappingProxyType(current), MappingProxyType(history)
+    return tariff_table.parse_rates(text, file, CATEGORY_RE)
 
 
 # --------------------------------------------------------------------------- writing
@@ -378,7 +221,7 @@ def _index_codes(
 def render_codes(codes: Iterable[NlkCode]) -> str:
     """The text of `nlk-codes.csv`, sorted by code and valid_from."""
     rows = sorted(codes, key=lambda c: (c.code, c.valid_from or date.min))
-    return _csv(
+    return csv_text(
         CODE_COLUMNS,
         (
             (
@@ -390,8 +233,8 @@ def render_codes(codes: Iterable[NlkCode]) -> str:
                 c.category_from if c.category else "",
                 "1" if c.starred else "0",
                 "1" if c.pharmacogenetic else "0",
-                _iso(c.valid_from),
-                _iso(c.valid_to),
+                iso(c.valid_from),
+                iso(c.valid_to),
                 c.replaced_by or "",
             )
             for c in rows
@@ -401,36 +244,4 @@ def render_codes(codes: Iterable[NlkCode]) -> str:
 
 def render_rates(rates: Iterable[Rate]) -> str:
     """The text of `lab-rates.csv`, grouped by category (in natural order) and sector."""
-    rows = sorted(rates, key=lambda r: (*category_sort_key(r.category), r.sector, r.valid_from))
-    return _csv(
-        RATE_COLUMNS,
-        (
-            (
-                r.category,
-                r.sector,
-                f"{r.kroner:.2f}",
-                _iso(r.valid_from),
-                _iso(r.valid_to),
-                r.source,
-            )
-            for r in rows
-        ),
-    )
-
-
-def category_sort_key(category: str) -> tuple[str, int]:
-    """MB2 before MB10."""
-    digits = category.lstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-    return category[: len(category) - len(digits)], int(digits) if digits.isdigit() else -1
-
-
-def _iso(day: date | None) -> str:
-    return day.isoformat() if day else ""
-
-
-def _csv(header: tuple[str, ...], rows: Iterable[tuple[str, ...]]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return out.getvalue()
+    return tariff_table.render_rates(rates)
