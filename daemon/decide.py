@@ -15,6 +15,7 @@ has been paid (a negative amount). A correction pays only the difference.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 from daemon.domain import (
@@ -24,6 +25,7 @@ from daemon.domain import (
     Claim,
     Decision,
     Layer,
+    Line,
     LineDecision,
     Problem,
     Remark,
@@ -32,12 +34,12 @@ from daemon.domain import (
 )
 from daemon.pipeline import Context, Work
 from daemon.registry import Partner
-from daemon.rules import common, lab, scope
+from daemon.rules import common, lab, radiology, scope
 from daemon.rules.base import Rulebook, collect
 from daemon.rules.context import RuleContext
 from daemon.tariffs import Tariffs
 
-RULEBOOK: Rulebook = collect(common, lab, scope)
+RULEBOOK: Rulebook = collect(common, lab, radiology, scope)
 KRAV = "/MsgHead/Document/RefDoc/Content/Melding/Institusjon/Enhet/Krav"
 ZERO = Decimal("0")
 
@@ -107,18 +109,7 @@ def _bill(bill: Bill, rc: RuleContext, book: Rulebook, trace: list[TraceEntry]) 
                     Remark(info.id, info.number, f"{text} [{info.id}]", bill.regning_nr, number)
                 )
         paid = not (fired or bill_rejected)
-        code = rc.tariffs.code(line.raw_code, bill.service_date) if line.kind == "takst" else None
-        lines.append(
-            LineDecision(
-                line=number,
-                code=line.raw_code,
-                count=line.count,
-                claimed=line.total,
-                approved=line.total if paid else ZERO,
-                verdict=Verdict.APPROVED if paid else Verdict.REJECTED,
-                category=code.category if code else None,
-            )
-        )
+        lines.append(_line(number, line, bill, rc, paid))
     approved = sum((ld.approved for ld in lines), ZERO)
     if bill_rejected or (remarks and approved == ZERO):
         verdict, approved = Verdict.REJECTED, ZERO
@@ -131,6 +122,11 @@ def _bill(bill: Bill, rc: RuleContext, book: Rulebook, trace: list[TraceEntry]) 
         # a credit takes it all back, a correction pays only the difference
         balance = rc.history.paid_bill(rc.claim.institution_id, bill.uuid) or ZERO
         approved = -balance if credit else approved - balance
+    payees = {ld.payee for ld in lines if ld.approved != ZERO}
+    if not bill.is_new:  # money back to, or more to, whoever was paid before
+        payee = rc.history.payee_of(rc.claim.institution_id, bill.uuid) or next(iter(payees), None)
+    else:
+        payee = payees.pop() if len(payees) == 1 else None
     return BillDecision(
         regning_nr=bill.regning_nr,
         uuid=bill.uuid,
@@ -139,6 +135,34 @@ def _bill(bill: Bill, rc: RuleContext, book: Rulebook, trace: list[TraceEntry]) 
         approved=approved,
         remarks=tuple(remarks),
         lines=tuple(lines),
-        payee=lab.payee(rc.institution) if approved != ZERO else None,
+        payee=payee if approved != ZERO else None,
         transaction_type=bill.transaction_type,
+    )
+
+
+def _line(number: int, line: Line, bill: Bill, rc: RuleContext, paid: bool) -> LineDecision:
+    """A line's outcome: the category its amount came from, who is paid for it (LAB-10
+    for lab lines, RAD-15 for radiology) and, for radiology, the exam the same-day rules
+    remember once it is approved."""
+    category = payee = exam = None
+    if line.kind == "takst":
+        code = rc.tariffs.code(line.raw_code, bill.service_date)
+        category, payee = (code.category if code else None), lab.payee(rc.institution)
+    elif radiology.is_radiology(line, rc):
+        found = radiology.entry(line, bill, rc)
+        category = found[1].category if found else None
+        payee = radiology.payee(bill, rc)
+        exam = radiology.exam_of(line, number, bill, rc) if paid else None
+        if exam is not None:
+            exam = replace(exam, institution_id=rc.claim.institution_id, uuid=bill.uuid)
+    return LineDecision(
+        line=number,
+        code=line.raw_code,
+        count=line.count,
+        claimed=line.total,
+        approved=line.total if paid else ZERO,
+        verdict=Verdict.APPROVED if paid else Verdict.REJECTED,
+        category=category,
+        payee=payee if paid else None,
+        exam=exam,
     )

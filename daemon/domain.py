@@ -278,6 +278,50 @@ class Remark:
 
 
 @dataclass(frozen=True, slots=True)
+class Exam:
+    """One radiology exam as the same-day rules (RAD-06..10) see it: this message's
+    lines, and the approved exams the ledger remembers for the same patient and day.
+
+    `group`: the limit group (CT, MR, UL, intervention, nuclear; None for conventional
+    X-ray, which has no same-day limit). `units`: 2 for a bilateral exam. `where` tells
+    a reader where an earlier exam was approved (message and regning)."""
+
+    code: str
+    side: str | None
+    modality: str
+    kind: str
+    regions: tuple[str, ...]
+    units: int
+    instant: str
+    day: str
+    regning_nr: str
+    line: int
+    where: str = ""
+    institution_id: str = ""
+    uuid: str | None = None
+
+    @property
+    def group(self) -> str | None:
+        if self.kind in ("intervention", "nuclear"):
+            return self.kind
+        if self.modality in ("CT", "CTA", "CT+CTA"):
+            return "CT"
+        if self.modality in ("MR", "MRA", "MR+MRA"):
+            return "MR"
+        if self.modality == "UL":
+            return "UL"
+        return None
+
+    def describe(self) -> str:
+        side = f"/{self.side}" if self.side else ""
+        where = f", {self.where}" if self.where else f", regning {self.regning_nr}"
+        return (
+            f"{self.code}{side} ({self.modality or self.kind}, {'+'.join(self.regions) or '-'}"
+            f", {self.instant}{where})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class LineDecision:
     line: int  # 1-based position within the bill
     code: str
@@ -286,6 +330,8 @@ class LineDecision:
     approved: Decimal
     verdict: Verdict
     category: str | None = None  # refusjonskategori used for the amount
+    payee: str | None = None  # who is paid for this line (LAB-10, RAD-15)
+    exam: Exam | None = None  # a radiology line: what the same-day rules remember
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from daemon.answer import Answer, Output
-from daemon.domain import Claim, Decision
+from daemon.domain import Claim, Decision, Exam
 from daemon.pipeline import Work
 from daemon.rules.common import service_codes
 
@@ -104,9 +104,31 @@ CREATE TABLE IF NOT EXISTS bill_lines (
     category  TEXT,
     claimed   TEXT NOT NULL,
     approved  TEXT NOT NULL,
-    verdict   TEXT NOT NULL
+    verdict   TEXT NOT NULL,
+    payee     TEXT             -- who is paid for the line (LAB-10, RAD-15)
 );
 CREATE INDEX IF NOT EXISTS bill_lines_bill ON bill_lines (bill_id);
+
+-- approved radiology exams, for the same-day rules across messages (RAD-06..10);
+-- active = 0 once the bill is credited or replaced by a correction
+CREATE TABLE IF NOT EXISTS exams (
+    bill_id        INTEGER NOT NULL REFERENCES bills (id),
+    line           INTEGER NOT NULL,
+    patient_key    TEXT NOT NULL,
+    day            TEXT NOT NULL,
+    instant        TEXT NOT NULL,
+    institution_id TEXT NOT NULL,
+    uuid           TEXT,
+    code           TEXT NOT NULL,
+    side           TEXT,
+    modality       TEXT NOT NULL,
+    kind           TEXT NOT NULL,
+    regions        TEXT NOT NULL,
+    units          INTEGER NOT NULL,
+    active         INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS exams_day ON exams (patient_key, day) WHERE active = 1;
+CREATE INDEX IF NOT EXISTS exams_uuid ON exams (institution_id, uuid);
 
 CREATE TABLE IF NOT EXISTS remarks (
     bill_id  INTEGER NOT NULL REFERENCES bills (id),
@@ -182,6 +204,14 @@ class SqliteLedger:
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added after a ledger was first created (CREATE IF NOT EXISTS keeps
+        old tables as they were)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(bill_lines)")}
+        if "payee" not in columns:
+            self._db.execute("ALTER TABLE bill_lines ADD COLUMN payee TEXT")
 
     def close(self) -> None:
         self._db.close()
@@ -335,7 +365,7 @@ class SqliteLedger:
             bill_id = cur.lastrowid
             db.executemany(
                 "INSERT INTO bill_lines (bill_id, line, code, count, category, claimed, approved,"
-                " verdict) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " verdict, payee) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         bill_id,
@@ -346,8 +376,39 @@ class SqliteLedger:
                         str(ld.claimed),
                         str(ld.approved),
                         str(ld.verdict),
+                        ld.payee,
                     )
                     for ld in outcome.lines
+                ],
+            )
+            if not bill.is_new and outcome.verdict != "rejected":
+                # the credited or corrected bill's exams no longer count (RAD-06..10)
+                db.execute(
+                    "UPDATE exams SET active = 0 WHERE institution_id = ? AND uuid = ?",
+                    (claim.institution_id, outcome.uuid),
+                )
+            db.executemany(
+                "INSERT INTO exams (bill_id, line, patient_key, day, instant, institution_id,"
+                " uuid, code, side, modality, kind, regions, units)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        bill_id,
+                        ld.line,
+                        patient,
+                        e.day,
+                        e.instant,
+                        claim.institution_id,
+                        outcome.uuid,
+                        e.code,
+                        e.side,
+                        e.modality,
+                        e.kind,
+                        "+".join(e.regions),
+                        e.units,
+                    )
+                    for ld in outcome.lines
+                    if (e := ld.exam) is not None and patient is not None
                 ],
             )
             db.executemany(
@@ -376,6 +437,56 @@ class SqliteLedger:
             (institution_id, patient_key, when, codes),
         ).fetchone()
         return row is not None
+
+    def payee_of(self, institution_id: str, uuid: str) -> str | None:
+        row = self._db.execute(
+            "SELECT payee FROM bills WHERE institution_id = ? AND uuid = ?"
+            " AND verdict IN ('approved', 'reduced') AND transaction_type NOT IN ('4', '5')"
+            " ORDER BY id LIMIT 1",
+            (institution_id, uuid),
+        ).fetchone()
+        return row[0] if row else None
+
+    def exams_on(self, patient_key: str, day: str) -> tuple[Exam, ...]:
+        rows = self._db.execute(
+            "SELECT e.code, e.side, e.modality, e.kind, e.regions, e.units, e.instant, e.day,"
+            " b.regning_nr, e.line, m.ebxml_message_id, e.institution_id, e.uuid"
+            " FROM exams e JOIN bills b ON b.id = e.bill_id JOIN messages m ON m.id = b.message_id"
+            " WHERE e.patient_key = ? AND e.day = ? AND e.active = 1 ORDER BY e.rowid",
+            (patient_key, day),
+        ).fetchall()
+        return tuple(
+            Exam(
+                code=code,
+                side=side,
+                modality=modality,
+                kind=kind,
+                regions=tuple(r for r in regions.split("+") if r),
+                units=units,
+                instant=instant,
+                day=day_,
+                regning_nr=regning_nr,
+                line=line,
+                where=f"regning {regning_nr} linje {line} i melding {message}",
+                institution_id=institution,
+                uuid=uuid,
+            )
+            for (
+                code,
+                side,
+                modality,
+                kind,
+                regions,
+                units,
+                instant,
+                day_,
+                regning_nr,
+                line,
+                message,
+                institution,
+                uuid,
+            ) in rows
+        )
 
     def record_duplicate(self, work_name: str, stored: Stored, now: str) -> None:
         with self._tx() as db:

@@ -45,6 +45,7 @@ class B:
     diagnoses: tuple[str, ...] = ()
     sum: str | None = None  # default: the lines' sum
     no_episode: bool = False
+    municipality: str | None = "0301"  # komNrHjem (Oslo)
 
     def total(self) -> Decimal:
         if self.sum is not None:
@@ -97,9 +98,10 @@ def _patient_xml(i: int, b: B) -> str:
         f"</Prosedyre></Tiltak></Tjeneste>"
         for n, x in enumerate((x for x in b.lines if isinstance(x, P)), start=1)
     )
+    home = f' komNrHjem="{b.municipality}"' if b.municipality else ""
     return (
         f'<Pasient><PasientEx kjonn="2">{ident}</PasientEx>'
-        f'<Episode episodeID="{i}" debitor="1" komNrHjem="0301">'
+        f'<Episode episodeID="{i}" debitor="1"{home}>'
         f'<Kontakt kontaktType="{contact_type}">{helseperson}{takster}</Kontakt>'
         f"{diagnoses}{procedures}</Episode></Pasient>"
     )

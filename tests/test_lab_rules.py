@@ -152,7 +152,7 @@ CASES = [
     ("lab09-private-rate", "LAB-09", False, C((_b(L("NOR05003", "6.45")),), institution=PRIVATE)),
     ("lab09-state-rate-at-private", "LAB-09", True, C((_b(OSMO),), institution=PRIVATE)),
     ("scope01-lab", "SCOPE-01", False, C((_b(OSMO),))),
-    ("scope01-radiology", "SCOPE-01", True, C((_b(P("SA0AD//", "240.00")),))),
+    ("scope01-ncsp-surgery", "SCOPE-01", True, C((_b(P("JFB00", "100.00", "K")),))),
 ]
 
 

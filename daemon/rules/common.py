@@ -15,10 +15,12 @@ from daemon.domain import (
     Bill,
     Claim,
 )
+from daemon.rules import radiology
 from daemon.rules.base import Finding, rule
 from daemon.rules.context import RuleContext
 
 LAB_KINDS = {"hf", "private-driftsavtale", "genetics-lab"}
+RADIOLOGY_KINDS = {"hf", "radiology"}  # an HF, or a røntgeninstitutt (state or driftsavtale)
 
 
 def _money(value: Decimal) -> str:
@@ -227,7 +229,8 @@ def service_date_in_window(bill: Bill, ctx: RuleContext) -> Finding | None:
 def institution_is_registered(bill: Bill, ctx: RuleContext) -> Finding | None:
     """The claiming institution must be in the registry, claimed for by its own partner
     (or one it names as a sender), and of a kind that may claim the lines on the bill
-    (lab lines: an HF, a private lab with driftsavtale, or a medical-genetics lab)."""
+    (lab lines: an HF, a private lab with driftsavtale, or a medical-genetics lab;
+    radiology lines: an HF or an institution registered as `radiology`)."""
     inst = ctx.institution
     if inst is None:
         text = f"institusjonID {ctx.claim.institution_id} finnes ikke i registeret"
@@ -235,7 +238,10 @@ def institution_is_registered(bill: Bill, ctx: RuleContext) -> Finding | None:
     if not inst.may_be_claimed_by(ctx.sender):
         text = f"avsender HER {ctx.sender.her_id} kan ikke kreve refusjon for {inst.orgnr}"
         return Finding(detail=text, inputs=(("sender", ctx.sender.her_id),))
-    if any(line.kind == "takst" for line in bill.lines) and not LAB_KINDS & set(inst.kinds):
+    kinds = set(inst.kinds)
+    lab = any(line.kind == "takst" for line in bill.lines) and not LAB_KINDS & kinds
+    rad = any(radiology.is_radiology(x, ctx) for x in bill.lines) and not RADIOLOGY_KINDS & kinds
+    if lab or rad:
         return Finding(
             detail=f"{inst.name} er registrert som {', '.join(inst.kinds)}",
             inputs=(("kinds", ",".join(inst.kinds)),),

@@ -8,8 +8,9 @@ from decimal import Decimal
 from functools import cached_property
 from typing import Protocol
 
-from daemon.domain import Bill, Claim
+from daemon.domain import TRANSACTION_CREDIT, Bill, Claim, Exam
 from daemon.registry import Institution, Partner
+from daemon.rules.base import Finding
 from daemon.rules.settings import RuleSettings
 from daemon.tariffs import Tariffs
 
@@ -26,6 +27,15 @@ class BillHistory(Protocol):
         """An earlier approved bill for the same patient, code set and TransDatoTid."""
         ...
 
+    def payee_of(self, institution_id: str, uuid: str) -> str | None:
+        """Who was paid for this uuid (a credit or correction pays back the same payee)."""
+        ...
+
+    def exams_on(self, patient_key: str, day: str) -> tuple[Exam, ...]:
+        """The radiology exams approved earlier for this patient on this day (ISO date),
+        not since credited or corrected; `where` tells which message and regning."""
+        ...
+
 
 class NoBillHistory:
     def paid_bill(self, institution_id: str, uuid: str) -> Decimal | None:
@@ -33,6 +43,12 @@ class NoBillHistory:
 
     def service_seen(self, institution_id: str, patient_key: str, codes: str, when: str) -> bool:
         return False
+
+    def payee_of(self, institution_id: str, uuid: str) -> str | None:
+        return None
+
+    def exams_on(self, patient_key: str, day: str) -> tuple[Exam, ...]:
+        return ()
 
 
 @dataclass(frozen=True)
@@ -85,6 +101,33 @@ class RuleContext:
     def positions(self) -> dict[int, int]:
         """id(bill) → its position in the claim."""
         return {id(bill): n for n, bill in enumerate(self.claim.bills)}
+
+    @cached_property
+    def same_day(self) -> dict[tuple[int, int], list[tuple[str, Finding]]]:
+        """RAD-06..10, judged once for the whole claim: (id(bill), id(line)) → the
+        same-day findings of that line. See `daemon.rules.sameday` for the choices."""
+        from daemon.rules import radiology, sameday
+
+        inst = self.claim.institution_id
+        corrected = {(inst, b.uuid) for b in self.claim.bills if not b.is_new and b.uuid}
+        days: dict[tuple[str, str], list[tuple[tuple[int, int], Exam]]] = {}
+        for bill in self.claim.bills:
+            patient = bill.episode.patient.key if bill.episode else None
+            if patient is None or bill.transaction_type == TRANSACTION_CREDIT:
+                continue
+            for number, line in enumerate(bill.lines, start=1):
+                exam = radiology.exam_of(line, number, bill, self)
+                if exam is not None:
+                    days.setdefault((patient, exam.day), []).append(((id(bill), id(line)), exam))
+        out: dict[tuple[int, int], list[tuple[str, Finding]]] = {}
+        for (patient, day), current in days.items():
+            earlier = [
+                e
+                for e in self.history.exams_on(patient, day)
+                if (e.institution_id, e.uuid) not in corrected
+            ]
+            out.update(sameday.judge(current, earlier))
+        return out
 
     @property
     def sector(self) -> str:
