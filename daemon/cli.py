@@ -310,7 +310,8 @@ def cmd_tariff_import(args: argparse.Namespace) -> int:
 
 
 def _import_radiology(args: argparse.Namespace, target: Path, rates: Path | None) -> int:
-    """Refused (exit 2) naming file, row and column; nothing is written then."""
+    """Refused (exit 1, as the NLK import) naming file, row and column; nothing is
+    written then. A bad option is a usage error (exit 2)."""
     from datetime import date
 
     from daemon import radiology_import
@@ -332,7 +333,7 @@ def _import_radiology(args: argparse.Namespace, target: Path, rates: Path | None
         )
     except TariffError as exc:
         print(f"kravmottak: tariff import refused, nothing written: {exc}", file=sys.stderr)
-        return 2
+        return 1
     print(report.summary())
     return 0
 

@@ -117,7 +117,31 @@ CT_HEAD, CT_CHEST, CT_KNEE = "SAA0AD", "SSC0AD", "SNG0AD"
 BONE_SCAN = "TSY0AN"  # NM skjelettscintigrafi
 ULTRA_BIOPSY = "AAB06K"  # an NCRP intervention, ultrasound-guided
 
+# the rule text's own coding examples (§6.2.1-3), each paid through the whole pipeline
+RULE_TEXT_EXAMPLES = [
+    ("SNG0AA/ZTX0XA/ZTX0FE", "SNG0AA", 1),  # RG kne, høyre, artrografi
+    ("SSC0AA", "SSC0AA", 1),  # RG toraks
+    ("SHA0AA/ZTX0XC", "SHA0AA", 2),  # RG mamma, begge: bilateral pays double
+    ("SBA0AK", "SBA0AK", 1),  # UL tyreoidea
+    ("SSC0AD", "SSC0AD", 1),  # CT toraks
+    ("SDX0AD", "SDX0AD", 1),  # CT bihuler
+    ("SNG0AA/ZTX0XA//ZXF10", "SNG0AA", 1),  # RG kne, høyre, avbrutt
+    ("TFY0AN//V09GA02/ZTX0HB", "TFY0AN", 1),  # myokardscintigrafi
+    ("TSY0AN//V09BA01", "TSY0AN", 1),  # skjelettscintigrafi
+    ("TPJ0DN/ZTX0XA/V09DB01", "TPJ0DN", 1),  # vaktpostlymfeknute, høyre
+    ("TBA0AN//V09FX01", "TBA0AN", 1),  # thyreoideascintigrafi
+]
+
 CASES = [
+    *(
+        (
+            f"rule-text-{text.replace('/', '_')}",
+            "RAD-03",
+            False,
+            C((_b(rad(text, rate(code) * factor)),)),
+        )
+        for text, code, factor in RULE_TEXT_EXAMPLES
+    ),
     # RAD-01 outpatients only
     ("rad01-ok", "RAD-01", False, C((_b(rad(KNEE)),))),
     ("rad01-inpatient", "RAD-01", True, C((_b(rad(KNEE), basis="2"),))),

@@ -575,10 +575,11 @@ def test_cli_import_and_show(tmp_path, digest, capsys):
     assert "not in the NLK register nor the radiology register" in capsys.readouterr().err
 
 
-def test_cli_refuses_a_bad_file_with_exit_code_2(tmp_path, example, capsys):
+def test_cli_refuses_a_bad_file_with_exit_code_1(tmp_path, example, capsys):
+    """Refused like the NLK import (1); a bad option is a usage error (2)."""
     bad = write(tmp_path / "bad.csv", "kode,navn,refusjonskategori", ["SNG0AA,RG Kne,R 1"])
     argv = ["tariff", "import", "--kind", "radiologi", str(bad), "--target", str(example)]
-    assert cli.main(argv) == 2
+    assert cli.main(argv) == 1
     err = capsys.readouterr().err
     assert "refused, nothing written" in err and "bad.csv, row 2, column refusjonskategori" in err
     assert cli.main([*argv, "--valid-from", "1.1.2027"]) == 2
