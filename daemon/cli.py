@@ -135,6 +135,34 @@ def cmd_process(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_settle(args: argparse.Namespace) -> int:
+    """One settlement batch now (or up to --cutoff): a vedtak per payee in the outbox."""
+    from daemon import service, settle
+
+    settings = _settings(args)
+    logs.configure(settings.log_level)
+    intake = service.build(settings)
+    try:
+        cutoff = intake.clock()
+        if args.cutoff:
+            try:
+                cutoff = datetime.fromisoformat(args.cutoff.replace("Z", "+00:00"))
+            except ValueError:
+                print(f"kravmottak: --cutoff {args.cutoff!r} is not ISO 8601", file=sys.stderr)
+                return 2
+            if cutoff.tzinfo is None:
+                cutoff = cutoff.replace(tzinfo=settle.Calendar.from_settings(settings).zone)
+        settle.deliver(intake)  # whatever an earlier run recorded but did not write
+        result = settle.settle(intake, cutoff=cutoff, kind="manual")
+        last = intake.ledger.last_settlement()
+    finally:
+        intake.ledger.close()
+    print(f"settlement run {result.run}: {result.vedtak} vedtak, up to {cutoff.isoformat()}")
+    for v in last["vedtak"] if last else []:
+        print(f"  {v['oppgjors_nr']}  {v['payee']}: {v['bills']} bills, paid {v['approved']:.2f}")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from daemon.checkfile import check_file
 
@@ -266,7 +294,48 @@ def cmd_status(args: argparse.Namespace) -> int:
         oldest = min(oldest, first) if oldest else first
     rows.append(("oldest unanswered", oldest or "-"))
     _table(rows)
+    _settlement_status(settings)
     return 0
+
+
+def _settlement_status(settings) -> None:
+    """The next batch, the last one and its totals per payee."""
+    from daemon import settle
+    from daemon.ledger import SqliteLedger
+
+    calendar = settle.Calendar.from_settings(settings)
+    now = service_clock(settings)()
+    ledger = SqliteLedger(settings.paths.ledger)
+    try:
+        last = ledger.last_settlement()
+    finally:
+        ledger.close()
+    upcoming = calendar.next_run(now)
+    print()
+    rows = [("SETTLEMENT", "")]
+    rows.append(("next batch", upcoming.isoformat() if upcoming else "-"))
+    if last is None:
+        rows.append(("last batch", "never"))
+    else:
+        rows.append(("last batch", f"{last['kind']} run {last['id']}, up to {last['cutoff']}"))
+    _table(rows)
+    if last and last["vedtak"]:
+        vrows = [("PAYEE", "OPPGJORSNR", "BILLS", "CLAIMED", "PAID", "DELIVERED")]
+        for v in last["vedtak"]:
+            vrows.append((
+                v["payee"], v["oppgjors_nr"], str(v["bills"]), f"{v['claimed']:.2f}",
+                f"{v['approved']:.2f}", "yes" if v["delivered"] else "no",
+            ))  # fmt: skip
+        total = sum(v["approved"] for v in last["vedtak"])
+        vrows.append(("total", "", str(sum(v["bills"] for v in last["vedtak"])), "",
+                      f"{total:.2f}", ""))  # fmt: skip
+        _table(vrows)
+
+
+def service_clock(settings):
+    from daemon import service
+
+    return service.clock_for(settings)
 
 
 def _table(rows: list[tuple[str, ...]]) -> None:
@@ -492,9 +561,12 @@ def parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check one message file; print every problem")
     val.add_argument("file")
     val.set_defaults(func=cmd_validate)
-    sub.add_parser("status", help="counts per state, oldest unanswered").set_defaults(
-        func=cmd_status
-    )
+    sub.add_parser(
+        "status", help="counts per state, oldest unanswered, the settlement batches"
+    ).set_defaults(func=cmd_status)
+    stl = sub.add_parser("settle", help="run one settlement batch now: a vedtak per payee")
+    stl.add_argument("--cutoff", help="claims answered up to this instant (default: now)")
+    stl.set_defaults(func=cmd_settle)
     sub.add_parser("rules", help="the remark list (number, rule, text, source)").set_defaults(
         func=cmd_rules
     )

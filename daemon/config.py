@@ -69,6 +69,18 @@ class Intake:
 
 
 @dataclass(frozen=True, slots=True)
+class Settlement:
+    """When the daily payment batch runs ([settlement])."""
+
+    # cron fields "minute hour day month day_of_week" (apscheduler's CronTrigger)
+    cron: str = "0 16 * * mon-fri"
+    timezone: str = "Europe/Oslo"
+    holidays_country: str = "NO"  # public holidays skipped (the `holidays` library)
+    extra_holidays: tuple[str, ...] = ()  # more days off (ISO dates), e.g. 2026-12-24
+    make_up_missed: bool = True  # at start, run the batch the daemon was down for
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     source: Path
     party: OwnParty
@@ -81,6 +93,7 @@ class Settings:
     # a CA bundle partner certificates may chain to (besides the registered ones)
     ca_file: Path | None = None
     rules: RuleSettings = field(default_factory=RuleSettings)
+    settlement: Settlement = field(default_factory=Settlement)
 
 
 def config_path(explicit: str | os.PathLike[str] | None) -> Path:
@@ -103,7 +116,7 @@ def load(path: Path) -> Settings:
 
 def from_mapping(raw: dict, path: Path) -> Settings:
     base = path.resolve().parent
-    known = {"party", "paths", "intake", "keys", "logging", "trust", "rules"}
+    known = {"party", "paths", "intake", "keys", "logging", "trust", "rules", "settlement"}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}")
@@ -158,6 +171,10 @@ def from_mapping(raw: dict, path: Path) -> Settings:
         if "temp_suffixes" in intake_raw:
             intake_raw["temp_suffixes"] = tuple(intake_raw["temp_suffixes"])
         intake = Intake(**intake_raw)
+        settlement_raw = dict(raw.get("settlement", {}))
+        if "extra_holidays" in settlement_raw:
+            settlement_raw["extra_holidays"] = tuple(settlement_raw["extra_holidays"])
+        settlement = Settlement(**settlement_raw)
     except TypeError as exc:  # unknown or missing keys in a table
         raise ConfigError(f"{path}: {exc}") from exc
     if intake.poll_interval_seconds <= 0 or intake.max_file_bytes <= 0:
@@ -172,6 +189,7 @@ def from_mapping(raw: dict, path: Path) -> Settings:
         key_passphrase=sources or None,
         ca_file=(base / trust["ca_file"]) if trust.get("ca_file") else None,
         rules=_rule_settings(raw.get("rules", {}), path),
+        settlement=settlement,
     )
 
 

@@ -27,6 +27,7 @@ from daemon.domain import (
     Layer,
     Line,
     LineDecision,
+    Payment,
     Problem,
     Remark,
     TraceEntry,
@@ -117,16 +118,10 @@ def _bill(bill: Bill, rc: RuleContext, book: Rulebook, trace: list[TraceEntry]) 
         verdict = Verdict.REDUCED
     else:
         verdict = Verdict.APPROVED
-    if verdict != Verdict.REJECTED and not bill.is_new:
-        # what this uuid has been paid so far (COM-07 made sure there is something):
-        # a credit takes it all back, a correction pays only the difference
-        balance = rc.history.paid_bill(rc.claim.institution_id, bill.uuid) or ZERO
-        approved = -balance if credit else approved - balance
-    payees = {ld.payee for ld in lines if ld.approved != ZERO}
-    if not bill.is_new:  # money back to, or more to, whoever was paid before
-        payee = rc.history.payee_of(rc.claim.institution_id, bill.uuid) or next(iter(payees), None)
-    else:
-        payee = payees.pop() if len(payees) == 1 else None
+    payments = _payments(bill, lines, verdict, rc)
+    if not bill.is_new:
+        approved = sum((p.approved for p in payments), ZERO)
+    payees = {p.payee for p in payments if p.approved != ZERO}
     return BillDecision(
         regning_nr=bill.regning_nr,
         uuid=bill.uuid,
@@ -135,19 +130,52 @@ def _bill(bill: Bill, rc: RuleContext, book: Rulebook, trace: list[TraceEntry]) 
         approved=approved,
         remarks=tuple(remarks),
         lines=tuple(lines),
-        payee=payee if approved != ZERO else None,
+        payee=payees.pop() if len(payees) == 1 else None,
         transaction_type=bill.transaction_type,
+        payments=payments,
     )
+
+
+def _payments(bill: Bill, lines: list[LineDecision], verdict: Verdict, rc: RuleContext):
+    """Who gets what. A new bill: its lines grouped by payee. A correction or credit
+    moves money with the payees of the bill it names (COM-07 made sure it was paid): a
+    credit takes back what each was paid, a correction pays each the difference between
+    the judged amount and what it was paid. Rejected: the same payees, 0."""
+    judged: dict[str | None, list[Decimal]] = {}
+    for ld in lines:
+        claimed, approved = judged.setdefault(ld.payee, [ZERO, ZERO])
+        judged[ld.payee] = [claimed + ld.claimed, approved + ld.approved]
+    if len(judged) == 1:  # the bill as claimed, whatever its lines add up to
+        (only,) = judged
+        judged[only][0] = bill.sum_amount
+    if bill.is_new:
+        if not judged:  # no lines (no episode): the institution's payee sees it rejected
+            return (Payment(lab.payee(rc.institution), bill.sum_amount, ZERO),)
+        return tuple(Payment(p, c, a) for p, (c, a) in judged.items())
+    paid = rc.history.paid_by_payee(rc.claim.institution_id, bill.uuid) if bill.uuid else {}
+    credit = bill.transaction_type == TRANSACTION_CREDIT
+    if verdict == Verdict.REJECTED or not paid:
+        payees = list(paid) or list(judged) or [lab.payee(rc.institution)]
+        claimed = -bill.sum_amount if credit else bill.sum_amount
+        return tuple(Payment(p, claimed if i == 0 else ZERO, ZERO) for i, p in enumerate(payees))
+    if credit:
+        return tuple(Payment(p, -amount, -amount) for p, amount in paid.items())
+    out = []
+    for payee in dict.fromkeys([*judged, *paid]):
+        claimed, approved = judged.get(payee, [ZERO, ZERO])
+        out.append(Payment(payee, claimed, approved - paid.get(payee, ZERO)))
+    return tuple(out)
 
 
 def _line(number: int, line: Line, bill: Bill, rc: RuleContext, paid: bool) -> LineDecision:
     """A line's outcome: the category its amount came from, who is paid for it (LAB-10
     for lab lines, RAD-15 for radiology) and, for radiology, the exam the same-day rules
     remember once it is approved."""
-    category = payee = exam = None
+    category = exam = None
+    payee = lab.payee(rc.institution)  # lab lines (LAB-10) and lines without a rule set
     if line.kind == "takst":
         code = rc.tariffs.code(line.raw_code, bill.service_date)
-        category, payee = (code.category if code else None), lab.payee(rc.institution)
+        category = code.category if code else None
     elif radiology.is_radiology(line, rc):
         found = radiology.entry(line, bill, rc)
         category = found[1].category if found else None
@@ -163,6 +191,6 @@ def _line(number: int, line: Line, bill: Bill, rc: RuleContext, paid: bool) -> L
         approved=line.total if paid else ZERO,
         verdict=Verdict.APPROVED if paid else Verdict.REJECTED,
         category=category,
-        payee=payee if paid else None,
+        payee=payee,
         exam=exam,
     )

@@ -335,6 +335,20 @@ class LineDecision:
 
 
 @dataclass(frozen=True, slots=True)
+class Payment:
+    """What a bill moves for one payee: the settlement pays `approved` to `payee`.
+
+    A bill usually has one; lab and radiology lines of one bill may go to two RHFs
+    (LAB-10, RAD-15). A correction's payments are the differences from what each payee
+    was paid before, a credit's are minus what each was paid. A rejected bill has
+    payments of 0, so the payee's vedtak shows it as rejected."""
+
+    payee: str | None
+    claimed: Decimal
+    approved: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class BillDecision:
     regning_nr: str
     uuid: str | None
@@ -345,6 +359,7 @@ class BillDecision:
     lines: tuple[LineDecision, ...] = ()
     payee: str | None = None  # who is paid for the approved amount (LAB-10)
     transaction_type: str = "1"
+    payments: tuple[Payment, ...] = ()
 
 
 # one evaluation: (rule_id, regning_nr or "", line number or 0, fired, inputs)

@@ -194,6 +194,18 @@ class Intake:
             duration_ms=ms,
         )
 
+    def context(self, now: datetime) -> Context:
+        """What the functional core may see: the loaded tables, the ledger's history."""
+        return Context(
+            self.settings,
+            self.schemas,
+            self.registry,
+            now,
+            history=self.ledger,
+            keys=self.keys,
+            tariffs=self.tariffs,
+        )
+
     def _process(self, path: Path, now: datetime) -> tuple[Stored, bool]:
         started = time.perf_counter()
         size = path.stat().st_size
@@ -207,15 +219,7 @@ class Intake:
         if earlier is not None:
             self.ledger.record_duplicate(path.name, earlier, now.isoformat())
             return earlier, True
-        ctx = Context(
-            self.settings,
-            self.schemas,
-            self.registry,
-            now,
-            history=self.ledger,
-            keys=self.keys,
-            tariffs=self.tariffs,
-        )
+        ctx = self.context(now)
         if size > limit:
             work = _oversized(path, digest, size, limit)
         else:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -128,6 +128,49 @@ CREATE TABLE IF NOT EXISTS exams (
     active         INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS exams_day ON exams (patient_key, day) WHERE active = 1;
+
+-- what each bill moves per payee; the settlement assigns each row to one vedtak, once
+CREATE TABLE IF NOT EXISTS payments (
+    id         INTEGER PRIMARY KEY,
+    bill_id    INTEGER NOT NULL REFERENCES bills (id),
+    payee      TEXT,               -- NULL: nobody to address (unknown institution)
+    claimed    TEXT NOT NULL,
+    approved   TEXT NOT NULL,
+    vedtak_id  INTEGER REFERENCES vedtak (id)
+);
+CREATE INDEX IF NOT EXISTS payments_bill ON payments (bill_id);
+CREATE INDEX IF NOT EXISTS payments_open ON payments (payee) WHERE vedtak_id IS NULL;
+
+-- one settlement run (the 16:00 batch, a make-up run, or `kravmottak settle`)
+CREATE TABLE IF NOT EXISTS settlements (
+    id          INTEGER PRIMARY KEY,
+    run_key     TEXT NOT NULL UNIQUE,  -- the scheduled instant, or manual:<instant>
+    kind        TEXT NOT NULL CHECK (kind IN ('scheduled', 'make-up', 'manual')),
+    cutoff      TEXT NOT NULL,         -- claims answered up to this instant (UTC)
+    started_at  TEXT NOT NULL
+);
+
+-- one utbetalingsvedtak per payee per run; its files are kept here and written to the
+-- outbox after the commit (delivered_at set once both are there)
+CREATE TABLE IF NOT EXISTS vedtak (
+    id            INTEGER PRIMARY KEY,
+    settlement_id INTEGER NOT NULL REFERENCES settlements (id),
+    oppgjors_nr   TEXT NOT NULL UNIQUE,
+    payee         TEXT NOT NULL,
+    decided_on    TEXT NOT NULL,
+    bills         INTEGER NOT NULL,
+    claimed       TEXT NOT NULL,
+    approved      TEXT NOT NULL,
+    delivered_at  TEXT,
+    UNIQUE (settlement_id, payee)
+);
+
+CREATE TABLE IF NOT EXISTS vedtak_outputs (
+    vedtak_id  INTEGER NOT NULL REFERENCES vedtak (id),
+    kind       TEXT NOT NULL,
+    file_name  TEXT NOT NULL,
+    content    BLOB NOT NULL
+);
 CREATE INDEX IF NOT EXISTS exams_uuid ON exams (institution_id, uuid);
 
 CREATE TABLE IF NOT EXISTS remarks (
@@ -173,6 +216,36 @@ class Stored:
     ebxml_message_id: str | None = None
     conversation_id: str | None = None
     sender_her: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenPayment:
+    """A payment not yet in a vedtak, with what its vedtak line needs to say."""
+
+    id: int
+    payee: str
+    claimed: Decimal
+    approved: Decimal
+    regning_nr: str
+    verdict: str
+    transaction_type: str
+    uuid: str | None
+    message_id: str | None  # the claim's ebXML MessageId
+    remarks: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MadeVedtak:
+    """One vedtak a settlement run makes: its figures, the payments it settles and the
+    files to deliver (kind, file name, bytes)."""
+
+    oppgjors_nr: str
+    payee: str
+    decided_on: str
+    claimed: Decimal
+    approved: Decimal
+    payment_ids: tuple[int, ...]
+    outputs: tuple[tuple[str, str, bytes], ...]
 
 
 class Conflict(Exception):
@@ -381,6 +454,10 @@ class SqliteLedger:
                     for ld in outcome.lines
                 ],
             )
+            db.executemany(
+                "INSERT INTO payments (bill_id, payee, claimed, approved) VALUES (?, ?, ?, ?)",
+                [(bill_id, p.payee, str(p.claimed), str(p.approved)) for p in outcome.payments],
+            )
             if not bill.is_new and outcome.verdict != "rejected":
                 # the credited or corrected bill's exams no longer count (RAD-06..10)
                 db.execute(
@@ -438,14 +515,16 @@ class SqliteLedger:
         ).fetchone()
         return row is not None
 
-    def payee_of(self, institution_id: str, uuid: str) -> str | None:
-        row = self._db.execute(
-            "SELECT payee FROM bills WHERE institution_id = ? AND uuid = ?"
-            " AND verdict IN ('approved', 'reduced') AND transaction_type NOT IN ('4', '5')"
-            " ORDER BY id LIMIT 1",
+    def paid_by_payee(self, institution_id: str, uuid: str) -> dict[str | None, Decimal]:
+        out: dict[str | None, Decimal] = {}
+        for payee, approved in self._db.execute(
+            "SELECT p.payee, p.approved FROM payments p JOIN bills b ON b.id = p.bill_id"
+            " WHERE b.institution_id = ? AND b.uuid = ? AND b.verdict IN ('approved', 'reduced')"
+            " ORDER BY p.id",
             (institution_id, uuid),
-        ).fetchone()
-        return row[0] if row else None
+        ):
+            out[payee] = out.get(payee, Decimal("0")) + Decimal(approved)
+        return {payee: amount for payee, amount in out.items() if amount != 0}
 
     def exams_on(self, patient_key: str, day: str) -> tuple[Exam, ...]:
         rows = self._db.execute(
@@ -495,6 +574,151 @@ class SqliteLedger:
                 " WHERE work_name = ?",
                 (stored.state, stored.id, now, work_name),
             )
+
+    # ------------------------------------------------------------------ settlement
+
+    def settle(
+        self,
+        key: str | None,
+        kind: str,
+        cutoff: str,
+        now: str,
+        make: Callable[[int, list[OpenPayment]], list[MadeVedtak]],
+    ) -> int | None:
+        """One settlement run, in one transaction: record the run, select the open
+        payments of claims answered up to `cutoff`, let `make` turn them into vedtak
+        (figures and signed files) and assign every payment to its vedtak. A killed
+        process leaves either all of it or none. None: a run with this key exists.
+        `key` None: a run of its own (`kravmottak settle`), never a repeat of another."""
+        with self._tx() as db:
+            if key is None:
+                (n,) = db.execute("SELECT count(*) + 1 FROM settlements").fetchone()
+                key = f"{kind}-{n}:{cutoff}"
+            if db.execute("SELECT 1 FROM settlements WHERE run_key = ?", (key,)).fetchone():
+                return None
+            run = db.execute(
+                "INSERT INTO settlements (run_key, kind, cutoff, started_at) VALUES (?, ?, ?, ?)",
+                (key, kind, cutoff, now),
+            ).lastrowid
+            for made in make(run, self._open_payments(db, cutoff)):
+                vedtak = db.execute(
+                    "INSERT INTO vedtak (settlement_id, oppgjors_nr, payee, decided_on, bills,"
+                    " claimed, approved) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        run,
+                        made.oppgjors_nr,
+                        made.payee,
+                        made.decided_on,
+                        len(made.payment_ids),
+                        str(made.claimed),
+                        str(made.approved),
+                    ),
+                ).lastrowid
+                cur = db.executemany(
+                    "UPDATE payments SET vedtak_id = ? WHERE id = ? AND vedtak_id IS NULL",
+                    [(vedtak, pid) for pid in made.payment_ids],
+                )
+                if cur.rowcount != len(made.payment_ids):  # another run took one first
+                    raise Conflict(f"{made.oppgjors_nr}: payments already settled")
+                db.executemany(
+                    "INSERT INTO vedtak_outputs (vedtak_id, kind, file_name, content)"
+                    " VALUES (?, ?, ?, ?)",
+                    [(vedtak, k, name, content) for k, name, content in made.outputs],
+                )
+        return run
+
+    @staticmethod
+    def _open_payments(db: sqlite3.Connection, cutoff: str) -> list[OpenPayment]:
+        rows = db.execute(
+            "SELECT p.id, p.payee, p.claimed, p.approved, b.regning_nr, b.verdict,"
+            " b.transaction_type, b.uuid, m.ebxml_message_id, b.id"
+            " FROM payments p JOIN bills b ON b.id = p.bill_id"
+            " JOIN messages m ON m.id = b.message_id"
+            " WHERE p.vedtak_id IS NULL AND p.payee IS NOT NULL AND m.processed_at <= ?"
+            " ORDER BY p.payee, p.id",
+            (cutoff,),
+        ).fetchall()
+        remarks: dict[int, list[str]] = {}
+        bill_ids = sorted({r[9] for r in rows})
+        for start in range(0, len(bill_ids), 500):
+            chunk = bill_ids[start : start + 500]
+            for bill_id, text in db.execute(
+                f"SELECT bill_id, text FROM remarks WHERE bill_id IN ({','.join('?' * len(chunk))})"
+                " ORDER BY rowid",
+                chunk,
+            ):
+                remarks.setdefault(bill_id, []).append(text)
+        return [
+            OpenPayment(
+                id=r[0],
+                payee=r[1],
+                claimed=Decimal(r[2]),
+                approved=Decimal(r[3]),
+                regning_nr=r[4],
+                verdict=r[5],
+                transaction_type=r[6],
+                uuid=r[7],
+                message_id=r[8],
+                remarks=tuple(remarks.get(r[9], ())),
+            )
+            for r in rows
+        ]
+
+    def undelivered(self) -> list[tuple[int, tuple[tuple[str, bytes], ...]]]:
+        """Vedtak recorded but not yet written to the outbox: (id, ((name, bytes), ...))."""
+        out = []
+        for (vedtak,) in self._db.execute(
+            "SELECT id FROM vedtak WHERE delivered_at IS NULL ORDER BY id"
+        ).fetchall():
+            files_ = self._db.execute(
+                "SELECT file_name, content FROM vedtak_outputs WHERE vedtak_id = ? ORDER BY rowid",
+                (vedtak,),
+            ).fetchall()
+            out.append((vedtak, tuple((name, bytes(content)) for name, content in files_)))
+        return out
+
+    def mark_delivered(self, vedtak_id: int, now: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE vedtak SET delivered_at = ? WHERE id = ?", (now, vedtak_id))
+
+    def settled_since(self, cutoff: str) -> bool:
+        """Has a run covered everything up to `cutoff` (a make-up would find nothing)?"""
+        row = self._db.execute(
+            "SELECT 1 FROM settlements WHERE cutoff >= ? LIMIT 1", (cutoff,)
+        ).fetchone()
+        return row is not None
+
+    def last_settlement(self) -> dict | None:
+        """The newest run with its totals per payee (for `status`)."""
+        row = self._db.execute(
+            "SELECT id, run_key, kind, cutoff, started_at FROM settlements ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        run, key, kind, cutoff, started = row
+        payees = self._db.execute(
+            "SELECT payee, oppgjors_nr, bills, claimed, approved, delivered_at FROM vedtak"
+            " WHERE settlement_id = ? ORDER BY payee",
+            (run,),
+        ).fetchall()
+        return {
+            "id": run,
+            "key": key,
+            "kind": kind,
+            "cutoff": cutoff,
+            "started_at": started,
+            "vedtak": [
+                {
+                    "payee": payee,
+                    "oppgjors_nr": nr,
+                    "bills": bills,
+                    "claimed": Decimal(claimed),
+                    "approved": Decimal(approved),
+                    "delivered": delivered is not None,
+                }
+                for payee, nr, bills, claimed, approved, delivered in payees
+            ],
+        }
 
     # ------------------------------------------------------------------ explain
 

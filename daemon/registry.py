@@ -19,6 +19,7 @@ from cryptography import x509
 
 from daemon.config import ConfigError
 from daemon.keys import load_certificates
+from daemon.rhf import valid_account
 
 DEFAULT_ACTIONS: tuple[tuple[str, str], ...] = (("BehandlerKrav", "OppgjorsMelding"),)
 INSTITUTION_KINDS = ("hf", "private-driftsavtale", "genetics-lab", "radiology")
@@ -68,6 +69,7 @@ class Institution:
     rhf: str
     kinds: tuple[str, ...] = field(default=("hf",))
     senders: tuple[str, ...] = ()
+    account: str | None = None  # kontonummer for payments made to it directly
 
     def may_be_claimed_by(self, partner: Partner | None) -> bool:
         if partner is None:
@@ -143,6 +145,8 @@ def load_institutions(path: Path) -> tuple[Institution, ...]:
             bad = [k for k in row["kinds"] if k not in INSTITUTION_KINDS]
             if bad:
                 raise ValueError(f"unknown kind(s) {bad}; known: {list(INSTITUTION_KINDS)}")
+            if row.get("account") is not None and not valid_account(str(row["account"])):
+                raise ValueError(f"account {row['account']!r} is not an 11-digit account number")
             out.append(Institution(**row))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{path}: institution #{i}: {exc}") from exc
@@ -162,7 +166,7 @@ def _partner_row(p: Partner) -> dict:
 
 
 def _institution_row(inst: Institution) -> dict:
-    row = asdict(inst)
+    row = {k: v for k, v in asdict(inst).items() if v is not None}
     row["kinds"] = list(inst.kinds)
     row["senders"] = list(inst.senders)
     return row

@@ -70,7 +70,7 @@ REASONS: Mapping[str, str] = MappingProxyType(
 FALLBACK_REASONS = (NO_MUNICIPALITY, MISSING)
 
 _TOP_KEYS = ("no_municipality", "rhf")
-_RHF_KEYS = ("name", "orgnr", "counties", "municipalities", "former_counties")
+_RHF_KEYS = ("name", "orgnr", "counties", "municipalities", "former_counties", "account")
 _FORMER_KEYS = ("number", "name", "valid_from", "valid_to")
 
 
@@ -100,6 +100,7 @@ class Rhf:
     counties: tuple[str, ...]
     municipalities: tuple[str, ...] = ()
     former_counties: tuple[FormerCounty, ...] = field(default=(), repr=False)
+    account: str | None = None  # kontonummer the settlement pays to (`account`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,11 +127,24 @@ class RhfError(TariffError):
         self.entry, self.field, self.problem = entry, fld, problem
 
 
+ACCOUNT_RE = re.compile(r"[0-9]{11}")
+ACCOUNT_WEIGHTS = (5, 4, 3, 2, 7, 6, 5, 4, 3, 2)
+
+
 def valid_orgnr(orgnr: str) -> bool:
     """Nine digits whose last is the mod-11 check digit (weights 3,2,7,6,5,4,3,2)."""
     if not isinstance(orgnr, str) or not ORGNR_RE.fullmatch(orgnr):
         return False
     return _check_digit(orgnr) == int(orgnr[8])
+
+
+def valid_account(number: str) -> bool:
+    """A Norwegian bank account number: 11 digits, the last a mod-11 check digit
+    (weights 5,4,3,2,7,6,5,4,3,2 on the first ten)."""
+    if not isinstance(number, str) or not ACCOUNT_RE.fullmatch(number):
+        return False
+    rest = 11 - sum(int(d) * w for d, w in zip(number[:10], ACCOUNT_WEIGHTS, strict=True)) % 11
+    return {11: 0}.get(rest, rest) == int(number[10])
 
 
 def _check_digit(orgnr: str) -> int | None:
@@ -317,7 +331,10 @@ class _Parser:
                     f"{m} is already an exception of {self.exception_entry[m]}",
                 )
             self.exception_entry[m] = entry
-        return Rhf(name, orgnr, counties, municipalities, formers)
+        account = row.get("account")
+        if account is not None and not valid_account(account):
+            raise self.fail(entry, "account", f"{account!r} is not an 11-digit account number")
+        return Rhf(name, orgnr, counties, municipalities, formers, account)
 
     def former(self, rhf_entry: str, j: int, row: object) -> FormerCounty:
         entry = f"{rhf_entry}, former_counties #{j}"

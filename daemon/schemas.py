@@ -1,9 +1,11 @@
 """The project's XSDs (in `schemas/`), compiled once at start.
 
-Three driver schemas cover every layer: `envelope.xsd` (SOAP 1.1 + ebMS 2.0 +
-XML-DSig), `msghead.xsd` (MsgHead 1.2 with NPR-behandlerkravmelding 0.78 or
-Behandlerkrav 1.8.3 in its strict `Content`), `apprec.xsd` (AppRec 1.0). Imports are
-relative file paths; the schema parser has the network switched off.
+Three driver schemas cover every inbound layer and the receipt: `envelope.xsd` (SOAP
+1.1 + ebMS 2.0 + XML-DSig), `msghead.xsd` (MsgHead 1.2 with NPR-behandlerkravmelding
+0.78 or Behandlerkrav 1.8.3 in its strict `Content`), `apprec.xsd` (AppRec 1.0); a
+fourth, `vedtak.xsd`, covers the utbetalingsvedtak we send (MsgHead 1.2 with eResept M22
+Oppgjørsresultat or our M23-style Utbetaling). Imports are relative file paths; the
+schema parser has the network switched off.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Schemas:
     envelope: etree.XMLSchema
     msghead: etree.XMLSchema
     apprec: etree.XMLSchema
+    vedtak: etree.XMLSchema  # our ERM22/ERM23 MsgHeads (daemon.vedtak)
 
     @classmethod
     def load(cls, directory: Path = SCHEMA_DIR) -> Schemas:
@@ -43,6 +46,7 @@ class Schemas:
             envelope=_compile(directory / "envelope.xsd"),
             msghead=_compile(directory / "msghead.xsd"),
             apprec=_compile(directory / "apprec.xsd"),
+            vedtak=_compile(directory / "vedtak.xsd"),
         )
 
 
@@ -75,7 +79,8 @@ def readable_path(root: etree._Element, path: str | None) -> str:
     return element_path(found[0])
 
 
-_NS_MSG = re.compile(r"\{[^}]*\}")
+# "{http://...}Status" -> "Status"; an enumeration "{'1', '2'}" in a message is kept
+NAMESPACE_IN_MESSAGE = re.compile(r"\{(?:https?|urn):[^}]*\}")
 
 
 def validate(schema: etree.XMLSchema, root: etree._Element, layer: Layer) -> list[Problem]:
@@ -84,7 +89,7 @@ def validate(schema: etree.XMLSchema, root: etree._Element, layer: Layer) -> lis
         return []
     problems = []
     for entry in schema.error_log:
-        text = _NS_MSG.sub("", entry.message)
+        text = NAMESPACE_IN_MESSAGE.sub("", entry.message)
         problems.append(
             Problem(
                 layer,

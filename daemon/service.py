@@ -16,7 +16,7 @@ from threading import Event
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from daemon import files, keys, registry, tariffs
+from daemon import files, keys, registry, settle, tariffs
 from daemon.config import ConfigError, Settings
 from daemon.intake import Intake, utcnow
 from daemon.ledger import SqliteLedger
@@ -118,6 +118,12 @@ def run(settings: Settings) -> int:
         log.info("stopped")
         return 0
     recovered = intake.recover()
+    calendar = settle.Calendar.from_settings(settings)
+    settle.deliver(intake)  # vedtak a kill cut off between commit and files
+    if settings.settlement.make_up_missed:
+        made_up = settle.make_up(intake, calendar)
+        if made_up is not None:
+            log.info("settlement_made_up", run=made_up.run, vedtak=made_up.vedtak)
     log.info("started", recovered=recovered, inbox=str(settings.paths.inbox))
 
     last_retry = [time.monotonic()]
@@ -137,6 +143,12 @@ def run(settings: Settings) -> int:
             intake.failures += 1
             log.error("poll_failed", error=type(exc).__name__)
 
+    def settle_batch() -> None:
+        try:
+            settle.scheduled_batch(intake, calendar, datetime.now(UTC))
+        except Exception as exc:  # nothing is assigned; the next batch takes it all
+            log.error("settlement_failed", error=type(exc).__name__, detail=str(exc)[:200])
+
     scheduler = BackgroundScheduler(
         timezone=UTC, executors={"default": ThreadPoolExecutor(max_workers=1)}
     )
@@ -148,6 +160,14 @@ def run(settings: Settings) -> int:
         max_instances=1,
         coalesce=True,
         next_run_time=datetime.now(UTC),
+    )
+    scheduler.add_job(
+        settle_batch,
+        calendar.trigger,
+        id="settlement",
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=3600,  # a batch delayed by a long intake pass still runs
     )
     scheduler.start()
     try:

@@ -108,7 +108,8 @@ def test_status_counts_states(sandbox, capsys):
     sandbox.process()
     capsys.readouterr()
     assert cli.main(["--config", str(sandbox.config_path), "status"]) == 0
-    rows = dict(line.rsplit(None, 1) for line in capsys.readouterr().out.splitlines()[1:])
+    counts = capsys.readouterr().out.split("\n\n")[0]  # then the settlement table
+    rows = dict(line.rsplit(None, 1) for line in counts.splitlines()[1:])
     assert rows["ledger answered"] == "1"
     assert rows["ledger quarantined"] == "1"
     assert rows["work (claimed, in hand)"] == "0"
@@ -173,7 +174,8 @@ def test_status_oldest_unanswered_counts_the_inbox(sandbox, capsys):
     dropped = sandbox.drop(wrap_demo())
     capsys.readouterr()
     assert cli.main(["--config", str(sandbox.config_path), "status"]) == 0
-    rows = dict(line.rsplit(None, 1) for line in capsys.readouterr().out.splitlines()[1:])
+    counts = capsys.readouterr().out.split("\n\n")[0]  # then the settlement table
+    rows = dict(line.rsplit(None, 1) for line in counts.splitlines()[1:])
     assert rows["inbox (received, ready)"] == "1"
     assert rows["oldest unanswered"].startswith(
         datetime.fromtimestamp(dropped.stat().st_mtime, UTC).strftime("%Y-%m-%dT%H:%M")

@@ -27,8 +27,9 @@ class BillHistory(Protocol):
         """An earlier approved bill for the same patient, code set and TransDatoTid."""
         ...
 
-    def payee_of(self, institution_id: str, uuid: str) -> str | None:
-        """Who was paid for this uuid (a credit or correction pays back the same payee)."""
+    def paid_by_payee(self, institution_id: str, uuid: str) -> dict[str | None, Decimal]:
+        """What each payee has been paid for this uuid so far, net of corrections and
+        credits (a credit or correction moves money with the same payees)."""
         ...
 
     def exams_on(self, patient_key: str, day: str) -> tuple[Exam, ...]:
@@ -44,8 +45,8 @@ class NoBillHistory:
     def service_seen(self, institution_id: str, patient_key: str, codes: str, when: str) -> bool:
         return False
 
-    def payee_of(self, institution_id: str, uuid: str) -> str | None:
-        return None
+    def paid_by_payee(self, institution_id: str, uuid: str) -> dict[str | None, Decimal]:
+        return {}
 
     def exams_on(self, patient_key: str, day: str) -> tuple[Exam, ...]:
         return ()

@@ -1,0 +1,340 @@
+"""Settlement: one vedtak per payee per batch, exactly once, in real files.
+
+The end-to-end test sends a day of mixed lab and radiology claims from three
+institutions in two RHFs through the real intake, runs `kravmottak settle`, and checks
+each payee's vedtak against what the AppRecs told the senders: every line the AppRec
+did not reject is paid, to the RHF its rule names (LAB-10: the institution's RHF;
+RAD-15: the patient's home municipality's).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+from lxml import etree
+
+from daemon import cli, mime, settle
+from daemon.config import Settlement
+from tests.claims import B, C, L, P, msghead, person_number
+from tests.conftest import Sandbox, make_sandbox, wrap_demo
+from tests.test_radiology_rules import rate
+
+AR = {"ar": "http://www.kith.no/xmlstds/apprec/2004-11-21"}
+M22 = {"m22": "http://www.kith.no/xmlstds/eresept/m22/2006-10-06"}
+MH = {"mh": "http://www.kith.no/xmlstds/msghead/2006-05-24"}
+SOUTH_EAST, WEST = "991324968", "983658725"  # Helse Sør-Øst RHF, Helse Vest RHF
+RHF_ORGNR = {"Helse Sør-Øst RHF": SOUTH_EAST, "Helse Vest RHF": WEST}
+HOME_RHF = {"0301": "Helse Sør-Øst RHF", "4601": "Helse Vest RHF"}
+
+INSTITUTIONS = """
+[[institution]]
+orgnr = "983974678"
+name = "Demo sykehus HF"
+rhf = "Helse Sør-Øst RHF"
+kinds = ["hf"]
+
+[[institution]]
+orgnr = "999000777"
+name = "Vestlandet sykehus HF"
+rhf = "Helse Vest RHF"
+kinds = ["hf"]
+senders = ["90001"]
+
+[[institution]]
+orgnr = "999000444"
+name = "Røntgeninstitutt"
+rhf = "Helse Sør-Øst RHF"
+kinds = ["radiology"]
+senders = ["90001"]
+"""
+INSTITUTION_RHF = {
+    "983974678": "Helse Sør-Øst RHF",
+    "999000777": "Helse Vest RHF",
+    "999000444": "Helse Sør-Øst RHF",
+}
+
+OSMO = L("NOR05003", "6.96")
+INR = L("NPU01685", "23.18", 2)
+BAD_LAB = L("NOR05003", "9.99")  # LAB-09
+_n = iter(range(700))
+
+
+def _b(*lines, **kw) -> B:
+    kw.setdefault("fnr", person_number(next(_n), born="121270"))
+    kw.setdefault("date", "2026-10-05T09:30:00")
+    return B(lines, **kw)
+
+
+def knee(amount=None) -> P:
+    return P("SNG0AA", f"{amount if amount is not None else rate('SNG0AA')}")
+
+
+def chest_ct() -> P:
+    return P("SSC0AD", f"{rate('SSC0AD')}")
+
+
+def a_day() -> list[C]:
+    return [
+        C(
+            (
+                _b(OSMO, INR),
+                _b(OSMO, BAD_LAB),  # reduced
+                _b(knee(), municipality="0301"),
+                _b(chest_ct(), municipality="4601"),
+                _b(knee(Decimal("1.00")), municipality="4601"),  # RAD-14: rejected
+            ),
+            institution="983974678",
+        ),
+        C((_b(OSMO), _b(INR, OSMO), _b(knee(), municipality="0301")), institution="999000777"),
+        C(
+            (_b(knee(), municipality="4601"), _b(chest_ct(), municipality="0301")),
+            institution="999000444",
+        ),
+    ]
+
+
+def _send(box: Sandbox, claims: list[C], prefix: str) -> dict[str, C]:
+    sent = {}
+    for i, claim in enumerate(claims):
+        message_id = f"{prefix}-{i}"
+        box.drop(wrap_demo(msghead(claim), message_id=message_id))
+        sent[message_id] = claim
+    box.process()
+    return sent
+
+
+def _apprecs(box: Sandbox) -> dict[str, etree._Element]:
+    out = {}
+    for path in box.outbox("apprec"):
+        multipart, _ = mime.parse(path.read_bytes())
+        soap = etree.fromstring(multipart.start.data)
+        ref = soap.findtext(".//{*}RefToMessageId")
+        out[ref] = etree.fromstring(multipart.attachments[0].data)
+    return out
+
+
+def expected_per_payee(sent: dict[str, C], apprecs: dict[str, etree._Element]) -> dict:
+    """What the AppRecs promise: every line they did not reject, to its RHF."""
+    out: dict[str, Decimal] = {}
+    for message_id, claim in sent.items():
+        errors = [(e.get("OT"), e.get("DN")) for e in apprecs[message_id].findall("ar:Error", AR)]
+        for i, bill in enumerate(claim.bills, start=1):
+            nr = bill.regning_nr or str(1000 + i)
+            said = [dn for ot, dn in errors if ot == nr]
+            rejected_lines = {int(m.group(1)) for dn in said if (m := re.match(r"linje (\d+)", dn))}
+            if any(not dn.startswith("linje") for dn in said):
+                continue  # a bill remark: the whole bill is rejected
+            takst = [x for x in bill.lines if isinstance(x, L)]
+            procedures = [x for x in bill.lines if isinstance(x, P)]
+            for number, line in enumerate(takst + procedures, start=1):
+                if number in rejected_lines:
+                    continue
+                if isinstance(line, L):
+                    payee = INSTITUTION_RHF[claim.institution]
+                    amount = Decimal(line.unit) * line.count
+                else:
+                    payee, amount = HOME_RHF[bill.municipality], Decimal(line.amount)
+                out[payee] = out.get(payee, Decimal("0")) + amount
+    return out
+
+
+def vedtak_files(box: Sandbox) -> dict[str, dict]:
+    """Each vedtak in the outbox: receiver orgnr → its Regning lines and the payment."""
+    found: dict[str, dict] = {}
+    for path in box.outbox("vedtak"):
+        multipart, problem = mime.parse(path.read_bytes())
+        assert problem is None
+        msghead_ = etree.fromstring(multipart.attachments[0].data)
+        assert msghead_.find("mh:MsgInfo/mh:Type", MH).get("V") == "ERM22"
+        receiver = msghead_.findtext(
+            "mh:MsgInfo/mh:Receiver/mh:Organisation/mh:Ident/mh:Id", None, MH
+        )
+        body = msghead_.find(".//m22:Oppgjorsresultat", M22)
+        lines = [
+            (
+                r.findtext("m22:RegningsNr", None, M22),
+                Decimal(r.find("m22:Krav", M22).get("V")),
+                Decimal(r.find("m22:Godkjent", M22).get("V")),
+                r.find("m22:Status", M22).get("V"),
+            )
+            for r in body.findall("m22:Regning", M22)
+        ]
+        found.setdefault(receiver, {"vedtak": []})["vedtak"].append(
+            (body.findtext("m22:OppgjorsNr", None, M22), lines)
+        )
+    for path in box.outbox("utbetaling"):
+        multipart, _ = mime.parse(path.read_bytes())
+        msghead_ = etree.fromstring(multipart.attachments[0].data)
+        assert msghead_.find("mh:MsgInfo/mh:Type", MH).get("V") == "ERM23"
+        receiver = msghead_.findtext(
+            "mh:MsgInfo/mh:Receiver/mh:Organisation/mh:Ident/mh:Id", None, MH
+        )
+        paid = msghead_.find(".//{*}Utbetalt").get("V")
+        found[receiver].setdefault("paid", []).append(Decimal(paid))
+    return found
+
+
+def _settle(box: Sandbox, capsys) -> str:
+    capsys.readouterr()
+    assert cli.main(["--config", str(box.config_path), "settle"]) == 0
+    return capsys.readouterr().out
+
+
+def test_a_day_of_claims_settles_once_per_payee(tmp_path, capsys):
+    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS)
+    sent = _send(box, a_day(), "day1")
+    expected = expected_per_payee(sent, _apprecs(box))
+    assert set(expected) == {"Helse Sør-Øst RHF", "Helse Vest RHF"}
+
+    out = _settle(box, capsys)
+    assert "2 vedtak" in out
+    found = vedtak_files(box)
+    assert set(found) == {SOUTH_EAST, WEST}
+    for rhf, amount in expected.items():
+        ((_nr, lines),) = found[RHF_ORGNR[rhf]]["vedtak"]
+        assert sum(godkjent for _, _, godkjent, _ in lines) == amount, rhf
+        assert found[RHF_ORGNR[rhf]]["paid"] == [amount]
+    # the whole picture: rejected bills are there with status 1 and 0, reduced with 3
+    west_lines = found[WEST]["vedtak"][0][1]
+    assert any(status == "1" and godkjent == 0 for _, _, godkjent, status in west_lines)
+    south_lines = found[SOUTH_EAST]["vedtak"][0][1]
+    assert any(status == "3" for *_, status in south_lines)
+    # every bill appears once, in the vedtak of its payee
+    all_bills = [nr for f in found.values() for _, lines in f["vedtak"] for nr, *_ in lines]
+    assert len(all_bills) == sum(len(c.bills) for c in sent.values())
+
+    # a second batch pays nothing new
+    out = _settle(box, capsys)
+    assert "0 vedtak" in out
+    assert len(box.outbox("vedtak")) == 2
+
+
+def test_a_credit_the_next_day_is_a_negative_line_in_the_next_vedtak(tmp_path, capsys):
+    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS)
+    uid = "{5E771E00-0000-4000-8000-000000000001}"
+    paid = _b(OSMO, INR, uuid=uid)
+    _send(box, [C((paid,))], "c1")
+    _settle(box, capsys)
+    text = box.config_path.read_text()
+    box.config_path.write_text(text.replace("2026-11-23T12:00:00Z", "2026-11-24T12:00:00Z"))
+    credit = B(paid.lines, uuid=uid, fnr=paid.fnr, date=paid.date, transaction_type="5")
+    _send(box, [C((credit,))], "c2")
+    out = _settle(box, capsys)
+    assert "1 vedtak" in out
+    vedtak = sorted(vedtak_files(box)[SOUTH_EAST]["vedtak"])
+    assert len(vedtak) == 2
+    (_, first), (_, second) = vedtak
+    assert [g for *_, g, _ in first] == [Decimal("53.32")]
+    assert [(k, g, s) for _, k, g, s in second] == [(Decimal("-53.32"), Decimal("-53.32"), "2")]
+    with sqlite3.connect(box.paths.ledger) as db:
+        (total,) = db.execute("SELECT sum(CAST(approved AS REAL)) FROM vedtak").fetchone()
+    assert total == 0  # paid, then taken back: never twice
+
+
+def test_status_shows_the_next_and_the_last_batch(tmp_path, capsys):
+    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS)
+    _send(box, a_day(), "s")
+    _settle(box, capsys)
+    assert cli.main(["--config", str(box.config_path), "status"]) == 0
+    out = capsys.readouterr().out
+    assert "next batch" in out and "2026-11-23T16:00:00+01:00" in out  # Monday, 16:00 Oslo
+    assert "manual run 1" in out
+    assert "RHF:Helse Vest RHF" in out and "RHF:Helse Sør-Øst RHF" in out
+
+
+def test_files_lost_after_the_commit_are_written_again_from_the_ledger(tmp_path, capsys):
+    """A kill between the commit and the files: the next start writes them, same bytes."""
+    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS)
+    _send(box, a_day(), "r")
+    _settle(box, capsys)
+    before = {p.name: p.read_bytes() for p in box.outbox("vedtak") + box.outbox("utbetaling")}
+    for name in before:
+        (box.paths.outbox / name).unlink()
+    with sqlite3.connect(box.paths.ledger) as db:
+        db.execute("UPDATE vedtak SET delivered_at = NULL")
+    intake = box.intake()
+    try:
+        assert settle.deliver(intake) == 2
+    finally:
+        intake.ledger.close()
+    after = {p.name: p.read_bytes() for p in box.outbox("vedtak") + box.outbox("utbetaling")}
+    assert after == before
+
+
+# --------------------------------------------------------------------------- the calendar
+
+
+def calendar(**kw) -> settle.Calendar:
+    from daemon import config
+
+    return settle.Calendar.from_settings(
+        config.Settings(None, None, None, None, settlement=Settlement(**kw))  # type: ignore[arg-type]
+    )
+
+
+OSLO = settle.ZoneInfo("Europe/Oslo")
+
+
+@pytest.mark.parametrize(
+    ("now", "next_batch"),
+    [
+        ("2026-11-23T12:00", "2026-11-23T16:00"),  # Monday before 16:00
+        ("2026-11-23T16:30", "2026-11-24T16:00"),
+        ("2026-11-27T17:00", "2026-11-30T16:00"),  # Friday evening: Monday
+        ("2026-05-13T17:00", "2026-05-15T16:00"),  # Kristi himmelfartsdag 14 May
+        ("2026-12-24T17:00", "2026-12-28T16:00"),  # 25 and 26 December
+        ("2026-03-29T12:00", "2026-03-30T16:00"),  # summer time starts that Sunday
+    ],
+)
+def test_next_batch_skips_weekends_and_public_holidays(now, next_batch):
+    found = calendar().next_run(datetime.fromisoformat(now).replace(tzinfo=OSLO))
+    assert found == datetime.fromisoformat(next_batch).replace(tzinfo=OSLO)
+
+
+def test_configured_days_off_and_cron():
+    cal = calendar(extra_holidays=("2026-12-24",), cron="30 15 * * mon-fri")
+    found = cal.next_run(datetime(2026, 12, 23, 17, 0, tzinfo=OSLO))
+    assert found == datetime(2026, 12, 28, 15, 30, tzinfo=OSLO)
+    assert not cal.working_day(date(2026, 12, 24)) and cal.working_day(date(2026, 12, 23))
+
+
+def test_a_missed_batch_is_made_up_at_start_once(tmp_path):
+    """The daemon was down on Friday 16:00 (the clock says Monday 12:00 UTC): at start
+    the Friday batch runs, with Friday 16:00 as its cut-off, once."""
+    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS)
+    intake = box.intake()
+    try:
+        cal = settle.Calendar.from_settings(box.settings)
+        made = settle.make_up(intake, cal)
+        assert made is not None and made.run == 1
+        assert settle.make_up(intake, cal) is None
+        last = intake.ledger.last_settlement()
+    finally:
+        intake.ledger.close()
+    assert last["kind"] == "make-up"
+    assert last["cutoff"] == datetime(2026, 11, 20, 15, 0, tzinfo=UTC).isoformat()
+
+
+def test_the_scheduled_batch_runs_once_and_not_on_a_day_off(tmp_path):
+    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS)
+    _send(box, a_day(), "b")
+    intake = box.intake()
+    try:
+        cal = settle.Calendar.from_settings(box.settings)
+        may_17 = datetime(2027, 5, 17, 16, 0, 3, tzinfo=OSLO)  # Grunnlovsdag, a Monday
+        assert settle.scheduled_batch(intake, cal, may_17) is None
+        assert intake.ledger.last_settlement() is None
+        monday = datetime(2026, 11, 23, 16, 0, 3, tzinfo=OSLO)  # after the claims (12:00Z)
+        first = settle.scheduled_batch(intake, cal, monday)
+        assert first is not None and first.run == 1 and first.vedtak == 2
+        again = settle.scheduled_batch(intake, cal, monday)  # the job fired twice
+        assert again is not None and again.run is None and again.vedtak == 0
+        last = intake.ledger.last_settlement()
+    finally:
+        intake.ledger.close()
+    assert last["key"] == "batch:2026-11-23T15:00:00+00:00" and last["kind"] == "scheduled"
+    assert len(box.outbox("vedtak")) == 2
