@@ -295,7 +295,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     rows.append(("oldest unanswered", oldest or "-"))
     _table(rows)
     _settlement_status(settings)
+    _running_daemon_status(settings)
     return 0
+
+
+def _running_daemon_status(settings) -> None:
+    """The running daemon's own figures, scraped from its /metrics (when it answers)."""
+    from daemon import metrics
+
+    m = settings.metrics
+    text = metrics.fetch(m.host, m.port) if m.enabled and m.port else None
+    print()
+    if text is None:
+        where = f"{m.host}:{m.port}" if m.enabled and m.port else "metrics off or on a free port"
+        _table([("DAEMON", ""), ("metrics", f"no answer ({where})")])
+        return
+    _table([("DAEMON (live, from /metrics)", ""), *metrics.status_rows(text)])
 
 
 def _settlement_status(settings) -> None:

@@ -81,6 +81,21 @@ class Settlement:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """The `[metrics]` section: serve /metrics, /healthz and /readyz on host:port.
+    `allow_remote`: bind a non-loopback address (behind a firewall you control)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9464
+    allow_remote: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"[metrics] port {self.port} is not a TCP port (0-65535)")
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     source: Path
     party: OwnParty
@@ -94,6 +109,7 @@ class Settings:
     ca_file: Path | None = None
     rules: RuleSettings = field(default_factory=RuleSettings)
     settlement: Settlement = field(default_factory=Settlement)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
 def config_path(explicit: str | os.PathLike[str] | None) -> Path:
@@ -116,7 +132,9 @@ def load(path: Path) -> Settings:
 
 def from_mapping(raw: dict, path: Path) -> Settings:
     base = path.resolve().parent
-    known = {"party", "paths", "intake", "keys", "logging", "trust", "rules", "settlement"}
+    known = {
+        "party", "paths", "intake", "keys", "logging", "trust", "rules", "settlement", "metrics",
+    }  # fmt: skip
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}")
@@ -175,6 +193,7 @@ def from_mapping(raw: dict, path: Path) -> Settings:
         if "extra_holidays" in settlement_raw:
             settlement_raw["extra_holidays"] = tuple(settlement_raw["extra_holidays"])
         settlement = Settlement(**settlement_raw)
+        metrics = MetricsSettings(**raw.get("metrics", {}))
     except TypeError as exc:  # unknown or missing keys in a table
         raise ConfigError(f"{path}: {exc}") from exc
     if intake.poll_interval_seconds <= 0 or intake.max_file_bytes <= 0:
@@ -190,6 +209,7 @@ def from_mapping(raw: dict, path: Path) -> Settings:
         ca_file=(base / trust["ca_file"]) if trust.get("ca_file") else None,
         rules=_rule_settings(raw.get("rules", {}), path),
         settlement=settlement,
+        metrics=metrics,
     )
 
 
@@ -227,6 +247,10 @@ poll_interval_seconds = 1.0
 stable_seconds = 1.0
 max_file_bytes = 52428800
 max_payload_bytes = 209715200
+
+[metrics]
+port = 0                      # a free port (several sandboxes side by side); the
+                              # daemon's "started" log line says which
 
 [logging]
 level = "info"

@@ -43,13 +43,15 @@ def scan(
     intake: Intake,
     now: float | None = None,
     seen: dict[str, tuple[int, float, float]] | None = None,
+    complete: set[str] | frozenset[str] = frozenset(),
 ) -> tuple[list[Candidate], int]:
     """Files ready to claim (oldest first), and how many are still settling.
 
     Ready: mtime at least `stable_seconds` old. A file whose mtime lies in the future
     (a writer with a skewed clock) is ready once its size and mtime have not changed
     for `stable_seconds` of our own time; `seen` carries those observations between
-    scans (name → (size, mtime, first seen))."""
+    scans (name → (size, mtime, first seen)). `complete`: names the inotify watcher saw
+    renamed into the inbox or closed after writing: whole, so ready without the wait."""
     now = time.time() if now is None else now
     ready, settling = [], 0
     with os.scandir(inbox) as entries:
@@ -67,7 +69,7 @@ def scan(
                     since = now
                 seen[entry.name] = (st.st_size, st.st_mtime, since)
                 age = now - since
-            if age < intake.stable_seconds:
+            if age < intake.stable_seconds and entry.name not in complete:
                 settling += 1
                 continue
             ready.append(Candidate(Path(entry.path), st.st_size, st.st_mtime))

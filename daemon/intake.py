@@ -24,14 +24,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from threading import Event
 
+import structlog
+
 from daemon import files
 from daemon.agreement import check_agreement, check_history
 from daemon.answer import Answer, answer, timestamp
 from daemon.config import Settings
 from daemon.decide import decide
-from daemon.domain import Layer, Problem
+from daemon.domain import Decision, Layer, Problem
 from daemon.ledger import Conflict, Ledger, Stored
 from daemon.logs import get as get_logger
+from daemon.metrics import Metrics
 from daemon.pipeline import Context, Work, content_hash, run
 from daemon.read import read
 from daemon.registry import Registry
@@ -41,6 +44,7 @@ from daemon.trust import KeyPair
 from daemon.unwrap import extract_payload, open_envelope, peek_header
 from daemon.validate import validate
 from daemon.verify import verify_envelope_signature, verify_payload_signature
+from daemon.watch import CompleteNames
 
 STAGES = (
     open_envelope,
@@ -54,6 +58,7 @@ STAGES = (
     decide,
 )
 PEEK_BYTES = 1024 * 1024
+IDS_PEEK_BYTES = 64 * 1024  # enough for any real SOAP header
 
 Clock = Callable[[], datetime]
 
@@ -72,6 +77,7 @@ class Intake:
         clock: Clock = utcnow,
         keys: KeyPair | None = None,
         tariffs: Tariffs | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.schemas = schemas
@@ -82,6 +88,9 @@ class Intake:
         self.tariffs = tariffs
         self.log = get_logger()
         self._seen: dict[str, tuple[int, float, float]] = {}  # future-mtime files
+        self.complete = CompleteNames()  # files inotify saw completed (daemon.watch)
+        self.metrics = metrics or Metrics(process=False)
+        self.heartbeat = time.monotonic()  # last sign of life of the handling loop
         self.failures = 0  # files whose handling raised; they wait in work/
 
     # ------------------------------------------------------------------ passes
@@ -99,6 +108,7 @@ class Intake:
 
     def poll(self, stop: Event | None = None) -> int:
         """Claim and handle every ready file in the inbox once; returns how many."""
+        self.heartbeat = time.monotonic()
         ready, _settling = self._scan()
         done = 0
         for candidate in ready:
@@ -116,11 +126,29 @@ class Intake:
             if path is None:
                 continue
             self._handle_safely(path, received_at=candidate.mtime)
+            self.heartbeat = time.monotonic()
             done += 1
         return done
 
+    def queue(self) -> tuple[int, float | None]:
+        """Files waiting (ready in the inbox, or claimed in work/) and the age in seconds
+        of the oldest unanswered one: what `status`, STATUS= and the metrics show."""
+        ready, _settling = files.scan(self.settings.paths.inbox, self.settings.intake)
+        in_work = sum(1 for p in self.settings.paths.work.iterdir() if not p.name.startswith("."))
+        oldest = [c.mtime for c in ready]
+        claimed = self.ledger.oldest_unanswered()
+        if claimed:
+            oldest.append(datetime.fromisoformat(claimed).timestamp())
+        age = max(0.0, time.time() - min(oldest)) if oldest else None
+        return len(ready) + in_work, age
+
     def _scan(self):
-        return files.scan(self.settings.paths.inbox, self.settings.intake, seen=self._seen)
+        return files.scan(
+            self.settings.paths.inbox,
+            self.settings.intake,
+            seen=self._seen,
+            complete=self.complete.take(),
+        )
 
     def _handle_safely(self, path: Path, received_at: float | None = None) -> bool:
         """One file's failure (ledger locked, disk full, a bug in the shell) must not
@@ -154,23 +182,31 @@ class Intake:
     # ------------------------------------------------------------------ one file
 
     def handle(self, path: Path, received_at: float | None = None) -> None:
+        """One file, with its name and (when its envelope says) the ebXML MessageId and
+        ConversationId on every log line written meanwhile."""
+        with structlog.contextvars.bound_contextvars(file=path.name, **_ids_of(path)):
+            self._handle(path, received_at)
+
+    def _handle(self, path: Path, received_at: float | None = None) -> None:
         name = path.name
         now = self.clock()
         receipt = self.ledger.receipt(name)
+        mtime = received_at if received_at is not None else path.stat().st_mtime
         if receipt is None:
-            mtime = received_at if received_at is not None else path.stat().st_mtime
             received = datetime.fromtimestamp(mtime, UTC).isoformat()
             self.ledger.claim(name, files.original_name(name), received, now.isoformat())
-            self.log.info("claimed", file=name)
+            self.log.info("claimed")
         elif receipt.state != "claimed":  # outcome recorded before a crash: deliver it
             stored = self.ledger.by_id(receipt.message_id)
             self._deliver(path, stored)
             self._log_outcome("delivered", name, stored, None)
+            # the run that recorded it died before counting it: counted here, once
+            self.metrics.observe_message(stored.state, stored.apprec_status, time.time() - mtime)
             return
         started = time.perf_counter()
         for _attempt in range(3):
             try:
-                stored, duplicate = self._process(path, now)
+                stored, duplicate, decision = self._process(path, now)
                 break
             except Conflict:  # another worker stored this content or MessageId first
                 now = self.clock()
@@ -178,15 +214,18 @@ class Intake:
             raise RuntimeError(f"{name}: ledger conflict persisted over 3 attempts")
         self._deliver(path, stored)
         ms = round((time.perf_counter() - started) * 1000, 2)
-        self._log_outcome("duplicate" if duplicate else stored.state, name, stored, ms)
+        outcome = "duplicate" if duplicate else stored.state
+        self._log_outcome(outcome, name, stored, ms)
+        self.metrics.observe_message(outcome, stored.apprec_status, time.time() - mtime)
+        if not duplicate:
+            self.metrics.observe_decision(decision)
 
     def _log_outcome(self, event: str, name: str, stored: Stored, ms: float | None) -> None:
         """The one line per terminal state change: ids, sender, outcome, duration."""
+        ids = {"message_id": stored.ebxml_message_id, "conversation_id": stored.conversation_id}
         self.log.info(
             event,
-            file=name,
-            message_id=stored.ebxml_message_id,
-            conversation_id=stored.conversation_id,
+            **{k: v for k, v in ids.items() if v},  # as read from the envelope, when it was
             sender_her=stored.sender_her,
             status=stored.apprec_status,
             problems=[f"{p['code']}@{p['layer']}" for p in stored.problems],
@@ -206,7 +245,7 @@ class Intake:
             tariffs=self.tariffs,
         )
 
-    def _process(self, path: Path, now: datetime) -> tuple[Stored, bool]:
+    def _process(self, path: Path, now: datetime) -> tuple[Stored, bool, Decision | None]:
         started = time.perf_counter()
         size = path.stat().st_size
         limit = self.settings.intake.max_file_bytes
@@ -218,7 +257,7 @@ class Intake:
         earlier = self.ledger.by_hash(digest)
         if earlier is not None:
             self.ledger.record_duplicate(path.name, earlier, now.isoformat())
-            return earlier, True
+            return earlier, True, None
         ctx = self.context(now)
         if size > limit:
             work = _oversized(path, digest, size, limit)
@@ -227,14 +266,26 @@ class Intake:
         if work.retransmission_of:  # same MessageId and payload in a new envelope
             earlier = self.ledger.by_hash(work.retransmission_of)
             self.ledger.record_duplicate(path.name, earlier, now.isoformat())
-            return earlier, True
-        result = self._answer(work, ctx)
+            return earlier, True, None
+        with self.metrics.stage_timer("answer"):
+            result = self._answer(work, ctx)
         ms = (time.perf_counter() - started) * 1000
-        return self.ledger.record(path.name, work, result, now.isoformat(), ms), False
+        with self.metrics.stage_timer("record"):
+            stored = self.ledger.record(path.name, work, result, now.isoformat(), ms)
+        return stored, False, work.decision
 
     def _run(self, work: Work, ctx: Context) -> Work:
         # a bug must not lose the message nor stop the daemon
-        return run(STAGES, work, ctx, on_error=self._internal_error)
+        return run(STAGES, work, ctx, around=self._around, on_error=self._internal_error)
+
+    def _around(self, stage: str, call: Callable[[], Work]) -> Work:
+        """Each stage timed into the metrics; the heartbeat says the loop is alive
+        (the systemd watchdog is fed only while it moves)."""
+        self.heartbeat = time.monotonic()
+        try:
+            return self.metrics.around(stage, call)
+        finally:
+            self.heartbeat = time.monotonic()
 
     def _answer(self, work: Work, ctx: Context) -> Answer:
         try:
@@ -280,6 +331,19 @@ def _hash_file(path: Path) -> str:
         while chunk := fh.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _ids_of(path: Path) -> dict[str, str]:
+    """The ebXML MessageId and ConversationId from the start of the file, for the log
+    lines of its handling (a cheap look: the SOAP part comes first)."""
+    try:
+        with open(path, "rb") as fh:
+            header = peek_header(fh.read(IDS_PEEK_BYTES))
+    except Exception:  # an unreadable file: its handling will say so
+        return {}
+    if header is None:
+        return {}
+    return {"message_id": header.message_id, "conversation_id": header.conversation_id}
 
 
 def _oversized(path: Path, digest: str, size: int, limit: int) -> Work:

@@ -193,9 +193,14 @@ def upsert_institution(path: Path, institution: Institution) -> None:
 
 
 def _atomic_write_toml(path: Path, data: dict) -> None:
+    """Write, fsync, rename. The new file keeps the old one's mode (mkstemp makes 0600,
+    which the daemon's own user could not read after `partner add` as root); a new
+    file is 0640."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o640
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             tomli_w.dump(data, fh)
             fh.flush()

@@ -20,8 +20,9 @@ old vedtak is never changed.
 
 from __future__ import annotations
 
+import time
 import uuid as uuid_module
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -134,6 +135,7 @@ class Batch:
 
     ctx: Context  # settings, schemas, registry, keys, tariffs, now
     cutoff: datetime
+    tick: Callable[[], None] = lambda: None  # a sign of life per payee (systemd watchdog)
 
 
 def make(batch: Batch, run: int, payments: list[OpenPayment]) -> list[MadeVedtak]:
@@ -147,6 +149,7 @@ def make(batch: Batch, run: int, payments: list[OpenPayment]) -> list[MadeVedtak
         by_payee.setdefault(p.payee, []).append(p)
     out = []
     for n, (key, rows) in enumerate(sorted(by_payee.items()), start=1):
+        batch.tick()
         payee = payee_of(key, ctx.tariffs, ctx.registry)
         if payee is None:
             log.error("payee_unknown", payee=key, payments=len(rows))
@@ -262,7 +265,7 @@ def settle(intake, *, cutoff: datetime, kind: str, key: str | None = None) -> Re
     one (`kravmottak settle`) every call is a run of its own."""
     log = get_logger()
     now = intake.clock()
-    batch = Batch(intake.context(now), cutoff)
+    batch = Batch(intake.context(now), cutoff, tick=lambda: _alive(intake))
     made: list[MadeVedtak] = []
 
     def make_and_count(run_id: int, payments: list[OpenPayment]) -> list[MadeVedtak]:
@@ -275,6 +278,11 @@ def settle(intake, *, cutoff: datetime, kind: str, key: str | None = None) -> Re
     delivered = deliver(intake)
     log.info("settled", run=run, kind=kind, cutoff=cutoff.isoformat(), vedtak=len(made))
     return Result(run, len(made), delivered)
+
+
+def _alive(intake) -> None:
+    if hasattr(intake, "heartbeat"):
+        intake.heartbeat = time.monotonic()
 
 
 def deliver(intake) -> int:
