@@ -119,8 +119,9 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, content: bytes) -> None:
-    """Write `content` to `path` so that it appears whole or not at all."""
+def write_atomic(path: Path, content: bytes, *, sync_folder: bool = True) -> None:
+    """Write `content` to `path` so that it appears whole or not at all. With
+    `sync_folder=False` the caller fsyncs the folder once after several files."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
@@ -133,7 +134,8 @@ def write_atomic(path: Path, content: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    if sync_folder:
+        fsync_dir(path.parent)
 
 
 # what `write_atomic` names its temporary file: .<name>.<8 hex>.tmp
@@ -152,22 +154,24 @@ def remove_stale_temps(folder: Path) -> list[str]:
     return sorted(removed)
 
 
-def write_if_changed(path: Path, content: bytes) -> bool:
+def write_if_changed(path: Path, content: bytes, *, sync_folder: bool = True) -> bool:
     """Idempotent write for recovery: an identical file already there is kept."""
     try:
         if path.stat().st_size == len(content) and path.read_bytes() == content:
             return False
     except FileNotFoundError:
         pass
-    write_atomic(path, content)
+    write_atomic(path, content, sync_folder=sync_folder)
     return True
 
 
-def move(src: Path, dest_dir: Path) -> Path:
+def move(src: Path, dest_dir: Path, *, sync_folder: bool = True) -> Path:
+    """Rename into `dest_dir`. `sync_folder=False` where a lost rename is harmless."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / src.name
     os.replace(src, dest)
-    fsync_dir(dest_dir)
+    if sync_folder:
+        fsync_dir(dest_dir)
     return dest
 
 

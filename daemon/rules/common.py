@@ -127,12 +127,11 @@ def not_a_duplicate(bill: Bill, ctx: RuleContext) -> Finding | None:
     Corrections and credits refer to earlier bills on purpose (COM-07 judges them)."""
     if not bill.is_new:
         return None
-    inst = ctx.claim.institution_id
-    if bill.uuid and ctx.history.paid_bill(inst, bill.uuid) is not None:
+    if bill.uuid and ctx.paid_bill(bill.uuid) is not None:
         return Finding(detail=f"uuid {bill.uuid} er betalt før", inputs=(("uuid", bill.uuid),))
     patient = bill.episode.patient.key if bill.episode else None
     codes = service_codes(bill)
-    if patient and bill.lines and ctx.history.service_seen(inst, patient, codes, bill.instant):
+    if patient and bill.lines and ctx.service_seen(patient, codes, bill.instant):
         return Finding(
             detail="samme pasient, koder og tidspunkt er betalt før",
             inputs=(("codes", codes), ("when", bill.instant)),
@@ -181,7 +180,7 @@ def correction_refers_to_earlier_bill(bill: Bill, ctx: RuleContext) -> Finding |
             detail=f"regning {bill.uuid} er allerede korrigert eller kreditert i denne filen",
             inputs=(("uuid", bill.uuid), ("repeated", "true")),
         )
-    balance = ctx.history.paid_bill(ctx.claim.institution_id, bill.uuid)
+    balance = ctx.paid_bill(bill.uuid)
     if balance is None:
         return Finding(
             detail=f"ingen tidligere betalt regning med uuid {bill.uuid}",

@@ -32,6 +32,18 @@ class BillHistory(Protocol):
         credits (a credit or correction moves money with the same payees)."""
         ...
 
+    def paid_bills(self, institution_id: str, uuids: list[str]) -> dict[str, Decimal]:
+        """`paid_bill` for many uuids in one question: uuid → net paid (uuids never paid
+        are left out)."""
+        ...
+
+    def services_seen(
+        self, institution_id: str, services: list[tuple[str, str, str]]
+    ) -> set[tuple[str, str, str]]:
+        """`service_seen` for many (patient key, code set, instant) in one question: the
+        ones an earlier approved bill has."""
+        ...
+
     def exams_on(self, patient_key: str, day: str) -> tuple[Exam, ...]:
         """The radiology exams approved earlier for this patient on this day (ISO date),
         not since credited or corrected; `where` tells which message and regning."""
@@ -48,6 +60,14 @@ class NoBillHistory:
     def paid_by_payee(self, institution_id: str, uuid: str) -> dict[str | None, Decimal]:
         return {}
 
+    def paid_bills(self, institution_id: str, uuids: list[str]) -> dict[str, Decimal]:
+        return {}
+
+    def services_seen(
+        self, institution_id: str, services: list[tuple[str, str, str]]
+    ) -> set[tuple[str, str, str]]:
+        return set()
+
     def exams_on(self, patient_key: str, day: str) -> tuple[Exam, ...]:
         return ()
 
@@ -61,6 +81,36 @@ class RuleContext:
     history: BillHistory = field(default_factory=NoBillHistory)
     settings: RuleSettings = field(default_factory=RuleSettings)
     sender: Partner | None = None  # the partner the message came from
+
+    def paid_bill(self, uuid: str) -> Decimal | None:
+        """What this institution's bill `uuid` has been paid before this claim (None:
+        never paid). Asked of the ledger once for all the claim's uuids."""
+        return self._paid.get(uuid)
+
+    def service_seen(self, patient: str, codes: str, when: str) -> bool:
+        """An earlier approved bill of this institution for the same patient, code set
+        and instant. Asked of the ledger once for all the claim's bills."""
+        return (patient, codes, when) in self._seen
+
+    @cached_property
+    def _paid(self) -> dict[str, Decimal]:
+        uuids = sorted({b.uuid for b in self.claim.bills if b.uuid})
+        return self.history.paid_bills(self.claim.institution_id, uuids) if uuids else {}
+
+    @cached_property
+    def _seen(self) -> set[tuple[str, str, str]]:
+        from daemon.rules.common import service_codes
+
+        services = sorted(
+            {
+                (b.episode.patient.key, service_codes(b), b.instant)
+                for b in self.claim.bills
+                if b.is_new and b.episode is not None and b.episode.patient.key and b.lines
+            }
+        )
+        if not services:
+            return set()
+        return self.history.services_seen(self.claim.institution_id, services)
 
     def earlier_in_claim(self, bill: Bill, key: object) -> bool:
         """Did a new bill earlier in this claim have the same `key`?"""
