@@ -64,7 +64,7 @@ def main() -> int:
         f"{'bills':>7} {'lines':>7} {'rules run':>10} {'best s':>8} {'bills/s':>9} {'lines/s':>9}"
     )
     print(
-        f"{len(claim.bills):>7} {lines:>7} {len(decision.trace):>10} {best:>8.3f} "
+        f"{len(claim.bills):>7} {lines:>7} {decision.evaluations:>10} {best:>8.3f} "
         f"{len(claim.bills) / best:>9.0f} {lines / best:>9.0f}"
     )
     print(f"approved bills: {approved}, problems: {len(problems)}")

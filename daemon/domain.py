@@ -379,10 +379,11 @@ TraceEntry = tuple[str, str, int, bool, tuple[tuple[str, str], ...]]
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The outcome for a whole claim; `trace` says which rules ran and what fired."""
+    """The outcome for a whole claim; `trace` says which rules fired and on what."""
 
     bills: tuple[BillDecision, ...]
-    trace: tuple[TraceEntry, ...] = ()
+    trace: tuple[TraceEntry, ...] = ()  # the evaluations that fired, with their inputs
+    evaluations: int = 0  # how many rule evaluations ran in all
 
     @property
     def remarks(self) -> tuple[Remark, ...]:

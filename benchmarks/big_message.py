@@ -1,0 +1,112 @@
+"""One big message: is it processed within bounded memory, or refused cleanly?
+
+    .venv/bin/python benchmarks/big_message.py [--mb 100 20]
+
+For each size it builds one claim with as many lab bills as make an ebMS file of about
+that many megabytes, drops it into a fresh sandbox and runs `kravmottak process` as a
+child process, then prints the outcome (AppRec status and error code), the time and the
+child's peak RSS. A file over `[intake] max_file_bytes` (50 MB by default) is refused
+unread: only its SHA-256 is computed (streamed) and the header is read from its first
+megabyte, so memory stays flat. Below the limit the whole message is parsed (lxml
+builds the tree: XSD validation and XML signatures need the whole document).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from daemon import cli, config, keys  # noqa: E402
+from daemon.wrap import wrap  # noqa: E402
+from tests.claims import B, C, L, msghead, person_number  # noqa: E402
+
+BYTES_PER_BILL = 430  # an EnkeltRegning and its Pasient with one Takst, measured
+# `kravmottak process` in a child that reports its own peak RSS (KiB) on stderr: VmHWM,
+# which starts afresh at exec (ru_maxrss would keep the forking parent's pages)
+CHILD = (
+    "import re, sys; from daemon import cli; "
+    "rc = cli.main(['--config', sys.argv[1], 'process']); "
+    "status = open('/proc/self/status').read(); "
+    "print(re.search(r'VmHWM:\\s+(\\d+)', status).group(1), file=sys.stderr); "
+    "sys.exit(rc)"
+)
+
+
+def big_claim(bills: int) -> bytes:
+    specs = tuple(
+        B(
+            (L("NOR05003", "6.96"),),
+            regning_nr=str(i + 1),
+            fnr=person_number(
+                i % 700, born=f"{1 + i // 700 % 28:02d}{1 + i // 19600 % 12:02d}7{i // 235200 % 10}"
+            ),
+            date=f"2026-10-{1 + i % 28:02d}T{i % 24:02d}:{i // 24 % 60:02d}:00",
+        )
+        for i in range(bills)
+    )
+    return msghead(C(specs))
+
+
+def sandbox(root: Path) -> Path:
+    with contextlib.redirect_stdout(io.StringIO()):
+        cli.main(["init", str(root)])
+    (root / "partners.toml").write_text((ROOT / "config" / "partners.toml").read_text())
+    (root / "institutions.toml").write_text((ROOT / "config" / "institutions.toml").read_text())
+    cfg = root / "kravmottak.toml"
+    text = cfg.read_text().replace("[intake]\n", '[intake]\nfixed_time = "2026-11-23T12:00:00Z"\n')
+    cfg.write_text(text.replace("stable_seconds = 1.0", "stable_seconds = 0.0"))
+    s = config.load(cfg)
+    keys.generate(s.paths.private_key, s.paths.certificate, her_id="79768", orgnr="889640782",
+                  name="HELFO", days=3650)  # fmt: skip
+    return cfg
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mb", type=float, nargs="+", default=[100.0, 20.0])
+    args = ap.parse_args()
+    print(f"{'file MB':>8} {'bills':>8} {'outcome':>22} {'seconds':>8} {'peak RSS MB':>12}")
+    for mb in args.mb:
+        bills = int(mb * 1_000_000 / BYTES_PER_BILL)
+        raw = wrap(big_claim(bills), from_her="90001", cpa_id="kravmottak:demo:1",
+                   message_id=f"big-{mb:g}")  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = sandbox(Path(tmp) / "sb")
+            paths = config.load(cfg).paths
+            (paths.inbox / "big.msg").write_bytes(raw)
+            del raw
+            started = time.perf_counter()
+            done = subprocess.run(
+                [sys.executable, "-c", CHILD, str(cfg)],
+                cwd=ROOT,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            took = time.perf_counter() - started
+            rss = int(done.stderr.decode().strip().splitlines()[-1])
+            size = sum(p.stat().st_size for p in paths.archive.rglob("*") if p.is_file()) + sum(
+                p.stat().st_size for p in paths.quarantine.glob("*.msg")
+            )
+            (apprec,) = paths.outbox.glob("apprec-*")
+            text = apprec.read_bytes()
+            status = re.search(rb'<Status V="(\d)"', text)
+            code = re.search(rb'<Error V="([A-Z0-9]+)"', text)
+            outcome = f"status {status.group(1).decode() if status else '?'}"
+            outcome += f" {code.group(1).decode()}" if code else ""
+        print(f"{size / 1e6:>8.1f} {bills:>8} {outcome:>22} {took:>8.1f} {rss / 1024:>12.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
