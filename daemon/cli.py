@@ -271,6 +271,13 @@ def cmd_wrap(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Recorded messages through the whole pipeline in a throw-away sandbox."""
+    from daemon import replay
+
+    return replay.command(args, _settings(args))
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from daemon.ledger import SqliteLedger
 
@@ -598,6 +605,18 @@ def parser() -> argparse.ArgumentParser:
     wrap.add_argument("--ack", action=argparse.BooleanOptionalAction, default=True)
     wrap.add_argument("--gzip", action="store_true", help="gzip the payload part")
     wrap.set_defaults(func=cmd_wrap)
+    rpl = sub.add_parser(
+        "replay", help="replay recorded messages in a throw-away sandbox; compare or record"
+    )
+    rpl.add_argument("source", help="a folder of recorded *.msg (MIME) and *.xml (MsgHead) files")
+    rpl.add_argument("--expect", metavar="DIR", help="compare with the expectations in DIR")
+    rpl.add_argument("--record", metavar="DIR", help="write the outputs as the expectations")
+    rpl.add_argument("--at", metavar="DATETIME", help="the clock (default: each message's own)")
+    rpl.add_argument("--settle", action="store_true", help="one settlement batch at the end")
+    rpl.add_argument("--shadow", metavar="CONFIG", help="compare with a candidate config")
+    rpl.add_argument("--from-her", default="90001", help="sender of bare MsgHead files")
+    rpl.add_argument("--cpa-id", help="CPA of bare MsgHead files (default: the sender's)")
+    rpl.set_defaults(func=cmd_replay)
     # ---- tariffs
     tariff = sub.add_parser(
         "tariff", help="the NLK and radiology code registers and their rates"
