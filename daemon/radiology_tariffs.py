@@ -165,20 +165,11 @@ class RadiologyRegister:
 
     def code(self, code: str, day: date | None = None) -> RadCode | None:
         """The code's entry; with `day`, the version valid that day when there is one."""
-        current = self.codes.get(code)
-        if current is None or day is None:
-            return current
-        for version in self.history.get(code, ()):
-            if version.valid_on(day):
-                return version
-        return current
+        return tariff_table.version_on(self.codes, self.history, code, day)
 
     def versions(self, code: str) -> tuple[RadCode, ...]:
         """Every version of a code, oldest first (empty for an unknown code)."""
-        if code in self.history:
-            return self.history[code]
-        current = self.codes.get(code)
-        return (current,) if current is not None else ()
+        return tariff_table.all_versions(self.codes, self.history, code)
 
     def addon(self, code: str) -> AddonCode | None:
         """A tilleggskode; any ATC V09/V10 code is a radiopharmaceutical."""

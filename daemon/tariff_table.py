@@ -17,7 +17,7 @@ import io
 import itertools
 import re
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -254,6 +254,30 @@ def check_rate_periods(rates: list[tuple[int, Rate]], file: str, column="valid_f
 
 def period_text(x: Versioned | Rate) -> str:
     return f"{x.valid_from or '…'}–{x.valid_to or '…'}"
+
+
+def version_on(
+    current: Mapping[str, V], history: Mapping[str, tuple[V, ...]], code: str, day: date | None
+) -> V | None:
+    """A code's entry; with `day`, the version valid that day when there is one (else
+    the newest, whose `valid_on(day)` is then False). Both registers look codes up so."""
+    found = current.get(code)
+    if found is None or day is None:
+        return found
+    for version in history.get(code, ()):
+        if version.valid_on(day):
+            return version
+    return found
+
+
+def all_versions(
+    current: Mapping[str, V], history: Mapping[str, tuple[V, ...]], code: str
+) -> tuple[V, ...]:
+    """Every version of a code, oldest first (empty for an unknown code)."""
+    if code in history:
+        return history[code]
+    found = current.get(code)
+    return (found,) if found is not None else ()
 
 
 def index_versions(codes: Iterable[V]) -> tuple[dict[str, V], dict[str, tuple[V, ...]]]:

@@ -120,22 +120,12 @@ class Tariffs:
         return cls(MappingProxyType({}), (), "(no tariffs)")
 
     def code(self, code: str, day: date | None = None) -> NlkCode | None:
-        """The code's entry; with `day`, the version valid on that day when there is
-        one (else the newest, whose `valid_on(day)` is then False)."""
-        current = self.codes.get(code)
-        if current is None or day is None:
-            return current
-        for version in self.history.get(code, ()):
-            if version.valid_on(day):
-                return version
-        return current
+        """The code's entry; with `day`, the version valid that day when there is one."""
+        return tariff_table.version_on(self.codes, self.history, code, day)
 
     def versions(self, code: str) -> tuple[NlkCode, ...]:
         """Every version of a code, oldest first (empty for an unknown code)."""
-        if code in self.history:
-            return self.history[code]
-        current = self.codes.get(code)
-        return (current,) if current is not None else ()
+        return tariff_table.all_versions(self.codes, self.history, code)
 
     def rate_entry(self, category: str, sector: str, day: date) -> Rate | None:
         """The rate with the latest valid_from <= day, unless it ended before day."""
