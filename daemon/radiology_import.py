@@ -32,6 +32,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from daemon import radiology_tariffs as rt
+from daemon import tariff_table
 from daemon.radiology_example import example_rates
 from daemon.radiology_sources import (
     ADDON_DIGEST,
@@ -92,9 +93,7 @@ class RadiologyReport:
 
     def summary(self, limit: int = 10) -> str:
         def some(items: Iterable[str]) -> str:
-            items = list(items)
-            more = f" … (+{len(items) - limit})" if len(items) > limit else ""
-            return ", ".join(items[:limit]) + more
+            return tariff_table.some(items, limit)
 
         def counts(counter: Counter) -> str:
             return ", ".join(f"{key or '-'} {n}" for key, n in sorted(counter.items()))
@@ -135,22 +134,16 @@ class RadiologyReport:
                 f"  added with attributes derived from the code (kind and modality from its"
                 f" letters, no regions): {len(self.derived)}: {some(self.derived)}"
             )
-        if not self.previous:
-            out.append(f"  compared with: nothing (no earlier {CODES_FILE} in {self.target})")
-        else:
-            out.append(
-                f"  compared with the existing {CODES_FILE}: {len(self.added)} added,"
-                f" {len(self.removed)} removed, {len(self.recategorised)} re-categorised,"
-                f" {len(self.changed)} otherwise changed"
-            )
-            for label, items in (
-                ("added", self.added),
-                ("removed", self.removed),
-                ("re-categorised", [f"{c} {a}→{b}" for c, a, b in self.recategorised]),
-                ("changed", self.changed),
-            ):
-                if items:
-                    out.append(f"    {label}: {some(items)}")
+        out += tariff_table.comparison(
+            CODES_FILE,
+            self.target,
+            bool(self.previous),
+            self.added,
+            self.removed,
+            self.recategorised,
+            self.changed,
+            limit,
+        )
         addons = list(self.register.addons.values())
         if self.addons_source is None:
             out.append(f"Tilleggskoder: none given; {ADDONS_FILE} kept ({len(addons)} codes)")

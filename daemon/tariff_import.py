@@ -41,7 +41,7 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from daemon import tariffs
+from daemon import tariff_table, tariffs
 from daemon.tariffs import CODES_FILE, RATES_FILE, NlkCode, Rate, TariffError, Tariffs
 
 # NLK fagområde → the prefix of its refusjonskategorier (Patologi has none in the scheme;
@@ -169,9 +169,7 @@ class ImportReport:
 
     def summary(self, limit: int = 10) -> str:
         def some(items: Iterable[str]) -> str:
-            items = list(items)
-            more = f" … (+{len(items) - limit})" if len(items) > limit else ""
-            return ", ".join(items[:limit]) + more
+            return tariff_table.some(items, limit)
 
         out = [
             f"NLK codes: {self.source} ({self.layout}, {self.encoding}): {self.rows} rows,"
@@ -200,22 +198,16 @@ class ImportReport:
                 f"  without a category: {len(self.uncategorised)} ({', '.join(fields)}:"
                 f" outside the NLK refusjon scheme): {some(c for c, _ in self.uncategorised)}"
             )
-        if not self.previous:
-            out.append(f"  compared with: nothing (no earlier {CODES_FILE} in {self.target})")
-        else:
-            out.append(
-                f"  compared with the existing {CODES_FILE}: {len(self.added)} added,"
-                f" {len(self.removed)} removed, {len(self.recategorised)} re-categorised,"
-                f" {len(self.changed)} otherwise changed"
-            )
-            for label, items in (
-                ("added", self.added),
-                ("removed", self.removed),
-                ("re-categorised", [f"{c} {a}→{b}" for c, a, b in self.recategorised]),
-                ("changed", self.changed),
-            ):
-                if items:
-                    out.append(f"    {label}: {some(items)}")
+        out += tariff_table.comparison(
+            CODES_FILE,
+            self.target,
+            bool(self.previous),
+            self.added,
+            self.removed,
+            self.recategorised,
+            self.changed,
+            limit,
+        )
         if self.rates_source is None:
             out.append(f"Rates: no rate table given; {RATES_FILE} kept as it is")
         else:

@@ -339,3 +339,44 @@ def csv_text(
     writer.writerow(header)
     writer.writerows(rows)
     return out.getvalue()
+
+
+# --------------------------------------------------------------------------- import reports
+
+
+def some(items: Iterable[str], limit: int = 10) -> str:
+    """The first `limit` items, and how many more: for an import's report."""
+    items = list(items)
+    more = f" … (+{len(items) - limit})" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def comparison(
+    codes_file: str,
+    target: str,
+    previous: bool,
+    added: Iterable[str],
+    removed: Iterable[str],
+    recategorised: Iterable[tuple[str, str | None, str | None]],
+    changed: Iterable[str],
+    limit: int = 10,
+) -> list[str]:
+    """The lines of an import's report that compare the new code table with the old."""
+    if not previous:
+        return [f"  compared with: nothing (no earlier {codes_file} in {target})"]
+    added, removed, changed = list(added), list(removed), list(changed)
+    moved = [f"{c} {a}→{b}" for c, a, b in recategorised]
+    out = [
+        f"  compared with the existing {codes_file}: {len(added)} added,"
+        f" {len(removed)} removed, {len(moved)} re-categorised,"
+        f" {len(changed)} otherwise changed"
+    ]
+    for label, items in (
+        ("added", added),
+        ("removed", removed),
+        ("re-categorised", moved),
+        ("changed", changed),
+    ):
+        if items:
+            out.append(f"    {label}: {some(items, limit)}")
+    return out
