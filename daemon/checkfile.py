@@ -2,7 +2,8 @@
 
 Accepts a whole ebMS MIME message (as dropped in the inbox or written to the outbox)
 or a bare XML document of one layer: SOAP envelope, MsgHead, or AppRec. In a MIME
-message the envelope and every payload its eb:Manifest names are checked.
+message the envelope and every payload its eb:Manifest names are checked. A MsgHead
+of Type ERM22/ERM23 (our vedtak and payment) is checked against the vedtak schemas.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from daemon import ebms, mime
 from daemon.domain import Layer, Problem
 from daemon.schemas import Schemas, validate
 from daemon.unwrap import payload_of
+from daemon.vedtak import BODY_OF_TYPE
 from daemon.xmlsafe import parse_untrusted
 
 APPREC_TAG = "{http://www.kith.no/xmlstds/apprec/2004-11-21}AppRec"
@@ -56,4 +58,7 @@ def _check_xml(raw: bytes, schemas: Schemas) -> list[Problem]:
     if root.tag not in by_root:
         return [Problem(Layer.PAYLOAD, "T10", f"ukjent dokumenttype {root.tag}", "/")]
     schema, layer = by_root[root.tag]
+    kind = root.find("{*}MsgInfo/{*}Type")
+    if root.tag == MSGHEAD_TAG and kind is not None and kind.get("V") in BODY_OF_TYPE:
+        schema = schemas.vedtak  # an utbetalingsvedtak or payment from the settlement
     return validate(schema, root, layer)

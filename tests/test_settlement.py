@@ -207,6 +207,12 @@ def test_a_day_of_claims_settles_once_per_payee(tmp_path, capsys):
     all_bills = [nr for f in found.values() for _, lines in f["vedtak"] for nr, *_ in lines]
     assert len(all_bills) == sum(len(c.bills) for c in sent.values())
 
+    # `kravmottak validate` accepts our own vedtak and payment messages
+    for path in box.outbox("vedtak") + box.outbox("utbetaling"):
+        capsys.readouterr()
+        assert cli.main(["--config", str(box.config_path), "validate", str(path)]) == 0, path
+        assert capsys.readouterr().out.strip() == "valid"
+
     # a second batch pays nothing new
     out = _settle(box, capsys)
     assert "0 vedtak" in out
