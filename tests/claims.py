@@ -175,3 +175,32 @@ def _mod11(number: str) -> bool:
         if k == 10 or k != d[pos]:
             return False
     return True
+
+
+@dataclass(frozen=True)
+class I:  # noqa: E742 (reads as the spec letters B, C, L, P)
+    """An institution in the registry a test sandbox uses (`institutions.toml`).
+    `sender`: the demo partner (HER 90001) may claim for it; the demo hospital is
+    claimed for by its own partner (same orgnr) and needs none."""
+
+    orgnr: str
+    name: str
+    rhf: str
+    kinds: tuple[str, ...] = ("hf",)
+    sender: bool = True
+
+    def toml(self) -> str:
+        kinds = ", ".join(f'"{k}"' for k in self.kinds)
+        senders = 'senders = ["90001"]\n' if self.sender else ""
+        return (
+            f'[[institution]]\norgnr = "{self.orgnr}"\nname = {quoteattr(self.name)}\n'
+            f'rhf = "{self.rhf}"\nkinds = [{kinds}]\n{senders}'
+        )
+
+
+DEMO_HF = I("983974678", "Demo sykehus HF", "Helse Sør-Øst RHF", sender=False)
+
+
+def registry(*institutions: I) -> str:
+    """The text of an institutions.toml holding `institutions`."""
+    return "\n".join(i.toml() for i in institutions)

@@ -13,7 +13,7 @@ import pytest
 from lxml import etree
 
 from daemon import mime
-from tests.claims import B, C, L, P, msghead, person_number
+from tests.claims import DEMO_HF, B, C, I, L, P, msghead, person_number, registry
 from tests.conftest import Sandbox, make_sandbox, wrap_demo
 
 AR = {"ar": "http://www.kith.no/xmlstds/apprec/2004-11-21"}
@@ -24,47 +24,14 @@ HF_GEN = "999000333"  # an HF that also runs an approved genetics lab
 RADIOLOGY = "999000444"  # a radiology institute: may not claim lab
 OTHER_HF = "999000555"  # an HF that has not named the demo partner as its sender
 
-INSTITUTIONS = """
-[[institution]]
-orgnr = "983974678"
-name = "Demo sykehus HF"
-rhf = "Helse Sør-Øst RHF"
-kinds = ["hf"]
-
-[[institution]]
-orgnr = "999000111"
-name = "Genetikklab AS"
-rhf = ""
-kinds = ["genetics-lab"]
-senders = ["90001"]
-
-[[institution]]
-orgnr = "999000222"
-name = "Privatlab AS"
-rhf = "Helse Vest RHF"
-kinds = ["private-driftsavtale"]
-senders = ["90001"]
-
-[[institution]]
-orgnr = "999000333"
-name = "Universitetssykehus HF"
-rhf = "Helse Nord RHF"
-kinds = ["hf", "genetics-lab"]
-senders = ["90001"]
-
-[[institution]]
-orgnr = "999000444"
-name = "Røntgeninstitutt AS"
-rhf = "Helse Midt-Norge RHF"
-kinds = ["radiology"]
-senders = ["90001"]
-
-[[institution]]
-orgnr = "999000555"
-name = "Annet sykehus HF"
-rhf = "Helse Vest RHF"
-kinds = ["hf"]
-"""
+INSTITUTIONS = registry(
+    DEMO_HF,
+    I(GEN_LAB, "Genetikklab AS", "", ("genetics-lab",)),
+    I(PRIVATE, "Privatlab AS", "Helse Vest RHF", ("private-driftsavtale",)),
+    I(HF_GEN, "Universitetssykehus HF", "Helse Nord RHF", ("hf", "genetics-lab")),
+    I(RADIOLOGY, "Røntgeninstitutt AS", "Helse Midt-Norge RHF", ("radiology",)),
+    I(OTHER_HF, "Annet sykehus HF", "Helse Vest RHF", sender=False),
+)
 
 # (case id, rule id, fires?, claim); every bill has its own invented patient
 _n = iter(range(1000))

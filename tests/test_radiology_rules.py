@@ -17,7 +17,7 @@ from lxml import etree
 
 from daemon import cli, mime, tariffs
 from daemon.ledger import SqliteLedger
-from tests.claims import B, C, P, msghead, person_number
+from tests.claims import DEMO_HF, B, C, I, P, msghead, person_number, registry
 from tests.conftest import Sandbox, make_sandbox, wrap_demo
 
 AR = {"ar": "http://www.kith.no/xmlstds/apprec/2004-11-21"}
@@ -27,34 +27,12 @@ INSTITUTE = "999000444"  # a state radiology institute owned by Helse Midt-Norge
 PRIVATE = "999000666"  # a private røntgeninstitutt with driftsavtale
 LAB = "999000222"  # a private lab: may not claim radiology
 
-INSTITUTIONS = """
-[[institution]]
-orgnr = "983974678"
-name = "Demo sykehus HF"
-rhf = "Helse Sør-Øst RHF"
-kinds = ["hf"]
-
-[[institution]]
-orgnr = "999000444"
-name = "Røntgeninstitutt"
-rhf = "Helse Midt-Norge RHF"
-kinds = ["radiology"]
-senders = ["90001"]
-
-[[institution]]
-orgnr = "999000666"
-name = "Privat røntgen AS"
-rhf = "Helse Vest RHF"
-kinds = ["radiology", "private-driftsavtale"]
-senders = ["90001"]
-
-[[institution]]
-orgnr = "999000222"
-name = "Privatlab AS"
-rhf = "Helse Vest RHF"
-kinds = ["private-driftsavtale"]
-senders = ["90001"]
-"""
+INSTITUTIONS = registry(
+    DEMO_HF,
+    I(INSTITUTE, "Røntgeninstitutt", "Helse Midt-Norge RHF", ("radiology",)),
+    I(PRIVATE, "Privat røntgen AS", "Helse Vest RHF", ("radiology", "private-driftsavtale")),
+    I(LAB, "Privatlab AS", "Helse Vest RHF", ("private-driftsavtale",)),
+)
 
 REGISTER = tariffs.load(tariffs.DEFAULT_DIR).radiology
 CENT = Decimal("0.01")

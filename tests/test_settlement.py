@@ -19,7 +19,7 @@ from lxml import etree
 
 from daemon import cli, mime, settle
 from daemon.config import Settlement
-from tests.claims import B, C, L, P, msghead, person_number
+from tests.claims import DEMO_HF, B, C, I, L, P, msghead, person_number, registry
 from tests.conftest import Sandbox, make_sandbox, wrap_demo
 from tests.test_radiology_rules import rate
 
@@ -30,32 +30,13 @@ SOUTH_EAST, WEST = "991324968", "983658725"  # Helse Sør-Øst RHF, Helse Vest R
 RHF_ORGNR = {"Helse Sør-Øst RHF": SOUTH_EAST, "Helse Vest RHF": WEST}
 HOME_RHF = {"0301": "Helse Sør-Øst RHF", "4601": "Helse Vest RHF"}
 
-INSTITUTIONS = """
-[[institution]]
-orgnr = "983974678"
-name = "Demo sykehus HF"
-rhf = "Helse Sør-Øst RHF"
-kinds = ["hf"]
-
-[[institution]]
-orgnr = "999000777"
-name = "Vestlandet sykehus HF"
-rhf = "Helse Vest RHF"
-kinds = ["hf"]
-senders = ["90001"]
-
-[[institution]]
-orgnr = "999000444"
-name = "Røntgeninstitutt"
-rhf = "Helse Sør-Øst RHF"
-kinds = ["radiology"]
-senders = ["90001"]
-"""
-INSTITUTION_RHF = {
-    "983974678": "Helse Sør-Øst RHF",
-    "999000777": "Helse Vest RHF",
-    "999000444": "Helse Sør-Øst RHF",
-}
+REGISTRY = (
+    DEMO_HF,
+    I("999000777", "Vestlandet sykehus HF", "Helse Vest RHF"),
+    I("999000444", "Røntgeninstitutt", "Helse Sør-Øst RHF", ("radiology",)),
+)
+INSTITUTIONS = registry(*REGISTRY)
+INSTITUTION_RHF = {i.orgnr: i.rhf for i in REGISTRY}
 
 OSMO = L("NOR05003", "6.96")
 INR = L("NPU01685", "23.18", 2)
