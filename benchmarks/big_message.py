@@ -26,8 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from daemon import cli, config, keys  # noqa: E402
-from daemon.wrap import wrap  # noqa: E402
+from daemon import cli, config  # noqa: E402
+from daemon.tools.wrap import wrap  # noqa: E402
+from daemon.transport import keys  # noqa: E402
 from tests.claims import B, C, L, msghead, person_number  # noqa: E402
 
 BYTES_PER_BILL = 430  # an EnkeltRegning and its Pasient with one Takst, measured

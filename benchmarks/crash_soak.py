@@ -58,9 +58,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import generate  # noqa: E402
-from daemon import files, keys, mime, trust  # noqa: E402
-from daemon.ebms import NS  # noqa: E402
-from daemon.registry import load_institutions  # noqa: E402
+from daemon import files  # noqa: E402
+from daemon.registers.registry import load_institutions  # noqa: E402
+from daemon.transport import (  # noqa: E402
+    keys,
+    mime,
+    trust,
+)
+from daemon.transport.ebms import NS  # noqa: E402
 from tests.conftest import Sandbox, make_sandbox  # noqa: E402
 
 AR = "{http://www.kith.no/xmlstds/apprec/2004-11-21}"

@@ -21,8 +21,13 @@ from lxml import etree
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from daemon import config, decide, registry, tariffs  # noqa: E402
-from daemon.read import read_claim  # noqa: E402
+from daemon import config  # noqa: E402
+from daemon.claims.read import read_claim  # noqa: E402
+from daemon.registers import (  # noqa: E402
+    registry,
+    tariffs,
+)
+from daemon.rules import decide  # noqa: E402
 from daemon.rules.context import NoBillHistory, RuleContext  # noqa: E402
 from tests.claims import B, C, L, msghead, person_number  # noqa: E402
 

@@ -57,15 +57,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from daemon import ncrp, registry, tariffs, trust  # noqa: E402
-from daemon.radiology_tariffs import RadCode  # noqa: E402
-from daemon.registry import Institution, Partner  # noqa: E402
-from daemon.rhf import RhfTable  # noqa: E402
+from daemon.registers import ncrp, registry, tariffs  # noqa: E402
+from daemon.registers.radiology_tariffs import RadCode  # noqa: E402
+from daemon.registers.registry import Institution, Partner  # noqa: E402
+from daemon.registers.rhf import RhfTable  # noqa: E402
+from daemon.registers.tariffs import NlkCode, Tariffs  # noqa: E402
 from daemon.rules import lab as lab_rules  # noqa: E402
 from daemon.rules import radiology as radiology_rules  # noqa: E402
 from daemon.rules.common import RADIOLOGY_KINDS  # noqa: E402
-from daemon.tariffs import NlkCode, Tariffs  # noqa: E402
-from daemon.wrap import wrap  # noqa: E402
+from daemon.tools.wrap import wrap  # noqa: E402
+from daemon.transport import trust  # noqa: E402
 
 TODAY = date(2026, 11, 23)  # the sandboxes' fixed day (`[intake] fixed_time`)
 DEMO_HER, DEMO_CPA = "90001", "kravmottak:demo:1"
@@ -790,7 +791,7 @@ def render(
 
 
 def _wrap(m, spec, payload, signer, encrypted) -> bytes:
-    """`daemon.wrap.wrap`, with the CMS part made by `encrypt_seeded`: wrap encrypts
+    """`daemon.tools.wrap.wrap`, with the CMS part made by `encrypt_seeded`: wrap encrypts
     with a random key, which would make the bytes differ from run to run."""
     if encrypted is None:
         return wrap(
@@ -804,8 +805,8 @@ def _wrap(m, spec, payload, signer, encrypted) -> bytes:
             gzip=spec.gzip,
             signer=signer,
         )
-    from daemon import ebms, mime
     from daemon.domain import PartyRef
+    from daemon.transport import ebms, mime
 
     route = ebms.Route(
         from_party=PartyRef(spec.from_her, "HER", "Behandler"),
@@ -827,7 +828,7 @@ def _wrap(m, spec, payload, signer, encrypted) -> bytes:
 
 def encrypt_seeded(data: bytes, recipient: x509.Certificate, rng: random.Random) -> bytes:
     """CMS EnvelopedData (RSA PKCS#1 v1.5 key transport, AES-256-CBC), like
-    `daemon.trust.encrypt`, but with the content key, IV and padding drawn from `rng`
+    `daemon.transport.trust.encrypt`, but with the content key, IV and padding drawn from `rng`
     so that a seed gives the same bytes. For generated test data only."""
     key, iv = rng.randbytes(32), rng.randbytes(16)
     padder = padding.PKCS7(128).padder()

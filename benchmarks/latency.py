@@ -28,8 +28,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from daemon import cli, config, keys, mime  # noqa: E402
-from daemon.wrap import wrap  # noqa: E402
+from daemon import cli, config  # noqa: E402
+from daemon.tools.wrap import wrap  # noqa: E402
+from daemon.transport import (  # noqa: E402
+    keys,
+    mime,
+)
 from tests.claims import B, C, L, msghead, person_number  # noqa: E402
 
 REF = re.compile(rb"<eb:RefToMessageId>([^<]+)</eb:RefToMessageId>")

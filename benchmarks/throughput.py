@@ -25,9 +25,10 @@ from lxml import etree
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from daemon import cli, config, service  # noqa: E402
+from daemon import cli, config  # noqa: E402
 from daemon.schemas import Schemas  # noqa: E402
-from daemon.wrap import wrap  # noqa: E402
+from daemon.service import runner as service  # noqa: E402
+from daemon.tools.wrap import wrap  # noqa: E402
 from tests.claims import B, C, L, msghead, person_number  # noqa: E402
 
 LINES = (L("NOR05003", "6.96"), L("NPU01685", "23.18", 2), L("NPU21747", "463.39"))

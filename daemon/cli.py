@@ -7,8 +7,10 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from daemon import config, files, keys, logs, registry
+from daemon import config, files, logs
 from daemon.config import ConfigError, Settings
+from daemon.registers import registry
+from daemon.transport import keys
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -28,7 +30,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     cfg.write_text(config.sandbox_config_text(args.her_id), encoding="utf-8")
     settings = config.load(cfg)
     files.ensure_folders(settings.paths)
-    from daemon.ledger import SqliteLedger
+    from daemon.ledger.sqlite import SqliteLedger
 
     SqliteLedger(settings.paths.ledger).close()
     for path, empty in (
@@ -113,7 +115,7 @@ def cmd_institution_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from daemon import service
+    from daemon.service import runner as service
 
     settings = _settings(args)
     logs.configure(settings.log_level)
@@ -121,7 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from daemon import service
+    from daemon.service import runner as service
 
     settings = _settings(args)
     logs.configure(settings.log_level)
@@ -137,7 +139,8 @@ def cmd_process(args: argparse.Namespace) -> int:
 
 def cmd_settle(args: argparse.Namespace) -> int:
     """One settlement batch now (or up to --cutoff): a vedtak per payee in the outbox."""
-    from daemon import service, settle
+    from daemon.service import runner as service
+    from daemon.settlement import settle
 
     settings = _settings(args)
     logs.configure(settings.log_level)
@@ -164,7 +167,7 @@ def cmd_settle(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from daemon.checkfile import check_file
+    from daemon.tools.checkfile import check_file
 
     settings = _settings(args)
     if not Path(args.file).is_file():
@@ -182,7 +185,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_rules(args: argparse.Namespace) -> int:
     """The remark list, generated from the rule registry (the README embeds it)."""
-    from daemon.decide import RULEBOOK
+    from daemon.rules.decide import RULEBOOK
 
     print("| number | rule | scope | text to the sender | source |")
     print("|---|---|---|---|---|")
@@ -203,7 +206,7 @@ SAME_DAY_KEYS = {
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Why did a message get the answer it got: bills, lines, rules that fired, amounts."""
-    from daemon.ledger import SqliteLedger
+    from daemon.ledger.sqlite import SqliteLedger
 
     settings = _settings(args)
     ledger = SqliteLedger(settings.paths.ledger)
@@ -252,7 +255,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_wrap(args: argparse.Namespace) -> int:
-    from daemon.wrap import wrap
+    from daemon.tools.wrap import wrap
 
     raw = wrap(
         Path(args.msghead).read_bytes(),
@@ -273,13 +276,13 @@ def cmd_wrap(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Recorded messages through the whole pipeline in a throw-away sandbox."""
-    from daemon import replay
+    from daemon.tools import replay
 
     return replay.command(args, _settings(args))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from daemon.ledger import SqliteLedger
+    from daemon.ledger.sqlite import SqliteLedger
 
     settings = _settings(args)
     ledger = SqliteLedger(settings.paths.ledger)
@@ -308,7 +311,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _running_daemon_status(settings) -> None:
     """The running daemon's own figures, scraped from its /metrics (when it answers)."""
-    from daemon import metrics
+    from daemon.service import metrics
 
     m = settings.metrics
     text = metrics.fetch(m.host, m.port) if m.enabled and m.port else None
@@ -322,8 +325,8 @@ def _running_daemon_status(settings) -> None:
 
 def _settlement_status(settings) -> None:
     """The next batch, the last one and its totals per payee."""
-    from daemon import settle
-    from daemon.ledger import SqliteLedger
+    from daemon.ledger.sqlite import SqliteLedger
+    from daemon.settlement import settle
 
     calendar = settle.Calendar.from_settings(settings)
     now = service_clock(settings)()
@@ -355,7 +358,7 @@ def _settlement_status(settings) -> None:
 
 
 def service_clock(settings):
-    from daemon import service
+    from daemon.service import runner as service
 
     return service.clock_for(settings)
 
@@ -371,7 +374,7 @@ def _table(rows: list[tuple[str, ...]]) -> None:
 
 
 def cmd_tariff_import(args: argparse.Namespace) -> int:
-    from daemon import tariff_import, tariffs
+    from daemon.registers import tariff_import, tariffs
 
     target = Path(args.target) if args.target else tariffs.DEFAULT_DIR
     rates = Path(args.rates) if args.rates else None
@@ -405,8 +408,8 @@ def _import_radiology(args: argparse.Namespace, target: Path, rates: Path | None
     written then. A bad option is a usage error (exit 2)."""
     from datetime import date
 
-    from daemon import radiology_import
-    from daemon.tariff_table import TariffError
+    from daemon.registers import radiology_import
+    from daemon.registers.tariff_table import TariffError
 
     try:
         start = date.fromisoformat(args.valid_from) if args.valid_from else None
@@ -432,7 +435,7 @@ def _import_radiology(args: argparse.Namespace, target: Path, rates: Path | None
 def cmd_tariff_show(args: argparse.Namespace) -> int:
     from datetime import date
 
-    from daemon import tariffs
+    from daemon.registers import tariffs
 
     try:
         day = date.fromisoformat(args.date) if args.date else date.today()

@@ -12,7 +12,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from daemon.rules.settings import RuleSettings
+from daemon.rule_settings import RuleSettings
 
 # the tariffs shipped with the code; [paths] tariffs points elsewhere
 DEFAULT_TARIFFS = Path(__file__).resolve().parent.parent / "config" / "tariffs"

@@ -38,7 +38,7 @@ class Schemas:
     envelope: etree.XMLSchema
     msghead: etree.XMLSchema
     apprec: etree.XMLSchema
-    vedtak: etree.XMLSchema  # our ERM22/ERM23 MsgHeads (daemon.vedtak)
+    vedtak: etree.XMLSchema  # our ERM22/ERM23 MsgHeads (daemon.settlement.vedtak)
 
     @classmethod
     def load(cls, directory: Path = SCHEMA_DIR) -> Schemas:

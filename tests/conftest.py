@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from daemon import cli, config, keys, service
-from daemon.intake import Intake
-from daemon.wrap import wrap
+from daemon import cli, config
+from daemon.service import runner as service
+from daemon.service.intake import Intake
+from daemon.tools.wrap import wrap
+from daemon.transport import keys
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"

@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks import crash_soak
 from benchmarks import generate as g
-from daemon import settle
+from daemon.settlement import settle
 from tests.conftest import make_sandbox
 
 MESSAGES = 150

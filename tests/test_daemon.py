@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from daemon import mime
-from daemon.ebms import NS
+from daemon.transport import mime
+from daemon.transport.ebms import NS
 from tests.conftest import Sandbox, unique_claim, wrap_demo
 
 APPREC_NS = {"ar": "http://www.kith.no/xmlstds/apprec/2004-11-21"}

@@ -15,11 +15,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon import config, registry
-from daemon.answer import answer
-from daemon.intake import STAGES
-from daemon.pipeline import Context, Work, content_hash, run
+from daemon import config
+from daemon.claims.answer import answer
+from daemon.records import Context, Work, content_hash
+from daemon.registers import registry
 from daemon.schemas import Schemas
+from daemon.service.intake import STAGES
+from daemon.service.pipeline import run
 from tests.conftest import ROOT, wrap_demo
 
 EXAMPLES = int(os.environ.get("KRAVMOTTAK_FUZZ_EXAMPLES", "2000"))

@@ -15,10 +15,11 @@ import pytest
 from lxml import etree
 
 from benchmarks import generate as g
-from daemon import keys, mime, ncrp, trust
-from daemon.registry import Institution
+from daemon.registers import ncrp
+from daemon.registers.registry import Institution
 from daemon.rules import radiology
 from daemon.rules.common import valid_person_number
+from daemon.transport import keys, mime, trust
 from tests.conftest import CERTS_FROM
 
 AR = "{http://www.kith.no/xmlstds/apprec/2004-11-21}"

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from daemon import ebms, mime
 from daemon.domain import Layer, PartyRef
-from daemon.xmlsafe import parse_untrusted
+from daemon.transport import ebms, mime
+from daemon.transport.xmlsafe import parse_untrusted
 from tests.conftest import demo_claim, wrap_demo
 from tests.test_intake import AR, apprec_of, errors
 
@@ -190,7 +190,7 @@ def test_hostile_file_names_do_not_stop_the_intake(sandbox):
 
 def test_a_bug_in_a_stage_still_answers_with_x99(sandbox, monkeypatch):
     """A stage that raises: the sender is still answered (X99), no MessageError for our bug."""
-    from daemon import intake
+    from daemon.service import intake
 
     def broken(work, ctx):
         raise RuntimeError("bug")

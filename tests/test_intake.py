@@ -7,9 +7,9 @@ import re
 
 from lxml import etree
 
-from daemon import mime
-from daemon.ebms import NS
 from daemon.schemas import Schemas
+from daemon.transport import mime
+from daemon.transport.ebms import NS
 from tests.conftest import demo_claim, shared_or_skip, wrap_demo
 
 AR = {"ar": "http://www.kith.no/xmlstds/apprec/2004-11-21"}
@@ -193,7 +193,7 @@ def test_same_message_id_with_other_content_is_refused(sandbox):
 
 def test_unknown_partner_gets_message_error_and_apprec(sandbox):
     """No agreement for From/CPAId: ebMS MessageError plus AppRec E10; not processed."""
-    from daemon.wrap import wrap
+    from daemon.tools.wrap import wrap
 
     sandbox.drop(wrap(demo_claim(), from_her="424242", cpa_id="nobody:1"))
     sandbox.process()
@@ -257,7 +257,7 @@ def test_official_sample_with_its_foreign_signature_is_not_trusted(sandbox):
 
 def test_every_official_npr_sample_validates_against_our_schemas(sandbox):
     """Each sample MsgHead in shared/…/npr-bkm-0.78 passes `kravmottak validate`."""
-    from daemon.checkfile import check_file
+    from daemon.tools.checkfile import check_file
 
     folder = shared_or_skip("samples/npr-bkm-0.78")
     samples = [p for p in folder.glob("*.xml")]
@@ -268,7 +268,7 @@ def test_every_official_npr_sample_validates_against_our_schemas(sandbox):
 
 def test_unknown_partner_is_refused_before_its_payload_is_read(sandbox):
     """No agreement: only E10, even when the payload is garbage (it is never opened)."""
-    from daemon.wrap import wrap
+    from daemon.tools.wrap import wrap
 
     sandbox.drop(wrap(b"<not-even-xml", from_her="424242", cpa_id="nobody:1"))
     sandbox.process()
@@ -277,7 +277,7 @@ def test_unknown_partner_is_refused_before_its_payload_is_read(sandbox):
 
 def test_answers_come_from_us_even_if_misaddressed(sandbox):
     """A message To someone else is refused (E21) — and our answer is From us, not them."""
-    from daemon.wrap import wrap
+    from daemon.tools.wrap import wrap
 
     sandbox.drop(wrap(demo_claim(), from_her="90001", cpa_id="kravmottak:demo:1", to_her="12345"))
     sandbox.process()
@@ -356,7 +356,7 @@ def test_retransmission_in_a_new_envelope_gets_the_stored_answer(sandbox):
 def test_refusal_for_a_missing_agreement_is_not_final(sandbox):
     """After the partner is registered, the same file sent again is processed anyway."""
     from daemon import cli
-    from daemon.wrap import wrap
+    from daemon.tools.wrap import wrap
 
     raw = wrap(demo_claim(), from_her="70707", cpa_id="late:1")
     sandbox.drop(raw)

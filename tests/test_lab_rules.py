@@ -12,7 +12,7 @@ from decimal import Decimal
 import pytest
 from lxml import etree
 
-from daemon import mime
+from daemon.transport import mime
 from tests.claims import DEMO_HF, B, C, I, L, P, msghead, person_number, registry
 from tests.conftest import Sandbox, make_sandbox, wrap_demo
 
@@ -126,7 +126,7 @@ CASES = [
 @pytest.fixture(scope="module")
 def processed(tmp_path_factory) -> dict[str, dict]:
     """All cases dropped into one sandbox and processed in one pass."""
-    from daemon.ledger import SqliteLedger
+    from daemon.ledger.sqlite import SqliteLedger
 
     box = make_sandbox(tmp_path_factory.mktemp("lab") / "sandbox", INSTITUTIONS)
     messages = {}
@@ -211,7 +211,7 @@ def test_payee_is_the_rhf_or_the_institution(processed):
 
 
 def _send(sandbox: Sandbox, claim: C, message_id: str) -> dict:
-    from daemon.ledger import SqliteLedger
+    from daemon.ledger.sqlite import SqliteLedger
 
     sandbox.drop(wrap_demo(msghead(claim), message_id=message_id))
     sandbox.process()
@@ -282,7 +282,7 @@ def test_hundred_bills_of_mixed_lines(sandbox):
     assert apprec.find("ar:Status", AR).get("V") == "3"
     found = sorted((e.get("V"), e.get("OT")) for e in apprec.findall("ar:Error", AR))
     assert found == sorted(expected_errors)
-    from daemon.ledger import SqliteLedger
+    from daemon.ledger.sqlite import SqliteLedger
 
     ledger = SqliteLedger(sandbox.paths.ledger)
     try:
@@ -392,7 +392,7 @@ def test_the_same_service_is_paid_once(sandbox, twin):
         xml = msghead(claim).replace(b'episodeID="2"', b'episodeID="1"', 1)
         sandbox.drop(wrap_demo(xml, message_id="d"))
         sandbox.process()
-        from daemon.ledger import SqliteLedger
+        from daemon.ledger.sqlite import SqliteLedger
 
         ledger = SqliteLedger(sandbox.paths.ledger)
         try:

@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon import keys
 from daemon.config import ConfigError
 from daemon.domain import BillDecision, Decision, LineDecision, Payment, Remark, Verdict
-from daemon.intake import STAGES
-from daemon.metrics import Metrics, MetricsSettings, fetch, safe_label, serve, status_rows
-from daemon.pipeline import Work, content_hash, run
-from daemon.registry import Partner, Registry
+from daemon.records import Work, content_hash
+from daemon.registers.registry import Partner, Registry
+from daemon.service.intake import STAGES
+from daemon.service.metrics import Metrics, MetricsSettings, fetch, safe_label, serve, status_rows
+from daemon.service.pipeline import run
+from daemon.transport import keys
 from tests.conftest import wrap_demo
 
 D = Decimal

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from daemon import mime
+from daemon.transport import mime
 from tests.conftest import shared_or_skip
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.ncrp import CodeString, CodeStringError, parse
+from daemon.registers.ncrp import CodeString, CodeStringError, parse
 from tests.conftest import shared_or_skip
 
 # the examples in radiologi-refusjon-regelverk-2019 §6.2.1-3

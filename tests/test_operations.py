@@ -18,8 +18,8 @@ from decimal import Decimal
 
 import pytest
 
-from daemon import metrics
-from daemon.tariffs import DEFAULT_DIR
+from daemon.registers.tariffs import DEFAULT_DIR
+from daemon.service import metrics
 from tests.claims import B, C, L, msghead, person_number
 from tests.conftest import wrap_demo
 from tests.test_daemon import (

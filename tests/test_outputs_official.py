@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from lxml import etree
 
-from daemon import mime
-from daemon.wrap import wrap
+from daemon.tools.wrap import wrap
+from daemon.transport import mime
 from tests.conftest import demo_claim, wrap_demo
 from tests.test_schemas import official_schema, require_reference
 

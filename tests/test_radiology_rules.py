@@ -15,8 +15,10 @@ from decimal import ROUND_HALF_UP, Decimal
 import pytest
 from lxml import etree
 
-from daemon import cli, mime, tariffs
-from daemon.ledger import SqliteLedger
+from daemon import cli
+from daemon.ledger.sqlite import SqliteLedger
+from daemon.registers import tariffs
+from daemon.transport import mime
 from tests.claims import DEMO_HF, B, C, I, P, msghead, person_number, registry
 from tests.conftest import Sandbox, make_sandbox, wrap_demo
 

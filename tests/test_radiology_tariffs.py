@@ -11,9 +11,10 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from daemon import cli, radiology_tariffs, tariffs
-from daemon.radiology_import import import_radiology
-from daemon.radiology_tariffs import (
+from daemon import cli
+from daemon.registers import radiology_tariffs, tariffs
+from daemon.registers.radiology_import import import_radiology
+from daemon.registers.radiology_tariffs import (
     ADDON_COLUMNS,
     CODE_COLUMNS,
     EXAMPLE,
@@ -21,8 +22,8 @@ from daemon.radiology_tariffs import (
     RATES_FILE,
     RadiologyRegister,
 )
-from daemon.tariff_table import RATE_COLUMNS, TariffError
-from daemon.tariffs import DEFAULT_DIR
+from daemon.registers.tariff_table import RATE_COLUMNS, TariffError
+from daemon.registers.tariffs import DEFAULT_DIR
 from tests.conftest import DATA, shared_or_skip
 
 D = Decimal

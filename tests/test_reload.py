@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 from datetime import date
 
-from daemon import service
-from daemon.tariffs import DEFAULT_DIR
+from daemon.registers.tariffs import DEFAULT_DIR
+from daemon.service import runner as service
 
 
 def _use_copied_tariffs(sandbox) -> None:

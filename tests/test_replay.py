@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from daemon import cli
-from daemon.decide import RULEBOOK
+from daemon.rules.decide import RULEBOOK
 from tests.conftest import ROOT
 
 CORPUS = ROOT / "tests" / "corpus"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon import rhf as rhfmod
-from daemon.registry import load_institutions
-from daemon.rhf import (
+from daemon.registers import rhf as rhfmod
+from daemon.registers.registry import load_institutions
+from daemon.registers.rhf import (
     DEFAULT_PATH,
     EXCEPTION,
     FORMER_COUNTY,
@@ -24,7 +24,7 @@ from daemon.rhf import (
     RhfTable,
     valid_orgnr,
 )
-from daemon.tariff_table import TariffError
+from daemon.registers.tariff_table import TariffError
 
 ROOT = Path(__file__).resolve().parents[1]
 SOR_OST, VEST, MIDT, NORD = (

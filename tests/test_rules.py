@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from daemon import decide
 from daemon.domain import Bill, Claim, Episode, Line, Patient, Unit, Verdict
-from daemon.rules import base, common
+from daemon.registers.tariffs import Tariffs
+from daemon.rules import base, common, decide
 from daemon.rules.context import RuleContext
-from daemon.tariffs import Tariffs
 from tests.claims import person_number
 
 

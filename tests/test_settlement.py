@@ -17,8 +17,10 @@ from decimal import Decimal
 import pytest
 from lxml import etree
 
-from daemon import cli, mime, settle
+from daemon import cli
 from daemon.config import Settlement
+from daemon.settlement import settle
+from daemon.transport import mime
 from tests.claims import DEMO_HF, B, C, I, L, P, msghead, person_number, registry
 from tests.conftest import Sandbox, make_sandbox, wrap_demo
 from tests.test_radiology_rules import rate

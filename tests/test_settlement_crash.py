@@ -22,7 +22,8 @@ from decimal import Decimal
 import pytest
 from lxml import etree
 
-from daemon import mime, settle
+from daemon.settlement import settle
+from daemon.transport import mime
 from tests.claims import B, C, L, msghead, person_number
 from tests.conftest import make_sandbox, wrap_demo
 

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon import config, notify
+from daemon import config
+from daemon.service import notify
 from tests.conftest import ROOT, Sandbox, wrap_demo
 
 SYSTEMD = ROOT / "systemd"

@@ -12,9 +12,10 @@ from types import MappingProxyType
 
 import pytest
 
-from daemon import cli, tariffs
-from daemon.tariff_import import import_nlk
-from daemon.tariffs import DEFAULT_DIR, NlkCode, Rate, TariffError, Tariffs
+from daemon import cli
+from daemon.registers import tariffs
+from daemon.registers.tariff_import import import_nlk
+from daemon.registers.tariffs import DEFAULT_DIR, NlkCode, Rate, TariffError, Tariffs
 from tests.conftest import shared_or_skip
 
 D = Decimal
@@ -618,8 +619,8 @@ def test_cli_tariff_errors(tmp_path, sources, capsys):
 def test_lab11_replacement_takes_the_replaced_codes_current_category():
     """§7.1: a replacement takes the category the replaced code has when the new code
     starts (NPU61124 was IT2, then IT6 from 2023-06-01), not its first one."""
-    from daemon.tariff_import import assign_categories
-    from daemon.tariffs import NlkCode
+    from daemon.registers.tariff_import import assign_categories
+    from daemon.registers.tariffs import NlkCode
 
     def code(c, cat, start, end=None, by=None):
         return NlkCode(c, c, "Immunologi", "IT", cat, False, False, start, end, by)

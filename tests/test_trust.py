@@ -10,12 +10,13 @@ import pytest
 from cryptography import x509
 from lxml import etree
 
-from daemon import cli, keys, mime, trust
-from daemon.ebms import NS
-from daemon.keys import KeyLoadError
+from daemon import cli
 from daemon.schemas import Schemas
-from daemon.trust import Trusted, TrustError
-from daemon.wrap import wrap
+from daemon.tools.wrap import wrap
+from daemon.transport import keys, mime, trust
+from daemon.transport.ebms import NS
+from daemon.transport.keys import KeyLoadError
+from daemon.transport.trust import Trusted, TrustError
 from tests.conftest import CERTS_FROM, demo_claim, shared_or_skip
 from tests.test_intake import AR, apprec_of, errors
 

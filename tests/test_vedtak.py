@@ -11,11 +11,9 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from daemon import keys, trust
 from daemon.config import OwnParty
 from daemon.schemas import SCHEMA_DIR, Schemas
-from daemon.trust import Trusted, TrustError
-from daemon.vedtak import (
+from daemon.settlement.vedtak import (
     M22,
     MSGHEAD,
     STATUS_APPROVED,
@@ -32,6 +30,8 @@ from daemon.vedtak import (
     utbetaling_for,
     validate_vedtak,
 )
+from daemon.transport import keys, trust
+from daemon.transport.trust import Trusted, TrustError
 from tests.conftest import CERTS_FROM, shared_or_skip
 from tests.test_schemas import _normalise
 

@@ -1,4 +1,4 @@
-"""Live intake: which inotify events make a file known whole (daemon.watch)."""
+"""Live intake: which inotify events make a file known whole (daemon.service.watch)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 import threading
 import time
 
-from daemon.watch import CompleteNames, InboxWatcher
+from daemon.service.watch import CompleteNames, InboxWatcher
 
 
 def _watching(tmp_path):

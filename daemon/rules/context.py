@@ -6,70 +6,13 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from functools import cached_property
-from typing import Protocol
 
 from daemon.domain import TRANSACTION_CREDIT, Bill, Claim, Exam
-from daemon.registry import Institution, Partner
+from daemon.records import BillHistory, NoBillHistory
+from daemon.registers.registry import Institution, Partner
+from daemon.registers.tariffs import Tariffs
+from daemon.rule_settings import RuleSettings
 from daemon.rules.base import Finding
-from daemon.rules.settings import RuleSettings
-from daemon.tariffs import Tariffs
-
-
-class BillHistory(Protocol):
-    """Earlier bills, as the ledger remembers them (only accepted outcomes count)."""
-
-    def paid_bill(self, institution_id: str, uuid: str) -> Decimal | None:
-        """What this uuid has been paid so far, net of corrections and credits; None when
-        no bill with it was ever paid (approved or reduced)."""
-        ...
-
-    def service_seen(self, institution_id: str, patient_key: str, codes: str, when: str) -> bool:
-        """An earlier approved bill for the same patient, code set and TransDatoTid."""
-        ...
-
-    def paid_by_payee(self, institution_id: str, uuid: str) -> dict[str | None, Decimal]:
-        """What each payee has been paid for this uuid so far, net of corrections and
-        credits (a credit or correction moves money with the same payees)."""
-        ...
-
-    def paid_bills(self, institution_id: str, uuids: list[str]) -> dict[str, Decimal]:
-        """`paid_bill` for many uuids in one question: uuid → net paid (uuids never paid
-        are left out)."""
-        ...
-
-    def services_seen(
-        self, institution_id: str, services: list[tuple[str, str, str]]
-    ) -> set[tuple[str, str, str]]:
-        """`service_seen` for many (patient key, code set, instant) in one question: the
-        ones an earlier approved bill has."""
-        ...
-
-    def exams_on(self, patient_key: str, day: str) -> tuple[Exam, ...]:
-        """The radiology exams approved earlier for this patient on this day (ISO date),
-        not since credited or corrected; `where` tells which message and regning."""
-        ...
-
-
-class NoBillHistory:
-    def paid_bill(self, institution_id: str, uuid: str) -> Decimal | None:
-        return None
-
-    def service_seen(self, institution_id: str, patient_key: str, codes: str, when: str) -> bool:
-        return False
-
-    def paid_by_payee(self, institution_id: str, uuid: str) -> dict[str | None, Decimal]:
-        return {}
-
-    def paid_bills(self, institution_id: str, uuids: list[str]) -> dict[str, Decimal]:
-        return {}
-
-    def services_seen(
-        self, institution_id: str, services: list[tuple[str, str, str]]
-    ) -> set[tuple[str, str, str]]:
-        return set()
-
-    def exams_on(self, patient_key: str, day: str) -> tuple[Exam, ...]:
-        return ()
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ from __future__ import annotations
 from decimal import Decimal
 
 from daemon.domain import Bill, Line
-from daemon.registry import Institution
+from daemon.registers.registry import Institution
+from daemon.registers.tariffs import NlkCode
 from daemon.rules.base import Finding, rule
 from daemon.rules.context import RuleContext
-from daemon.tariffs import NlkCode
 
 SOURCE = "lab-refusjon-regler-2019"
 MEDICAL_GENETICS = "MG"

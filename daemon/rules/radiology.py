@@ -2,7 +2,7 @@
 
 A radiology line is a `Prosedyre/Kode` with `Kodeverk="R"` (or K/M/Q when its
 procedure is one of the eligible NCSP/NCMP codes), its `kodeVerdi` a slash-separated
-code string (`daemon.ncrp`) and its `kodeBelop` the amount claimed for the exam.
+code string (`daemon.registers.ncrp`) and its `kodeBelop` the amount claimed for the exam.
 The same-day rules (RAD-06..10) are judged once per claim in `daemon.rules.sameday`;
 the functions here only look their finding up. The amount of a line (RAD-10, 11, 12)
 is `amount_for`; RAD-14 compares it with what was claimed; RAD-15 is `payee`.
@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
-from daemon import ncrp
 from daemon.domain import Bill, Exam, Line
-from daemon.ncrp import CodeString
-from daemon.radiology_tariffs import AMBULANT, TELE_NM, RadCode
+from daemon.registers import ncrp
+from daemon.registers.ncrp import CodeString
+from daemon.registers.radiology_tariffs import AMBULANT, TELE_NM, RadCode
 from daemon.rules.base import Finding, rule
 from daemon.rules.context import RuleContext
 
@@ -143,7 +143,7 @@ def code_in_register(line: Line, bill: Bill, ctx: RuleContext) -> Finding | None
 )
 def code_string_well_formed(line: Line, bill: Bill, ctx: RuleContext) -> Finding | None:
     """Positions: 1 procedure, 2 side or empty, 3 teleradiology or empty (or another
-    tilleggskode), 4… tilleggskoder; see `daemon.ncrp`."""
+    tilleggskode), 4… tilleggskoder; see `daemon.registers.ncrp`."""
     if not is_radiology(line, ctx):
         return None
     found = ncrp.parsed(line.raw_code)

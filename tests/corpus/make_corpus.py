@@ -41,9 +41,9 @@ from cryptography.hazmat.primitives import padding as sympad
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from lxml import etree
 
-from daemon import ebms, keys, mime, trust
 from daemon.domain import PartyRef
-from daemon.wrap import wrap
+from daemon.tools.wrap import wrap
+from daemon.transport import ebms, keys, mime, trust
 from tests.claims import B, C, L, msghead, person_number
 
 HERE = Path(__file__).resolve().parent
@@ -181,7 +181,7 @@ def hospital(
     encrypt_to: x509.Certificate | None,
     tamper: Callable[[bytes], bytes] | None = None,
 ) -> bytes:
-    """From the corpus hospital (HER 90002), as `daemon.wrap.wrap` sends, but with
+    """From the corpus hospital (HER 90002), as `daemon.tools.wrap.wrap` sends, but with
     deterministic encryption: gzip, CMS to `encrypt_to`, `tamper` (after encryption,
     before signing), the envelope signed by `signer`."""
     route = ebms.Route(

@@ -1,0 +1,860 @@
+"""The ledger: every file we claimed, every message we processed, every answer.
+
+Two tables carry the state machine:
+
+- `receipts`: one row per claimed file (`work_name` is its unique name in `work/`).
+  State `claimed` → `answered` | `quarantined`. A file still in the inbox is
+  *received*; it has no row yet.
+- `messages`: one row per distinct message content (`content_hash` is unique), with
+  its ebXML ids, outcome and the stored outputs. A re-sent file becomes a second
+  receipt pointing at the same message row — one processing, the same answer.
+
+All writes that belong together happen in one transaction. SQLite runs in WAL mode
+with `synchronous=FULL`, so a committed answer survives a killed process or a power
+cut. The `Ledger` protocol is what the rest of the daemon sees; PostgreSQL can
+implement it later for several workers on one inbox.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Protocol
+
+from daemon.claims.answer import Answer, Output
+from daemon.domain import Claim, Decision, Exam
+from daemon.records import Work
+from daemon.rules.common import service_codes
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id               INTEGER PRIMARY KEY,
+    content_hash     TEXT NOT NULL,
+    payload_hash     TEXT,
+    ebxml_message_id TEXT,
+    conversation_id  TEXT,
+    cpa_id           TEXT,
+    sender_her       TEXT,
+    msghead_id       TEXT,
+    msg_type         TEXT,
+    state            TEXT NOT NULL CHECK (state IN ('answered', 'quarantined')),
+    apprec_status    TEXT,
+    problems         TEXT NOT NULL DEFAULT '[]',
+    trace            TEXT NOT NULL DEFAULT '[]',  -- the evaluations that fired, with inputs
+    rules_run        INTEGER NOT NULL DEFAULT 0,  -- all evaluations (most find nothing)
+    processed_at     TEXT NOT NULL,
+    duration_ms      REAL,
+    -- 0 when the outcome was our side's doing (internal error, size limit, no agreement
+    -- yet): the same file sent again is processed again instead of getting this answer
+    final            INTEGER NOT NULL DEFAULT 1
+);
+-- one final outcome per content; an accepted MessageId belongs to exactly one content
+CREATE UNIQUE INDEX IF NOT EXISTS messages_final_hash ON messages (content_hash) WHERE final = 1;
+CREATE INDEX IF NOT EXISTS messages_hash ON messages (content_hash);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_accepted_id
+    ON messages (ebxml_message_id) WHERE state = 'answered';
+
+CREATE TABLE IF NOT EXISTS receipts (
+    id            INTEGER PRIMARY KEY,
+    work_name     TEXT NOT NULL UNIQUE,
+    original_name TEXT NOT NULL,
+    state         TEXT NOT NULL CHECK (state IN ('claimed', 'answered', 'quarantined')),
+    message_id    INTEGER REFERENCES messages (id),
+    duplicate     INTEGER NOT NULL DEFAULT 0,
+    received_at   TEXT NOT NULL,
+    claimed_at    TEXT NOT NULL,
+    finished_at   TEXT
+);
+CREATE INDEX IF NOT EXISTS receipts_state ON receipts (state);
+
+CREATE TABLE IF NOT EXISTS bills (
+    id               INTEGER PRIMARY KEY,
+    message_id       INTEGER NOT NULL REFERENCES messages (id),
+    regning_nr       TEXT NOT NULL,
+    uuid             TEXT,
+    transaction_type TEXT NOT NULL,
+    institution_id   TEXT NOT NULL,
+    patient_key      TEXT,            -- a pseudonym (hash), never the identity itself
+    codes            TEXT NOT NULL,   -- the code set, for duplicate detection
+    claimed_at       TEXT NOT NULL,   -- TransDatoTid as sent
+    instant          TEXT NOT NULL,   -- TransDatoTid as a UTC instant, for comparisons
+    verdict          TEXT NOT NULL,
+    claimed          TEXT NOT NULL,
+    approved         TEXT NOT NULL,
+    payee            TEXT
+);
+CREATE INDEX IF NOT EXISTS bills_message ON bills (message_id);
+CREATE INDEX IF NOT EXISTS bills_uuid ON bills (institution_id, uuid);
+CREATE INDEX IF NOT EXISTS bills_service ON bills (institution_id, patient_key, instant);
+-- never paid twice, whatever races between workers: one paid bill per institution + uuid
+CREATE UNIQUE INDEX IF NOT EXISTS bills_paid_once ON bills (institution_id, uuid)
+    WHERE uuid IS NOT NULL AND verdict IN ('approved', 'reduced')
+      AND transaction_type NOT IN ('4', '5');
+
+CREATE TABLE IF NOT EXISTS bill_lines (
+    bill_id   INTEGER NOT NULL REFERENCES bills (id),
+    line      INTEGER NOT NULL,
+    code      TEXT NOT NULL,
+    count     INTEGER NOT NULL,
+    category  TEXT,
+    claimed   TEXT NOT NULL,
+    approved  TEXT NOT NULL,
+    verdict   TEXT NOT NULL,
+    payee     TEXT             -- who is paid for the line (LAB-10, RAD-15)
+);
+CREATE INDEX IF NOT EXISTS bill_lines_bill ON bill_lines (bill_id);
+
+-- approved radiology exams, for the same-day rules across messages (RAD-06..10);
+-- active = 0 once the bill is credited or replaced by a correction
+CREATE TABLE IF NOT EXISTS exams (
+    bill_id        INTEGER NOT NULL REFERENCES bills (id),
+    line           INTEGER NOT NULL,
+    patient_key    TEXT NOT NULL,
+    day            TEXT NOT NULL,
+    instant        TEXT NOT NULL,
+    institution_id TEXT NOT NULL,
+    uuid           TEXT,
+    code           TEXT NOT NULL,
+    side           TEXT,
+    modality       TEXT NOT NULL,
+    kind           TEXT NOT NULL,
+    regions        TEXT NOT NULL,
+    units          INTEGER NOT NULL,
+    active         INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS exams_day ON exams (patient_key, day) WHERE active = 1;
+
+-- what each bill moves per payee; the settlement assigns each row to one vedtak, once
+CREATE TABLE IF NOT EXISTS payments (
+    id         INTEGER PRIMARY KEY,
+    bill_id    INTEGER NOT NULL REFERENCES bills (id),
+    payee      TEXT,               -- NULL: nobody to address (unknown institution)
+    claimed    TEXT NOT NULL,
+    approved   TEXT NOT NULL,
+    vedtak_id  INTEGER REFERENCES vedtak (id)
+);
+CREATE INDEX IF NOT EXISTS payments_bill ON payments (bill_id);
+CREATE INDEX IF NOT EXISTS payments_open ON payments (payee) WHERE vedtak_id IS NULL;
+
+-- one settlement run (the 16:00 batch, a make-up run, or `kravmottak settle`)
+CREATE TABLE IF NOT EXISTS settlements (
+    id          INTEGER PRIMARY KEY,
+    run_key     TEXT NOT NULL UNIQUE,  -- the scheduled instant, or manual:<instant>
+    kind        TEXT NOT NULL CHECK (kind IN ('scheduled', 'make-up', 'manual')),
+    cutoff      TEXT NOT NULL,         -- claims answered up to this instant (UTC)
+    started_at  TEXT NOT NULL
+);
+
+-- one utbetalingsvedtak per payee per run; its files are kept here and written to the
+-- outbox after the commit (delivered_at set once both are there)
+CREATE TABLE IF NOT EXISTS vedtak (
+    id            INTEGER PRIMARY KEY,
+    settlement_id INTEGER NOT NULL REFERENCES settlements (id),
+    oppgjors_nr   TEXT NOT NULL UNIQUE,
+    payee         TEXT NOT NULL,
+    decided_on    TEXT NOT NULL,
+    bills         INTEGER NOT NULL,
+    claimed       TEXT NOT NULL,
+    approved      TEXT NOT NULL,
+    delivered_at  TEXT,
+    UNIQUE (settlement_id, payee)
+);
+
+CREATE TABLE IF NOT EXISTS vedtak_outputs (
+    vedtak_id  INTEGER NOT NULL REFERENCES vedtak (id),
+    kind       TEXT NOT NULL,
+    file_name  TEXT NOT NULL,
+    content    BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS exams_uuid ON exams (institution_id, uuid);
+
+CREATE TABLE IF NOT EXISTS remarks (
+    bill_id  INTEGER NOT NULL REFERENCES bills (id),
+    rule_id  TEXT NOT NULL,
+    number   TEXT NOT NULL,
+    text     TEXT NOT NULL,
+    line     INTEGER
+);
+
+CREATE TABLE IF NOT EXISTS outputs (
+    id          INTEGER PRIMARY KEY,
+    message_id  INTEGER NOT NULL REFERENCES messages (id),
+    kind        TEXT NOT NULL,
+    file_name   TEXT NOT NULL,
+    content     BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outputs_message ON outputs (message_id);
+"""
+
+STATES = ("claimed", "answered", "quarantined")
+_STORED = "id, state, apprec_status, problems, ebxml_message_id, conversation_id, sender_her"
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    work_name: str
+    original_name: str
+    state: str
+    message_id: int | None
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A processed message as the ledger remembers it."""
+
+    id: int
+    state: str
+    apprec_status: str | None
+    problems: tuple[dict, ...]
+    outputs: tuple[Output, ...]
+    ebxml_message_id: str | None = None
+    conversation_id: str | None = None
+    sender_her: str | None = None
+
+
+def _chunks(values: list, size: int = 500) -> Iterator[list]:
+    """SQLite limits the parameters of one statement: ask in pieces."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+@dataclass(frozen=True, slots=True)
+class OpenPayment:
+    """A payment not yet in a vedtak, with what its vedtak line needs to say."""
+
+    id: int
+    payee: str
+    claimed: Decimal
+    approved: Decimal
+    regning_nr: str
+    verdict: str
+    transaction_type: str
+    uuid: str | None
+    message_id: str | None  # the claim's ebXML MessageId
+    remarks: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MadeVedtak:
+    """One vedtak a settlement run makes: its figures, the payments it settles and the
+    files to deliver (kind, file name, bytes)."""
+
+    oppgjors_nr: str
+    payee: str
+    decided_on: str
+    claimed: Decimal
+    approved: Decimal
+    payment_ids: tuple[int, ...]
+    outputs: tuple[tuple[str, str, bytes], ...]
+
+
+class Conflict(Exception):
+    """Another worker recorded the same content or MessageId first; process again."""
+
+
+class Ledger(Protocol):
+    def claim(self, work_name: str, original_name: str, received_at: str, now: str) -> None: ...
+    def receipt(self, work_name: str) -> Receipt | None: ...
+    def by_hash(self, content_hash: str) -> Stored | None: ...
+    def by_id(self, message_id: int) -> Stored | None: ...
+    def accepted(self, ebxml_message_id: str) -> tuple[str, str | None] | None: ...
+    def record(self, work_name: str, work: Work, answer: Answer, now: str, ms: float) -> Stored: ...
+    def record_duplicate(self, work_name: str, stored: Stored, now: str) -> None: ...
+    def counts(self) -> dict[str, int]: ...
+    def oldest_unanswered(self) -> str | None: ...
+    def close(self) -> None: ...
+
+
+class SqliteLedger:
+    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        # one thread at a time (the poll job has max_instances=1), but not always the same one
+        self._db = sqlite3.connect(
+            path, isolation_level=None, timeout=30.0, check_same_thread=False
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added after a ledger was first created (CREATE IF NOT EXISTS keeps
+        old tables as they were)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(bill_lines)")}
+        if "payee" not in columns:
+            self._db.execute("ALTER TABLE bill_lines ADD COLUMN payee TEXT")
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:  # also when COMMIT itself failed (disk full)
+                self._db.execute("ROLLBACK")
+            raise
+
+    # ------------------------------------------------------------------ receipts
+
+    def claim(self, work_name: str, original_name: str, received_at: str, now: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO receipts (work_name, original_name, state, received_at,"
+                " claimed_at) VALUES (?, ?, 'claimed', ?, ?)",
+                (work_name, original_name, received_at, now),
+            )
+
+    def receipt(self, work_name: str) -> Receipt | None:
+        row = self._db.execute(
+            "SELECT work_name, original_name, state, message_id, duplicate FROM receipts"
+            " WHERE work_name = ?",
+            (work_name,),
+        ).fetchone()
+        return Receipt(*row[:4], bool(row[4])) if row else None
+
+    # ------------------------------------------------------------------ messages
+
+    def by_hash(self, content_hash: str) -> Stored | None:
+        """The final outcome for this exact content, if there is one."""
+        row = self._db.execute(
+            f"SELECT {_STORED} FROM messages WHERE content_hash = ? AND final = 1",
+            (content_hash,),
+        ).fetchone()
+        return self._stored(row) if row else None
+
+    def by_id(self, message_id: int) -> Stored | None:
+        row = self._db.execute(
+            f"SELECT {_STORED} FROM messages WHERE id = ?", (message_id,)
+        ).fetchone()
+        return self._stored(row) if row else None
+
+    def _stored(self, row: tuple) -> Stored:
+        outputs = tuple(
+            Output(kind, name, bytes(content))
+            for kind, name, content in self._db.execute(
+                "SELECT kind, file_name, content FROM outputs WHERE message_id = ? ORDER BY id",
+                (row[0],),
+            )
+        )
+        return Stored(row[0], row[1], row[2], tuple(json.loads(row[3])), outputs, *row[4:])
+
+    def accepted(self, ebxml_message_id: str) -> tuple[str, str | None] | None:
+        row = self._db.execute(
+            "SELECT content_hash, payload_hash FROM messages"
+            " WHERE ebxml_message_id = ? AND state = 'answered'",
+            (ebxml_message_id,),
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def record(self, work_name: str, work: Work, answer: Answer, now: str, ms: float) -> Stored:
+        """Store the outcome and its outputs and close the receipt, atomically."""
+        header, info = work.header, work.msghead_info
+        trace = work.decision.trace if work.decision else ()
+        try:
+            with self._tx() as db:
+                cur = db.execute(
+                    "INSERT INTO messages (content_hash, payload_hash, ebxml_message_id,"
+                    " conversation_id, cpa_id, sender_her, msghead_id, msg_type, state,"
+                    " apprec_status, problems, trace, rules_run, processed_at, duration_ms, final)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        work.content_hash,
+                        work.payload_part_hash,
+                        header.message_id if header else None,
+                        header.conversation_id if header else None,
+                        header.cpa_id if header else None,
+                        header.from_party.party_id if header else None,
+                        info.msg_id if info else None,
+                        info.msg_type if info else None,
+                        answer.state,
+                        answer.status,
+                        json.dumps([p.as_dict() for p in answer.problems], ensure_ascii=False),
+                        # only what fired: a 10 000-bill claim runs 520 000 evaluations
+                        json.dumps([e for e in trace if e[3]], ensure_ascii=False),
+                        work.decision.evaluations if work.decision else 0,
+                        now,
+                        ms,
+                        int(answer.final),
+                    ),
+                )
+                message_id = cur.lastrowid
+                if work.decision and work.decision.bills and work.claim:
+                    self._insert_decision(db, message_id, work.claim, work.decision)
+                db.executemany(
+                    "INSERT INTO outputs (message_id, kind, file_name, content)"
+                    " VALUES (?, ?, ?, ?)",
+                    [(message_id, o.kind, o.name, o.content) for o in answer.outputs],
+                )
+                db.execute(
+                    "UPDATE receipts SET state = ?, message_id = ?, finished_at = ?"
+                    " WHERE work_name = ?",
+                    (answer.state, message_id, now, work_name),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(str(exc)) from exc
+        return Stored(
+            message_id,
+            answer.state,
+            answer.status,
+            tuple(p.as_dict() for p in answer.problems),
+            answer.outputs,
+            header.message_id if header else None,
+            header.conversation_id if header else None,
+            header.from_party.party_id if header else None,
+        )
+
+    @staticmethod
+    def _insert_decision(
+        db: sqlite3.Connection, message_id: int, claim: Claim, decision: Decision
+    ) -> None:
+        """Every bill with its lines, payments, exams and remarks: one statement per
+        table for the whole claim (a 100-bill claim made 700 statements before). The
+        bill ids are given here, in the transaction that holds the write lock."""
+        (last,) = db.execute("SELECT coalesce(max(id), 0) FROM bills").fetchone()
+        bills, lines, payments, exams, remarks, withdrawn = [], [], [], [], [], []
+        for bill_id, (bill, outcome) in enumerate(
+            zip(claim.bills, decision.bills, strict=True), start=last + 1
+        ):
+            patient = bill.episode.patient.key if bill.episode else None
+            bills.append(
+                (
+                    bill_id,
+                    message_id,
+                    outcome.regning_nr,
+                    outcome.uuid,
+                    bill.transaction_type,
+                    claim.institution_id,
+                    patient,
+                    service_codes(bill),
+                    bill.claimed_at,
+                    bill.instant,
+                    str(outcome.verdict),
+                    str(outcome.claimed),
+                    str(outcome.approved),
+                    outcome.payee,
+                )
+            )
+            lines.extend(
+                (
+                    bill_id,
+                    ld.line,
+                    ld.code,
+                    ld.count,
+                    ld.category,
+                    str(ld.claimed),
+                    str(ld.approved),
+                    str(ld.verdict),
+                    ld.payee,
+                )
+                for ld in outcome.lines
+            )
+            payments.extend(
+                (bill_id, p.payee, str(p.claimed), str(p.approved)) for p in outcome.payments
+            )
+            if not bill.is_new and outcome.verdict != "rejected":
+                # the credited or corrected bill's exams no longer count (RAD-06..10)
+                withdrawn.append((claim.institution_id, outcome.uuid))
+            exams.extend(
+                (
+                    bill_id,
+                    ld.line,
+                    patient,
+                    e.day,
+                    e.instant,
+                    claim.institution_id,
+                    outcome.uuid,
+                    e.code,
+                    e.side,
+                    e.modality,
+                    e.kind,
+                    "+".join(e.regions),
+                    e.units,
+                )
+                for ld in outcome.lines
+                if (e := ld.exam) is not None and patient is not None
+            )
+            remarks.extend((bill_id, r.rule_id, r.number, r.text, r.line) for r in outcome.remarks)
+        db.executemany(
+            "INSERT INTO bills (id, message_id, regning_nr, uuid, transaction_type,"
+            " institution_id, patient_key, codes, claimed_at, instant, verdict, claimed,"
+            " approved, payee) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            bills,
+        )
+        db.executemany(
+            "INSERT INTO bill_lines (bill_id, line, code, count, category, claimed, approved,"
+            " verdict, payee) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            lines,
+        )
+        db.executemany(
+            "INSERT INTO payments (bill_id, payee, claimed, approved) VALUES (?, ?, ?, ?)",
+            payments,
+        )
+        # withdrawn before the new exams go in: a correction's own exams stay active
+        db.executemany(
+            "UPDATE exams SET active = 0 WHERE institution_id = ? AND uuid = ?", withdrawn
+        )
+        db.executemany(
+            "INSERT INTO exams (bill_id, line, patient_key, day, instant, institution_id,"
+            " uuid, code, side, modality, kind, regions, units)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            exams,
+        )
+        db.executemany(
+            "INSERT INTO remarks (bill_id, rule_id, number, text, line) VALUES (?, ?, ?, ?, ?)",
+            remarks,
+        )
+
+    # ------------------------------------------------------------------ bill history
+
+    def paid_bill(self, institution_id: str, uuid: str) -> Decimal | None:
+        """Net paid on this uuid (originals + corrections − credits); None if never paid."""
+        rows = self._db.execute(
+            "SELECT transaction_type, approved FROM bills WHERE institution_id = ? AND uuid = ?"
+            " AND verdict IN ('approved', 'reduced')",
+            (institution_id, uuid),
+        ).fetchall()
+        if not any(t not in ("4", "5") for t, _ in rows):
+            return None
+        return sum((Decimal(a) for _, a in rows), Decimal("0"))
+
+    def service_seen(self, institution_id: str, patient_key: str, codes: str, when: str) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM bills WHERE institution_id = ? AND patient_key = ? AND instant = ?"
+            " AND codes = ? AND verdict IN ('approved', 'reduced')"
+            " AND transaction_type NOT IN ('4', '5') LIMIT 1",
+            (institution_id, patient_key, when, codes),
+        ).fetchone()
+        return row is not None
+
+    def paid_bills(self, institution_id: str, uuids: list[str]) -> dict[str, Decimal]:
+        rows: dict[str, list[tuple[str, str]]] = {}
+        for chunk in _chunks(uuids):
+            for uuid, ttype, approved in self._db.execute(
+                "SELECT uuid, transaction_type, approved FROM bills WHERE institution_id = ?"
+                f" AND uuid IN ({','.join('?' * len(chunk))})"
+                " AND verdict IN ('approved', 'reduced')",
+                (institution_id, *chunk),
+            ):
+                rows.setdefault(uuid, []).append((ttype, approved))
+        return {
+            uuid: sum((Decimal(a) for _, a in found), Decimal("0"))
+            for uuid, found in rows.items()
+            if any(t not in ("4", "5") for t, _ in found)  # an original was paid
+        }
+
+    def services_seen(
+        self, institution_id: str, services: list[tuple[str, str, str]]
+    ) -> set[tuple[str, str, str]]:
+        wanted = set(services)
+        found = set()
+        for chunk in _chunks(sorted({patient for patient, _, _ in services})):
+            for row in self._db.execute(
+                "SELECT patient_key, codes, instant FROM bills WHERE institution_id = ?"
+                f" AND patient_key IN ({','.join('?' * len(chunk))})"
+                " AND verdict IN ('approved', 'reduced') AND transaction_type NOT IN ('4', '5')",
+                (institution_id, *chunk),
+            ):
+                if tuple(row) in wanted:
+                    found.add(tuple(row))
+        return found
+
+    def paid_by_payee(self, institution_id: str, uuid: str) -> dict[str | None, Decimal]:
+        out: dict[str | None, Decimal] = {}
+        for payee, approved in self._db.execute(
+            "SELECT p.payee, p.approved FROM payments p JOIN bills b ON b.id = p.bill_id"
+            " WHERE b.institution_id = ? AND b.uuid = ? AND b.verdict IN ('approved', 'reduced')"
+            " ORDER BY p.id",
+            (institution_id, uuid),
+        ):
+            out[payee] = out.get(payee, Decimal("0")) + Decimal(approved)
+        return {payee: amount for payee, amount in out.items() if amount != 0}
+
+    def exams_on(self, patient_key: str, day: str) -> tuple[Exam, ...]:
+        rows = self._db.execute(
+            "SELECT e.code, e.side, e.modality, e.kind, e.regions, e.units, e.instant, e.day,"
+            " b.regning_nr, e.line, m.ebxml_message_id, e.institution_id, e.uuid"
+            " FROM exams e JOIN bills b ON b.id = e.bill_id JOIN messages m ON m.id = b.message_id"
+            " WHERE e.patient_key = ? AND e.day = ? AND e.active = 1 ORDER BY e.rowid",
+            (patient_key, day),
+        ).fetchall()
+        return tuple(
+            Exam(
+                code=code,
+                side=side,
+                modality=modality,
+                kind=kind,
+                regions=tuple(r for r in regions.split("+") if r),
+                units=units,
+                instant=instant,
+                day=day_,
+                regning_nr=regning_nr,
+                line=line,
+                where=f"regning {regning_nr} linje {line} i melding {message}",
+                institution_id=institution,
+                uuid=uuid,
+            )
+            for (
+                code,
+                side,
+                modality,
+                kind,
+                regions,
+                units,
+                instant,
+                day_,
+                regning_nr,
+                line,
+                message,
+                institution,
+                uuid,
+            ) in rows
+        )
+
+    def record_duplicate(self, work_name: str, stored: Stored, now: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE receipts SET state = ?, message_id = ?, duplicate = 1, finished_at = ?"
+                " WHERE work_name = ?",
+                (stored.state, stored.id, now, work_name),
+            )
+
+    # ------------------------------------------------------------------ settlement
+
+    def settle(
+        self,
+        key: str | None,
+        kind: str,
+        cutoff: str,
+        now: str,
+        make: Callable[[int, list[OpenPayment]], list[MadeVedtak]],
+    ) -> int | None:
+        """One settlement run, in one transaction: record the run, select the open
+        payments of claims answered up to `cutoff`, let `make` turn them into vedtak
+        (figures and signed files) and assign every payment to its vedtak. A killed
+        process leaves either all of it or none. None: a run with this key exists.
+        `key` None: a run of its own (`kravmottak settle`), never a repeat of another."""
+        with self._tx() as db:
+            if key is None:
+                (n,) = db.execute("SELECT count(*) + 1 FROM settlements").fetchone()
+                key = f"{kind}-{n}:{cutoff}"
+            if db.execute("SELECT 1 FROM settlements WHERE run_key = ?", (key,)).fetchone():
+                return None
+            run = db.execute(
+                "INSERT INTO settlements (run_key, kind, cutoff, started_at) VALUES (?, ?, ?, ?)",
+                (key, kind, cutoff, now),
+            ).lastrowid
+            for made in make(run, self._open_payments(db, cutoff)):
+                vedtak = db.execute(
+                    "INSERT INTO vedtak (settlement_id, oppgjors_nr, payee, decided_on, bills,"
+                    " claimed, approved) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        run,
+                        made.oppgjors_nr,
+                        made.payee,
+                        made.decided_on,
+                        len(made.payment_ids),
+                        str(made.claimed),
+                        str(made.approved),
+                    ),
+                ).lastrowid
+                cur = db.executemany(
+                    "UPDATE payments SET vedtak_id = ? WHERE id = ? AND vedtak_id IS NULL",
+                    [(vedtak, pid) for pid in made.payment_ids],
+                )
+                if cur.rowcount != len(made.payment_ids):  # another run took one first
+                    raise Conflict(f"{made.oppgjors_nr}: payments already settled")
+                db.executemany(
+                    "INSERT INTO vedtak_outputs (vedtak_id, kind, file_name, content)"
+                    " VALUES (?, ?, ?, ?)",
+                    [(vedtak, k, name, content) for k, name, content in made.outputs],
+                )
+        return run
+
+    @staticmethod
+    def _open_payments(db: sqlite3.Connection, cutoff: str) -> list[OpenPayment]:
+        rows = db.execute(
+            "SELECT p.id, p.payee, p.claimed, p.approved, b.regning_nr, b.verdict,"
+            " b.transaction_type, b.uuid, m.ebxml_message_id, b.id"
+            " FROM payments p JOIN bills b ON b.id = p.bill_id"
+            " JOIN messages m ON m.id = b.message_id"
+            " WHERE p.vedtak_id IS NULL AND p.payee IS NOT NULL AND m.processed_at <= ?"
+            " ORDER BY p.payee, p.id",
+            (cutoff,),
+        ).fetchall()
+        remarks: dict[int, list[str]] = {}
+        bill_ids = sorted({r[9] for r in rows})
+        for start in range(0, len(bill_ids), 500):
+            chunk = bill_ids[start : start + 500]
+            for bill_id, text in db.execute(
+                f"SELECT bill_id, text FROM remarks WHERE bill_id IN ({','.join('?' * len(chunk))})"
+                " ORDER BY rowid",
+                chunk,
+            ):
+                remarks.setdefault(bill_id, []).append(text)
+        return [
+            OpenPayment(
+                id=r[0],
+                payee=r[1],
+                claimed=Decimal(r[2]),
+                approved=Decimal(r[3]),
+                regning_nr=r[4],
+                verdict=r[5],
+                transaction_type=r[6],
+                uuid=r[7],
+                message_id=r[8],
+                remarks=tuple(remarks.get(r[9], ())),
+            )
+            for r in rows
+        ]
+
+    def undelivered(self) -> list[tuple[int, tuple[tuple[str, bytes], ...]]]:
+        """Vedtak recorded but not yet written to the outbox: (id, ((name, bytes), ...))."""
+        out = []
+        for (vedtak,) in self._db.execute(
+            "SELECT id FROM vedtak WHERE delivered_at IS NULL ORDER BY id"
+        ).fetchall():
+            files_ = self._db.execute(
+                "SELECT file_name, content FROM vedtak_outputs WHERE vedtak_id = ? ORDER BY rowid",
+                (vedtak,),
+            ).fetchall()
+            out.append((vedtak, tuple((name, bytes(content)) for name, content in files_)))
+        return out
+
+    def mark_delivered(self, vedtak_id: int, now: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE vedtak SET delivered_at = ? WHERE id = ?", (now, vedtak_id))
+
+    def settled_since(self, cutoff: str) -> bool:
+        """Has a run covered everything up to `cutoff` (a make-up would find nothing)?"""
+        row = self._db.execute(
+            "SELECT 1 FROM settlements WHERE cutoff >= ? LIMIT 1", (cutoff,)
+        ).fetchone()
+        return row is not None
+
+    def last_settlement(self) -> dict | None:
+        """The newest run with its totals per payee (for `status`)."""
+        row = self._db.execute(
+            "SELECT id, run_key, kind, cutoff, started_at FROM settlements ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        run, key, kind, cutoff, started = row
+        payees = self._db.execute(
+            "SELECT payee, oppgjors_nr, bills, claimed, approved, delivered_at FROM vedtak"
+            " WHERE settlement_id = ? ORDER BY payee",
+            (run,),
+        ).fetchall()
+        return {
+            "id": run,
+            "key": key,
+            "kind": kind,
+            "cutoff": cutoff,
+            "started_at": started,
+            "vedtak": [
+                {
+                    "payee": payee,
+                    "oppgjors_nr": nr,
+                    "bills": bills,
+                    "claimed": Decimal(claimed),
+                    "approved": Decimal(approved),
+                    "delivered": delivered is not None,
+                }
+                for payee, nr, bills, claimed, approved, delivered in payees
+            ],
+        }
+
+    # ------------------------------------------------------------------ explain
+
+    def explain(self, ident: str) -> list[dict]:
+        """Every processing of a message, found by ebXML MessageId or MsgHead MsgId:
+        its outcome, problems, bills with lines and remarks, and the rule trace."""
+        out = []
+        rows = self._db.execute(
+            "SELECT id, ebxml_message_id, msghead_id, sender_her, state, apprec_status,"
+            " problems, trace, processed_at, rules_run FROM messages"
+            " WHERE ebxml_message_id = ? OR msghead_id = ? ORDER BY id",
+            (ident, ident),
+        ).fetchall()
+        for mid, ebxml_id, msghead_id, sender, state, status, problems, trace, at, run in rows:
+            bills = []
+            for (
+                bill_id,
+                regning_nr,
+                uuid,
+                ttype,
+                verdict,
+                claimed,
+                approved,
+                payee,
+            ) in self._db.execute(
+                "SELECT id, regning_nr, uuid, transaction_type, verdict, claimed, approved, payee"
+                " FROM bills WHERE message_id = ? ORDER BY id",
+                (mid,),
+            ).fetchall():
+                lines = self._db.execute(
+                    "SELECT line, code, count, category, claimed, approved, verdict"
+                    " FROM bill_lines WHERE bill_id = ? ORDER BY line",
+                    (bill_id,),
+                ).fetchall()
+                remarks = self._db.execute(
+                    "SELECT rule_id, number, text, line FROM remarks WHERE bill_id = ?",
+                    (bill_id,),
+                ).fetchall()
+                bills.append(
+                    {
+                        "regning_nr": regning_nr,
+                        "uuid": uuid,
+                        "transaction_type": ttype,
+                        "verdict": verdict,
+                        "claimed": claimed,
+                        "approved": approved,
+                        "payee": payee,
+                        "lines": lines,
+                        "remarks": remarks,
+                    }
+                )
+            out.append(
+                {
+                    "ebxml_message_id": ebxml_id,
+                    "msghead_id": msghead_id,
+                    "sender_her": sender,
+                    "state": state,
+                    "apprec_status": status,
+                    "problems": json.loads(problems),
+                    "trace": json.loads(trace),
+                    "rules_run": run,
+                    "processed_at": at,
+                    "bills": bills,
+                }
+            )
+        return out
+
+    # ------------------------------------------------------------------ status
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(STATES, 0)
+        for state, n in self._db.execute("SELECT state, count(*) FROM receipts GROUP BY state"):
+            out[state] = n
+        (out["duplicates"],) = self._db.execute(
+            "SELECT count(*) FROM receipts WHERE duplicate = 1"
+        ).fetchone()
+        (out["messages"],) = self._db.execute("SELECT count(*) FROM messages").fetchone()
+        return out
+
+    def oldest_unanswered(self) -> str | None:
+        row = self._db.execute(
+            "SELECT min(received_at) FROM receipts WHERE state = 'claimed'"
+        ).fetchone()
+        return row[0]

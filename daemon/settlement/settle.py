@@ -1,0 +1,320 @@
+"""Settlement: approved lines become money, exactly once.
+
+KUHR's practice: every working day at 16:00 the claims answered so far are gathered,
+one decision (vedtak) per payee, and paid. Here:
+
+1. `Calendar` says when a batch runs: a cron expression in a time zone, minus public
+   holidays (the `holidays` library) and configured days off.
+2. `settle()` runs one batch. In ONE ledger transaction it records the run, selects the
+   open payments of claims answered up to the cut-off, groups them per payee, renders
+   and signs each payee's vedtak (M22 Oppgjørsresultat) and payment (M23-style
+   Utbetaling), and assigns every payment to its vedtak. A killed process leaves all of
+   it or none of it: a payment is never in two vedtak, and never dropped.
+3. `deliver()` writes the recorded files to the outbox (temp, fsync, rename) and marks
+   them delivered; it runs after every batch and at start, so files a kill cut off are
+   written again from the ledger, byte for byte.
+
+A credit or correction is a new payment of its own (negative, or the difference): an
+old vedtak is never changed.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid as uuid_module
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import holidays as holiday_calendars
+from apscheduler.triggers.cron import CronTrigger
+
+from daemon import files
+from daemon.claims import answer
+from daemon.config import ConfigError, Settings
+from daemon.domain import PartyRef
+from daemon.ledger.sqlite import MadeVedtak, OpenPayment
+from daemon.logs import get as get_logger
+from daemon.records import Context
+from daemon.registers.registry import Partner, Registry
+from daemon.registers.tariffs import Tariffs
+from daemon.settlement import vedtak
+from daemon.settlement.vedtak import Payee, Utbetaling, Vedtak, VedtakLine
+from daemon.transport import ebms
+
+SERVICE = "OppgjorsKontroll"
+ACTIONS = {"vedtak": "Oppgjorsresultat", "utbetaling": "Utbetaling"}
+RECEIVER_ROLE = "Oppgjorsmottaker"
+STATUS_OF_VERDICT = {
+    "approved": vedtak.STATUS_APPROVED,
+    "reduced": vedtak.STATUS_REDUCED,
+    "rejected": vedtak.STATUS_REJECTED,
+}
+
+
+# --------------------------------------------------------------------------- when
+
+
+@dataclass(frozen=True)
+class Calendar:
+    trigger: CronTrigger
+    zone: ZoneInfo
+    days_off: holiday_calendars.HolidayBase | None
+    extra: frozenset[date] = frozenset()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Calendar:
+        s = settings.settlement
+        try:
+            zone = ZoneInfo(s.timezone)
+            trigger = CronTrigger.from_crontab(s.cron, timezone=zone)
+            days_off = (
+                holiday_calendars.country_holidays(s.holidays_country)
+                if s.holidays_country
+                else None
+            )
+            extra = frozenset(date.fromisoformat(d) for d in s.extra_holidays)
+        except (ValueError, KeyError, NotImplementedError) as exc:
+            raise ConfigError(f"[settlement] {exc}") from exc
+        return cls(trigger, zone, days_off, extra)
+
+    def working_day(self, day: date) -> bool:
+        return day not in self.extra and (self.days_off is None or day not in self.days_off)
+
+    def runs_between(self, start: datetime, end: datetime) -> Iterable[datetime]:
+        """The batch instants in (start, end], holidays left out."""
+        fire = self.trigger.get_next_fire_time(None, start + timedelta(microseconds=1))
+        while fire is not None and fire <= end:
+            if self.working_day(fire.astimezone(self.zone).date()):
+                yield fire
+            fire = self.trigger.get_next_fire_time(fire, fire + timedelta(microseconds=1))
+
+    def next_run(self, now: datetime) -> datetime | None:
+        return next(iter(self.runs_between(now, now + timedelta(days=62))), None)
+
+    def last_run(self, now: datetime) -> datetime | None:
+        """The latest batch instant at or before `now` (looking a month back)."""
+        found = None
+        for fire in self.runs_between(now - timedelta(days=31), now):
+            found = fire
+        return found
+
+
+def run_key(instant: datetime) -> str:
+    return f"batch:{instant.astimezone(UTC).isoformat()}"
+
+
+# --------------------------------------------------------------------------- who
+
+
+def payee_of(key: str, tariffs: Tariffs | None, registry: Registry) -> Payee | None:
+    """`RHF:<name>` from the RHF table; `INST:<orgnr>` from the institution registry.
+    None: we cannot address this payee (its payments wait, and a log line says so)."""
+    kind, _, ident = key.partition(":")
+    if kind == "RHF" and tariffs is not None:
+        rhf = tariffs.rhf.by_name(ident)
+        if rhf is not None:
+            return Payee(key, rhf.name, rhf.orgnr, rhf.account)
+    if kind == "INST":
+        inst = registry.institution(ident)
+        if inst is not None:
+            return Payee(key, inst.name, inst.orgnr, inst.account)
+    return None
+
+
+def partner_of(payee: Payee, registry: Registry) -> Partner | None:
+    """The payee's agreement, when it has one (matched by organisation number)."""
+    return next((p for p in registry.partners if p.orgnr == payee.orgnr), None)
+
+
+# --------------------------------------------------------------------------- what
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What one run needs besides the ledger."""
+
+    ctx: Context  # settings, schemas, registry, keys, tariffs, now
+    cutoff: datetime
+    tick: Callable[[], None] = lambda: None  # a sign of life per payee (systemd watchdog)
+
+
+def make(batch: Batch, run: int, payments: list[OpenPayment]) -> list[MadeVedtak]:
+    """Group the open payments per payee and render each payee's vedtak and payment.
+    Pure apart from signing; called inside the ledger's transaction."""
+    log = get_logger()
+    ctx = batch.ctx
+    decided_on = batch.cutoff.astimezone(ZoneInfo(ctx.settings.settlement.timezone)).date()
+    by_payee: dict[str, list[OpenPayment]] = {}
+    for p in payments:
+        by_payee.setdefault(p.payee, []).append(p)
+    out = []
+    for n, (key, rows) in enumerate(sorted(by_payee.items()), start=1):
+        batch.tick()
+        payee = payee_of(key, ctx.tariffs, ctx.registry)
+        if payee is None:
+            log.error("payee_unknown", payee=key, payments=len(rows))
+            continue
+        v = Vedtak(
+            oppgjors_nr=f"{decided_on:%Y%m%d}-{run}-{n}",
+            payee=payee,
+            decided_on=decided_on,
+            cutoff=batch.cutoff,
+            lines=tuple(_line(p) for p in rows),
+        )
+        out.append(
+            MadeVedtak(
+                oppgjors_nr=v.oppgjors_nr,
+                payee=key,
+                decided_on=decided_on.isoformat(),
+                claimed=v.claimed_total,
+                approved=v.total,
+                payment_ids=tuple(p.id for p in rows),
+                outputs=render(v, ctx),
+            )
+        )
+    return out
+
+
+def _line(p: OpenPayment) -> VedtakLine:
+    status = STATUS_OF_VERDICT[p.verdict]
+    if p.transaction_type in ("4", "5") and p.verdict != "rejected":
+        status = vedtak.STATUS_APPROVED  # the difference or the credit is what is decided
+    return VedtakLine(
+        regning_nr=p.regning_nr,
+        claimed=p.claimed,
+        approved=p.approved,
+        status=status,
+        remarks=p.remarks,
+        transaction_type=p.transaction_type,
+        uuid=p.uuid,
+        message_id=p.message_id,
+    )
+
+
+def render(v: Vedtak, ctx: Context) -> tuple[tuple[str, str, bytes], ...]:
+    """The vedtak (and, when money moves, the payment) as signed ebMS messages."""
+    ids = _Ids(v.oppgjors_nr)
+    stamp = answer.timestamp(ctx.now)
+    bodies = [("vedtak", vedtak.render_oppgjorsresultat(
+        v, us=ctx.settings.party, msg_id=ids.new("m22"), gen_date=ctx.now, keys=ctx.keys
+    ))]  # fmt: skip
+    if v.total != Decimal("0"):
+        payment = Utbetaling(
+            utbetalings_nr=f"U{v.oppgjors_nr}",
+            payee=v.payee,
+            amount=v.total,
+            paid_on=v.decided_on,
+            oppgjors_nr=v.oppgjors_nr,
+        )
+        bodies.append(("utbetaling", vedtak.render_utbetaling(
+            payment, us=ctx.settings.party, msg_id=ids.new("m23"), gen_date=ctx.now, keys=ctx.keys
+        )))  # fmt: skip
+    partner = partner_of(v.payee, ctx.registry)
+    us = PartyRef(ctx.settings.party.her_id, "HER", ctx.settings.party.role)
+    to = (
+        PartyRef(partner.her_id, "HER", RECEIVER_ROLE)
+        if partner is not None
+        else PartyRef(v.payee.orgnr, "ENH", RECEIVER_ROLE)
+    )
+    outputs = []
+    for kind, xml in bodies:
+        problems = vedtak.validate_vedtak(xml, ctx.schemas)
+        if problems:  # never send what our own schema refuses: a bug, the run fails
+            raise answer.InvalidOutput(f"{kind} {v.oppgjors_nr}: {problems[0]}")
+        route = ebms.Route(
+            from_party=us,
+            to_party=to,
+            cpa_id=partner.cpa_id if partner is not None else f"kravmottak:oppgjor:{v.payee.orgnr}",
+            conversation_id=ids.new("conversation"),
+            service=SERVICE,
+            action=ACTIONS[kind],
+            message_id=ids.new(f"{kind}-ebms"),
+            timestamp=stamp,
+        )
+        part = answer.payload_part(f"{kind}-{v.oppgjors_nr}@kravmottak", xml, partner)
+        env = ebms.envelope(route, manifest=(part.content_id,))
+        content = answer.ebms_message(env, [part], ctx)
+        outputs.append((kind, f"{kind}-{v.oppgjors_nr}.msg", content))
+    return tuple(outputs)
+
+
+@dataclass(frozen=True)
+class _Ids:
+    seed: str
+
+    def new(self, purpose: str) -> str:
+        return str(
+            uuid_module.uuid5(uuid_module.NAMESPACE_URL, f"kravmottak:{self.seed}:{purpose}")
+        )
+
+
+# --------------------------------------------------------------------------- the shell
+
+
+@dataclass(frozen=True)
+class Result:
+    run: int | None  # None: a run with this key had already happened
+    vedtak: int
+    delivered: int
+
+
+def settle(intake, *, cutoff: datetime, kind: str, key: str | None = None) -> Result:
+    """Run one batch up to `cutoff` and deliver its files. `intake` is the daemon's
+    loaded state (ledger, settings, schemas, registry, keys, tariffs, clock). `key`
+    names a scheduled batch, so it runs once however often it is asked for; without
+    one (`kravmottak settle`) every call is a run of its own."""
+    log = get_logger()
+    now = intake.clock()
+    batch = Batch(intake.context(now), cutoff, tick=lambda: _alive(intake))
+    made: list[MadeVedtak] = []
+
+    def make_and_count(run_id: int, payments: list[OpenPayment]) -> list[MadeVedtak]:
+        made[:] = make(batch, run_id, payments)  # a retried transaction starts afresh
+        return made
+
+    run = intake.ledger.settle(
+        key, kind, cutoff.astimezone(UTC).isoformat(), now.isoformat(), make_and_count
+    )
+    delivered = deliver(intake)
+    log.info("settled", run=run, kind=kind, cutoff=cutoff.isoformat(), vedtak=len(made))
+    return Result(run, len(made), delivered)
+
+
+def _alive(intake) -> None:
+    if hasattr(intake, "heartbeat"):
+        intake.heartbeat = time.monotonic()
+
+
+def deliver(intake) -> int:
+    """Write every recorded vedtak's files that are not in the outbox yet."""
+    count = 0
+    for vedtak_id, outputs in intake.ledger.undelivered():
+        for name, content in outputs:
+            files.write_atomic(intake.settings.paths.outbox / name, content)
+        intake.ledger.mark_delivered(vedtak_id, intake.clock().isoformat())
+        count += 1
+    return count
+
+
+def scheduled_batch(intake, calendar: Calendar, now: datetime) -> Result | None:
+    """The cron job (e.g. 16:00 Europe/Oslo, Monday to Friday): the batch of the latest
+    scheduled instant, unless today is a day off. A batch runs once, however often the
+    job fires for it (its key is the instant)."""
+    if not calendar.working_day(now.astimezone(calendar.zone).date()):
+        get_logger().info("settlement_skipped", reason="day off")
+        return None
+    scheduled = calendar.last_run(now)
+    if scheduled is None:
+        return None
+    return settle(intake, cutoff=scheduled, kind="scheduled", key=run_key(scheduled))
+
+
+def make_up(intake, calendar: Calendar) -> Result | None:
+    """At start: the latest batch the daemon was down for, when no run has covered it."""
+    last = calendar.last_run(intake.clock())
+    if last is None or intake.ledger.settled_since(last.astimezone(UTC).isoformat()):
+        return None
+    return settle(intake, cutoff=last, kind="make-up", key=run_key(last))
