@@ -53,7 +53,7 @@ def main() -> int:
     rc = RuleContext(
         today=datetime(2026, 11, 23, tzinfo=UTC).date(),
         claim=claim,
-        tariffs=tariffs.load(tariffs.DEFAULT_DIR),
+        tariffs=tariffs.load(tariffs.SHIPPED_DIR),
         institution=reg.institution(claim.institution_id),
         history=NoBillHistory(),
         settings=settings.rules,

@@ -239,7 +239,7 @@ class PlannedMessage:
 
 @functools.cache
 def default_tariffs() -> Tariffs:
-    return tariffs.load(tariffs.DEFAULT_DIR)
+    return tariffs.load(tariffs.SHIPPED_DIR)
 
 
 def load_institutions(path: Path | None = None) -> tuple[Institution, ...]:

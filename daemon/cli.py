@@ -376,7 +376,7 @@ def _table(rows: list[tuple[str, ...]]) -> None:
 def cmd_tariff_import(args: argparse.Namespace) -> int:
     from daemon.registers import tariff_import, tariffs
 
-    target = Path(args.target) if args.target else tariffs.DEFAULT_DIR
+    target = Path(args.target) if args.target else _settings(args).paths.tariffs
     rates = Path(args.rates) if args.rates else None
     if args.kind == "radiologi":
         return _import_radiology(args, target, rates)
@@ -395,7 +395,8 @@ def cmd_tariff_import(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        report = tariff_import.import_nlk(Path(args.file), rates, target)
+        current = tariffs.in_force(target, (tariffs.CODES_FILE, tariffs.RATES_FILE))
+        report = tariff_import.import_nlk(Path(args.file), rates, target, current)
     except tariffs.TariffError as exc:
         print(f"kravmottak: tariff import refused, nothing written: {exc}", file=sys.stderr)
         return 1
@@ -408,7 +409,7 @@ def _import_radiology(args: argparse.Namespace, target: Path, rates: Path | None
     written then. A bad option is a usage error (exit 2)."""
     from datetime import date
 
-    from daemon.registers import radiology_import
+    from daemon.registers import radiology_import, radiology_tariffs, tariffs
     from daemon.registers.tariff_table import TariffError
 
     try:
@@ -424,6 +425,7 @@ def _import_radiology(args: argparse.Namespace, target: Path, rates: Path | None
             rates=rates,
             example=args.example_categories,
             valid_from=start or date(date.today().year, 1, 1),
+            current=tariffs.in_force(target, radiology_tariffs.FILES),
         )
     except TariffError as exc:
         print(f"kravmottak: tariff import refused, nothing written: {exc}", file=sys.stderr)
@@ -439,7 +441,7 @@ def cmd_tariff_show(args: argparse.Namespace) -> int:
 
     try:
         day = date.fromisoformat(args.date) if args.date else date.today()
-        registry_ = tariffs.load(Path(args.dir) if args.dir else tariffs.DEFAULT_DIR)
+        registry_ = tariffs.load(Path(args.dir) if args.dir else _settings(args).paths.tariffs)
     except (ValueError, tariffs.TariffError) as exc:
         print(f"kravmottak: {exc}", file=sys.stderr)
         return 1
@@ -653,7 +655,7 @@ def parser() -> argparse.ArgumentParser:
     tshow.add_argument("code")
     tshow.add_argument("--date", help="YYYY-MM-DD (default: today)")
     tshow.add_argument("--sector", choices=["stat", "privat"], help="default: both")
-    tshow.add_argument("--dir", help="the tariffs folder (default: config/tariffs)")
+    tshow.add_argument("--dir", help="the registers folder (default: the config's [paths] tariffs)")
     tshow.set_defaults(func=cmd_tariff_show)
     return p
 

@@ -14,9 +14,6 @@ from pathlib import Path
 
 from daemon.rule_settings import RuleSettings
 
-# the tariffs shipped with the code; [paths] tariffs points elsewhere
-DEFAULT_TARIFFS = Path(__file__).resolve().parent.parent / "config" / "tariffs"
-
 DEFAULT_CONFIG = Path("config/kravmottak.toml")
 CONFIG_ENV = "KRAVMOTTAK_CONFIG"
 
@@ -181,7 +178,7 @@ def from_mapping(raw: dict, path: Path) -> Settings:
             ledger=at("ledger", var / "ledger.sqlite3"),
             partners=at("partners", base / "partners.toml"),
             institutions=at("institutions", base / "institutions.toml"),
-            tariffs=at("tariffs", DEFAULT_TARIFFS),
+            tariffs=at("tariffs", var / "tariffs"),
             private_key=at("private_key", var / "keys" / "kravmottak.key.pem", keys),
             certificate=at("certificate", var / "keys" / "kravmottak.cert.pem", keys),
         )

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from lxml import etree
 
+from daemon import resources
 from daemon.domain import Layer, Problem
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_DIR = resources.schema_dir()
 
 
 class SchemaError(Exception):

@@ -107,3 +107,11 @@ def test_every_folder_is_a_known_layer():
     folders = {p.parent.name for p in modules() if p.parent != PACKAGE}
     folders -= {"__pycache__"}
     assert folders <= set(LAYERS), folders - set(LAYERS)
+
+
+def test_no_module_finds_files_through_its_own_path():
+    """Shipped data is read through importlib.resources, never `__file__` + parents."""
+    offenders = [
+        module_name(p) for p in modules() if "__file__" in p.read_text() and p.name != "__init__.py"
+    ]
+    assert offenders == []

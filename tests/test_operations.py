@@ -18,7 +18,7 @@ from decimal import Decimal
 
 import pytest
 
-from daemon.registers.tariffs import DEFAULT_DIR
+from daemon.registers.tariffs import SHIPPED_DIR
 from daemon.service import metrics
 from tests.claims import B, C, L, msghead, person_number
 from tests.conftest import wrap_demo
@@ -59,7 +59,7 @@ def sample(text: str, name: str, **labels: str) -> float:
 def test_daemon_runs_live_serves_metrics_reloads_and_stops(sandbox, tmp_path):
     # a poll every 5 s: the files must be found by inotify, not by the poll
     set_intake(sandbox, poll_interval_seconds=5.0, stable_seconds=1.0)
-    shutil.copytree(DEFAULT_DIR, sandbox.root / "tariffs")
+    shutil.copytree(SHIPPED_DIR, sandbox.root / "tariffs")
     cfg = sandbox.config_path
     cfg.write_text(cfg.read_text().replace("[paths]\n", '[paths]\ntariffs = "tariffs"\n'))
     stdout, stderr = tmp_path / "daemon.out", tmp_path / "daemon.err"

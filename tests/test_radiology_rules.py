@@ -36,7 +36,7 @@ INSTITUTIONS = registry(
     I(LAB, "Privatlab AS", "Helse Vest RHF", ("private-driftsavtale",)),
 )
 
-REGISTER = tariffs.load(tariffs.DEFAULT_DIR).radiology
+REGISTER = tariffs.load(tariffs.SHIPPED_DIR).radiology
 CENT = Decimal("0.01")
 
 

@@ -23,7 +23,7 @@ from daemon.registers.radiology_tariffs import (
     RadiologyRegister,
 )
 from daemon.registers.tariff_table import RATE_COLUMNS, TariffError
-from daemon.registers.tariffs import DEFAULT_DIR
+from daemon.registers.tariffs import SHIPPED_DIR
 from tests.conftest import DATA, shared_or_skip
 
 D = Decimal
@@ -114,7 +114,7 @@ def helfo_xlsx(path: Path, rows: list[tuple], *, title_rows: int = 3) -> Path:
 
 @pytest.fixture(scope="module")
 def shipped() -> RadiologyRegister:
-    return tariffs.load(DEFAULT_DIR).radiology
+    return tariffs.load(SHIPPED_DIR).radiology
 
 
 def test_shipped_register_loads_with_more_than_1300_codes(shipped):
@@ -125,8 +125,8 @@ def test_shipped_register_loads_with_more_than_1300_codes(shipped):
 
 def test_shipped_files_say_they_are_an_example():
     for name in ("ncrp-codes.csv", RATES_FILE):
-        head = (DEFAULT_DIR / name).read_text(encoding="utf-8").splitlines()[0]
-        assert head.startswith("# EXAMPLE:") and "NOT" in (DEFAULT_DIR / name).read_text()
+        head = (SHIPPED_DIR / name).read_text(encoding="utf-8").splitlines()[0]
+        assert head.startswith("# EXAMPLE:") and "NOT" in (SHIPPED_DIR / name).read_text()
 
 
 @pytest.mark.parametrize(
@@ -213,7 +213,7 @@ def test_import_from_shared_reproduces_the_shipped_files(tmp_path):
     argv = dict(addons=rates / "tilleggskoder.csv", rates=FIXED_RATES, example=True)
     report = import_radiology(rates / "ncrp_codes.csv", tmp_path / "a", **argv)
     for name in FILES:
-        assert (tmp_path / "a" / name).read_bytes() == (DEFAULT_DIR / name).read_bytes(), name
+        assert (tmp_path / "a" / name).read_bytes() == (SHIPPED_DIR / name).read_bytes(), name
     assert report.rows == 1380 and len(report.register.codes) == 1379
     assert report.skipped == ("row 1260: 'TSJWM' is not an NCRP code",)
     import_radiology(rates / "ncrp_codes.csv", tmp_path / "b", **argv)
@@ -227,10 +227,11 @@ def test_import_from_shared_reproduces_the_shipped_files(tmp_path):
 
 
 def test_no_radiology_files_is_an_empty_register(tmp_path):
-    """A lab-only deployment: the NLK files alone load, with an empty radiology register."""
+    """Without the shipped fall-back (a lab-only folder read as it is), the NLK files
+    alone load, with an empty radiology register."""
     for name in (tariffs.CODES_FILE, tariffs.RATES_FILE):
-        (tmp_path / name).write_bytes((DEFAULT_DIR / name).read_bytes())
-    loaded = tariffs.load(tmp_path)
+        (tmp_path / name).write_bytes((SHIPPED_DIR / name).read_bytes())
+    loaded = tariffs.load(tmp_path, shipped=None)
     assert loaded.radiology == RadiologyRegister() and not loaded.radiology.codes
     assert loaded.radiology.rate("AMBULANT", "stat", DAY) is None
     assert tariffs.Tariffs.empty().radiology.code("SNG0AA") is None
@@ -556,7 +557,7 @@ def test_cli_import_and_show(tmp_path, digest, capsys):
     target = tmp_path / "t"
     for name in (tariffs.CODES_FILE, tariffs.RATES_FILE):  # `show` loads the NLK files too
         target.mkdir(exist_ok=True)
-        (target / name).write_bytes((DEFAULT_DIR / name).read_bytes())
+        (target / name).write_bytes((SHIPPED_DIR / name).read_bytes())
     argv = ["tariff", "import", "--kind", "radiologi", str(digest[0]), "--addons", str(digest[1])]
     argv += ["--rates", str(FIXED_RATES), "--example-categories", "--target", str(target)]
     assert cli.main(argv) == 0

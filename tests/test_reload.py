@@ -5,12 +5,12 @@ from __future__ import annotations
 import shutil
 from datetime import date
 
-from daemon.registers.tariffs import DEFAULT_DIR
+from daemon.registers.tariffs import SHIPPED_DIR
 from daemon.service import runner as service
 
 
 def _use_copied_tariffs(sandbox) -> None:
-    shutil.copytree(DEFAULT_DIR, sandbox.root / "tariffs")
+    shutil.copytree(SHIPPED_DIR, sandbox.root / "tariffs")
     cfg = sandbox.config_path
     cfg.write_text(cfg.read_text().replace("[paths]\n", '[paths]\ntariffs = "tariffs"\n'))
 

@@ -10,7 +10,6 @@ import pytest
 from daemon.registers import rhf as rhfmod
 from daemon.registers.registry import load_institutions
 from daemon.registers.rhf import (
-    DEFAULT_PATH,
     EXCEPTION,
     FORMER_COUNTY,
     MALFORMED,
@@ -19,6 +18,7 @@ from daemon.registers.rhf import (
     NO_MUNICIPALITY,
     OUT_OF_PERIOD,
     REASONS,
+    SHIPPED_PATH,
     UNKNOWN,
     RhfError,
     RhfTable,
@@ -38,7 +38,7 @@ DAY = date(2024, 6, 1)
 
 @pytest.fixture(scope="module")
 def table() -> RhfTable:
-    return RhfTable.load(DEFAULT_PATH)
+    return RhfTable.load(SHIPPED_PATH)
 
 
 # A small table with one exception, for the mechanics the shipped file does not exercise.
@@ -74,7 +74,7 @@ def test_shipped_table_has_the_four_rhfs_with_their_organisation_numbers(table):
         (NORD, "883658752"),
     ]
     assert table.no_municipality == ("9000", "9900", "9999")
-    assert table.source == str(DEFAULT_PATH)
+    assert table.source == str(SHIPPED_PATH)
 
 
 def test_shipped_table_covers_every_county_of_the_2024_structure_once(table):

@@ -15,7 +15,7 @@ import pytest
 from daemon import cli
 from daemon.registers import tariffs
 from daemon.registers.tariff_import import import_nlk
-from daemon.registers.tariffs import DEFAULT_DIR, NlkCode, Rate, TariffError, Tariffs
+from daemon.registers.tariffs import SHIPPED_DIR, NlkCode, Rate, TariffError, Tariffs
 from tests.conftest import shared_or_skip
 
 D = Decimal
@@ -143,7 +143,7 @@ def sources(tmp_path: Path) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def shipped() -> Tariffs:
-    return tariffs.load(DEFAULT_DIR)
+    return tariffs.load(SHIPPED_DIR)
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -266,7 +266,7 @@ def test_import_from_shared_reproduces_the_shipped_files(tmp_path):
     rates = shared_or_skip("rates")
     report = import_nlk(rates / "nlk_codes.csv", rates / "refusjonssatser.csv", tmp_path)
     for name in (tariffs.CODES_FILE, tariffs.RATES_FILE):
-        assert (tmp_path / name).read_bytes() == (DEFAULT_DIR / name).read_bytes(), name
+        assert (tmp_path / name).read_bytes() == (SHIPPED_DIR / name).read_bytes(), name
     assert (report.rows, report.codes, report.rates) == (9187, 9186, 176)
     assert report.lab11 == () and len(report.uncategorised) == 8
     assert report.ignored_rates == (
@@ -372,11 +372,27 @@ def test_load_refuses_a_bad_file_naming_row_and_column(tmp_path, file, lines, ro
 
 def test_load_refuses_a_missing_file_or_wrong_header(tmp_path):
     with pytest.raises(TariffError, match=r"nlk-codes\.csv.*cannot read"):
-        tariffs.load(tmp_path)
+        tariffs.load(tmp_path, shipped=None)
     (tmp_path / "nlk-codes.csv").write_text("code,name\n", encoding="utf-8")
+    with pytest.raises(TariffError, match=r"lab-rates\.csv.*cannot read"):
+        tariffs.load(tmp_path)  # half an import is not topped up from the shipped copy
     (tmp_path / "lab-rates.csv").write_text(",".join(tariffs.RATE_COLUMNS) + "\n")
     with pytest.raises(TariffError, match="row 1, column field: header must be"):
         tariffs.load(tmp_path)
+
+
+def test_an_empty_state_folder_reads_the_shipped_registers_until_an_import(tmp_path):
+    shipped = tariffs.load(SHIPPED_DIR)
+    fallback = tariffs.load(tmp_path)
+    assert fallback.source == shipped.source == str(SHIPPED_DIR)
+    assert fallback.codes == shipped.codes and len(fallback.radiology.codes) > 0
+    (tmp_path / "nlk-codes.csv").write_text(
+        (SHIPPED_DIR / "nlk-codes.csv").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    (tmp_path / "lab-rates.csv").write_text(",".join(tariffs.RATE_COLUMNS) + "\n")
+    imported = tariffs.load(tmp_path)
+    assert imported.source == str(tmp_path) and imported.rates == ()
+    assert imported.radiology.codes == shipped.radiology.codes  # still the shipped one
 
 
 # --------------------------------------------------------------------------- the importer

@@ -200,12 +200,15 @@ def import_radiology(
     rates: Path | None = None,
     example: bool = False,
     valid_from: date | None = None,
+    current: Path | None = None,
 ) -> RadiologyReport:
     """Read the code source (and tilleggskoder, rates), compare with the register in
-    `target`, and write it. Raises TariffError on a bad file; then nothing is written.
-    `valid_from`: the start of the rates a Helfo table's `belop` column gives (the
-    command line's default is 1 January of the current year)."""
-    old_codes, old_addons, old_rates, problems = _existing(target)
+    force (in `current`, by default `target`), and write it to `target`. Raises
+    TariffError on a bad file; then nothing is written. `valid_from`: the start of the
+    rates a Helfo table's `belop` column gives (the command line's default is 1 January
+    of the current year)."""
+    current = target if current is None else current
+    old_codes, old_addons, old_rates, problems = _existing(current)
     table = read_xlsx(source, (HELFO,)) if is_xlsx(source) else read_table(source, (DIGEST, HELFO))
     helfo = table.layout is not DIGEST
     if helfo and example:
@@ -217,7 +220,7 @@ def import_radiology(
     needed = {CODES_FILE: helfo, ADDONS_FILE: addons is None, RATES_FILE: rates is None}
     for name, problem in problems.items():
         if needed[name]:
-            raise TariffError(str(target / name), None, None, f"cannot be kept: {problem}")
+            raise TariffError(str(current / name), None, None, f"cannot be kept: {problem}")
     warnings = [f"the existing {n} cannot be read ({p}); not compared" for n, p in problems.items()]
     if helfo:
         made = codes_from_helfo(table, old_codes or [])
@@ -225,7 +228,7 @@ def import_radiology(
             raise ValueError("valid_from: the start of the rates in the belop column")
         if old_codes is None:
             warnings.append(
-                f"no {CODES_FILE} in {target}: every code's attributes are derived from the"
+                f"no {CODES_FILE} in {current}: every code's attributes are derived from the"
                 " code; no code has regions"
             )
     else:
@@ -237,7 +240,7 @@ def import_radiology(
     else:
         new_addons = old_addons or []
         if old_addons is None:
-            warnings.append(f"no tilleggskoder given and none in {target}: {ADDONS_FILE} is empty")
+            warnings.append(f"no tilleggskoder given and none in {current}: {ADDONS_FILE} is empty")
 
     if rates is not None:
         base = rates_from(read_table(rates, (RATE_TABLE,)))

@@ -32,10 +32,11 @@ from datetime import date, datetime
 from pathlib import Path
 from types import MappingProxyType
 
+from daemon import resources
 from daemon.registers.tariff_table import TariffError
 
 FILE = "rhf.toml"
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "config" / "tariffs" / FILE
+SHIPPED_PATH = resources.shipped_registers() / FILE
 NO_MUNICIPALITY_CODES = ("9000", "9900", "9999")  # NPR, ISF-regelverket §4.2
 ORGNR_WEIGHTS = (3, 2, 7, 6, 5, 4, 3, 2)
 

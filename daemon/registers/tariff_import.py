@@ -248,9 +248,13 @@ def _rate_text(r: Rate) -> str:
 # --------------------------------------------------------------------------- the import
 
 
-def import_nlk(source_csv: Path, rates_csv: Path | None, target_dir: Path) -> ImportReport:
+def import_nlk(
+    source_csv: Path, rates_csv: Path | None, target_dir: Path, current: Path | None = None
+) -> ImportReport:
     """Read the code list (and the rate table), derive what the rules need, compare with
-    the tables in `target_dir`, and write them. Raises TariffError on a bad file."""
+    the tables in force (in `current`, by default `target_dir`), and write them to
+    `target_dir`. Raises TariffError on a bad file."""
+    current = target_dir if current is None else current
     table = read_table(source_csv, (HELFO, DIGEST))
     entries = _codes_from(table)
     codes, lab11, conflicts = assign_categories([code for _, code, _ in entries])
@@ -263,13 +267,13 @@ def import_nlk(source_csv: Path, rates_csv: Path | None, target_dir: Path) -> Im
         new_rates, ignored = _rates_from(read_table(rates_csv, (RATE_TABLE,)))
         rates_text = tariffs.render_rates(new_rates)
 
-    old_codes, old_rates, problems = _existing(target_dir)
+    old_codes, old_rates, problems = _existing(current)
     warnings += [f"{p}; not compared" for p in problems]
     if rates_text is None:  # keep the rates there are (refused below if they are bad)
         try:
-            rates_text = (target_dir / RATES_FILE).read_text(encoding="utf-8")
+            rates_text = (current / RATES_FILE).read_text(encoding="utf-8")
         except FileNotFoundError:
-            warnings.append(f"no rate table given and none in {target_dir}: {RATES_FILE} is empty")
+            warnings.append(f"no rate table given and none in {current}: {RATES_FILE} is empty")
             rates_text = tariffs.render_rates(())
 
     codes_text = tariffs.render_codes(codes)

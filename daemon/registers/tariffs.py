@@ -27,6 +27,7 @@ from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 
+from daemon import resources
 from daemon.registers import radiology_tariffs, tariff_table
 from daemon.registers.radiology_tariffs import RadiologyRegister
 from daemon.registers.rhf import RhfTable
@@ -46,7 +47,7 @@ from daemon.registers.tariff_table import (
 from daemon.registers.tariff_table import category_sort_key as category_sort_key  # re-exported
 from daemon.registers.tariff_table import check_rate_periods as check_rate_periods  # re-exported
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "config" / "tariffs"
+SHIPPED_DIR = resources.shipped_registers()  # the fall-back until an import
 CODES_FILE = "nlk-codes.csv"
 RATES_FILE = "lab-rates.csv"
 
@@ -142,19 +143,36 @@ class Tariffs:
 RHF_FILE = "rhf.toml"
 
 
-def load(directory: Path) -> Tariffs:
-    """Read and validate `nlk-codes.csv` and `lab-rates.csv` in `directory`, and the
-    radiology register beside them (`radiology_tariffs.load`: empty when absent)."""
+def load(directory: Path, shipped: Path | None = SHIPPED_DIR) -> Tariffs:
+    """The registers in force: each of the NLK list with its rates, the radiology
+    register and the RHF table is read from `directory` once an import has written it
+    there, and otherwise as shipped with the package (`shipped`; None: nothing falls
+    back, a register missing from `directory` is an error or, for radiology and RHF,
+    empty). Everything read is validated."""
+    lab_dir = _in_force(directory, shipped, (CODES_FILE, RATES_FILE))
     texts = []
     for name in (CODES_FILE, RATES_FILE):
         try:
-            texts.append((directory / name).read_text(encoding="utf-8"))
+            texts.append((lab_dir / name).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as exc:
-            raise TariffError(str(directory / name), None, None, f"cannot read: {exc}") from exc
-    lab = parse(texts[0], texts[1], str(directory))
-    rhf_file = directory / RHF_FILE
+            raise TariffError(str(lab_dir / name), None, None, f"cannot read: {exc}") from exc
+    lab = parse(texts[0], texts[1], str(lab_dir))
+    rhf_file = _in_force(directory, shipped, (RHF_FILE,)) / RHF_FILE
     areas = RhfTable.load(rhf_file) if rhf_file.exists() else RhfTable.empty()
-    return replace(lab, radiology=radiology_tariffs.load(directory), rhf=areas)
+    radiology_dir = _in_force(directory, shipped, radiology_tariffs.FILES)
+    return replace(lab, radiology=radiology_tariffs.load(radiology_dir), rhf=areas)
+
+
+def in_force(directory: Path, files: tuple[str, ...]) -> Path:
+    """Where the register made of `files` is read from: `directory` when an import has
+    written any of them there, the shipped copy otherwise."""
+    return _in_force(directory, SHIPPED_DIR, files)
+
+
+def _in_force(directory: Path, shipped: Path | None, files: tuple[str, ...]) -> Path:
+    if shipped is None or any((directory / name).exists() for name in files):
+        return directory
+    return shipped
 
 
 def parse(codes_text: str, rates_text: str, source: str) -> Tariffs:
