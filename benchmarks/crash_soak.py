@@ -59,6 +59,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks import generate  # noqa: E402
 from daemon import files, keys, mime, trust  # noqa: E402
+from daemon.config import Intake  # noqa: E402
 from daemon.ebms import NS  # noqa: E402
 from daemon.registry import load_institutions  # noqa: E402
 from tests.conftest import Sandbox, make_sandbox  # noqa: E402
@@ -67,7 +68,7 @@ AR = "{http://www.kith.no/xmlstds/apprec/2004-11-21}"
 M22 = "{http://www.kith.no/xmlstds/eresept/m22/2006-10-06}"
 UTB = "{http://kravmottak.no/xmlstds/utbetaling/2026-11-23}"
 MH = "{http://www.kith.no/xmlstds/msghead/2006-05-24}"
-TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".filepart")
+TEMP_SUFFIXES = Intake().temp_suffixes  # what a writer names an unfinished file
 ZERO = Decimal("0")
 
 
@@ -446,7 +447,14 @@ class _Soak:
         return self.rng.uniform(0, 0.02) if aim == "files" else 0.0
 
     def finish(self) -> None:
-        """One daemon until inbox and work/ are empty, one settle to its end, SIGTERM."""
+        """One daemon until inbox and work/ are empty, one settle to its end, SIGTERM;
+        then a last start, so a recovery follows every kill (a killed settle's
+        temporary file is removed by the next start), and SIGTERM again."""
+        self._until_empty_and_settled()
+        self.start_daemon()
+        self.stop_daemon()
+
+    def _until_empty_and_settled(self) -> None:
         daemon = self.daemon
         wait_for(lambda: daemon.logged("started"), 120, "the last start", step=0.05)
         wait_for(
@@ -459,6 +467,12 @@ class _Soak:
         if proc.wait(timeout=600) != 0:
             raise RuntimeError(f"the final settle failed: {log.read_text()[-2000:]}")
         self.report.settle_runs["final"] += 1
+        self.stop_daemon()
+
+    def stop_daemon(self) -> None:
+        """Once it has started (recovered), SIGTERM; it must exit cleanly."""
+        daemon = self.daemon
+        wait_for(lambda: daemon.logged("started"), 120, "the start", step=0.05)
         daemon.proc.send_signal(signal.SIGTERM)
         if daemon.proc.wait(timeout=120) != 0:
             raise RuntimeError(f"the daemon did not stop cleanly: {daemon.tail()}")
@@ -677,12 +691,21 @@ def check(
     problems += [f"receipt {r[0]} still claimed" for r in receipts if r[1] == "claimed"]
     invariant("nothing left in inbox/, work/ or quarantine/", problems)
     temps = [
-        str(p.relative_to(box.root))
+        f"{p.relative_to(box.root)}{_writer_of(p.name)}"
         for p in box.root.rglob("*")
         if p.name.startswith(".") or p.name.endswith(TEMP_SUFFIXES)
     ]
     invariant("no temporary files anywhere in the sandbox", temps)
     db.close()
+
+
+def _writer_of(name: str) -> str:
+    """Whose temporary file `name` is, for the report: a dead writer's should have
+    gone with the last recovery, a live writer's means something still runs."""
+    owner = files.temp_owner(name)
+    if owner is None:
+        return ""
+    return f" (writer {owner[0]} {'alive' if files.writer_alive(*owner) else 'gone'})"
 
 
 def _ref_to(data: bytes) -> str:
