@@ -59,7 +59,6 @@ if str(ROOT) not in sys.path:
 
 from benchmarks import generate  # noqa: E402
 from daemon import files, keys, mime, trust  # noqa: E402
-from daemon.config import Intake  # noqa: E402
 from daemon.ebms import NS  # noqa: E402
 from daemon.registry import load_institutions  # noqa: E402
 from tests.conftest import Sandbox, make_sandbox  # noqa: E402
@@ -68,7 +67,6 @@ AR = "{http://www.kith.no/xmlstds/apprec/2004-11-21}"
 M22 = "{http://www.kith.no/xmlstds/eresept/m22/2006-10-06}"
 UTB = "{http://kravmottak.no/xmlstds/utbetaling/2026-11-23}"
 MH = "{http://www.kith.no/xmlstds/msghead/2006-05-24}"
-TEMP_SUFFIXES = Intake().temp_suffixes  # what a writer names an unfinished file
 ZERO = Decimal("0")
 
 
@@ -693,7 +691,7 @@ def check(
     temps = [
         f"{p.relative_to(box.root)}{_writer_of(p.name)}"
         for p in box.root.rglob("*")
-        if p.name.startswith(".") or p.name.endswith(TEMP_SUFFIXES)
+        if p.name.startswith(".") or p.name.endswith(box.settings.intake.temp_suffixes)
     ]
     invariant("no temporary files anywhere in the sandbox", temps)
     db.close()

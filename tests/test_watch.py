@@ -1,7 +1,4 @@
-"""Live intake: which inotify events make a file known whole (daemon.watch).
-
-No fixed sleeps: watchdog adds the inotify watch in `start()`, and inotify reports a
-folder's events in order, so a later drop seen means every earlier event was handled."""
+"""Live intake: which inotify events make a file known whole (daemon.watch)."""
 
 from __future__ import annotations
 
@@ -11,6 +8,8 @@ import time
 
 from daemon.watch import CompleteNames, InboxWatcher
 
+# No fixed sleeps: watchdog adds the inotify watch in `start()`, and inotify reports a
+# folder's events in order, so a later drop seen means every earlier event was handled.
 TIMEOUT = 10.0  # generous: a busy machine delays events, it does not lose them
 
 
