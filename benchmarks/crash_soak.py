@@ -72,7 +72,6 @@ AR = "{http://www.kith.no/xmlstds/apprec/2004-11-21}"
 M22 = "{http://www.kith.no/xmlstds/eresept/m22/2006-10-06}"
 UTB = "{http://kravmottak.no/xmlstds/utbetaling/2026-11-23}"
 MH = "{http://www.kith.no/xmlstds/msghead/2006-05-24}"
-TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".filepart")
 ZERO = Decimal("0")
 
 
@@ -451,7 +450,14 @@ class _Soak:
         return self.rng.uniform(0, 0.02) if aim == "files" else 0.0
 
     def finish(self) -> None:
-        """One daemon until inbox and work/ are empty, one settle to its end, SIGTERM."""
+        """One daemon until inbox and work/ are empty, one settle to its end, SIGTERM;
+        then a last start, so a recovery follows every kill (a killed settle's
+        temporary file is removed by the next start), and SIGTERM again."""
+        self._until_empty_and_settled()
+        self.start_daemon()
+        self.stop_daemon()
+
+    def _until_empty_and_settled(self) -> None:
         daemon = self.daemon
         wait_for(lambda: daemon.logged("started"), 120, "the last start", step=0.05)
         wait_for(
@@ -464,6 +470,12 @@ class _Soak:
         if proc.wait(timeout=600) != 0:
             raise RuntimeError(f"the final settle failed: {log.read_text()[-2000:]}")
         self.report.settle_runs["final"] += 1
+        self.stop_daemon()
+
+    def stop_daemon(self) -> None:
+        """Once it has started (recovered), SIGTERM; it must exit cleanly."""
+        daemon = self.daemon
+        wait_for(lambda: daemon.logged("started"), 120, "the start", step=0.05)
         daemon.proc.send_signal(signal.SIGTERM)
         if daemon.proc.wait(timeout=120) != 0:
             raise RuntimeError(f"the daemon did not stop cleanly: {daemon.tail()}")
@@ -682,12 +694,21 @@ def check(
     problems += [f"receipt {r[0]} still claimed" for r in receipts if r[1] == "claimed"]
     invariant("nothing left in inbox/, work/ or quarantine/", problems)
     temps = [
-        str(p.relative_to(box.root))
+        f"{p.relative_to(box.root)}{_writer_of(p.name)}"
         for p in box.root.rglob("*")
-        if p.name.startswith(".") or p.name.endswith(TEMP_SUFFIXES)
+        if p.name.startswith(".") or p.name.endswith(box.settings.intake.temp_suffixes)
     ]
     invariant("no temporary files anywhere in the sandbox", temps)
     db.close()
+
+
+def _writer_of(name: str) -> str:
+    """Whose temporary file `name` is, for the report: a dead writer's should have
+    gone with the last recovery, a live writer's means something still runs."""
+    owner = files.temp_owner(name)
+    if owner is None:
+        return ""
+    return f" (writer {owner[0]} {'alive' if files.writer_alive(*owner) else 'gone'})"
 
 
 def _ref_to(data: bytes) -> str:

@@ -123,32 +123,98 @@ def write_atomic(path: Path, content: bytes, *, sync_folder: bool = True) -> Non
     """Write `content` to `path` so that it appears whole or not at all. With
     `sync_folder=False` the caller fsyncs the folder once after several files."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    tmp = temp_path(path)
     try:
-        view = memoryview(content)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        try:
+            view = memoryview(content)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # our own temporary: only a kill leaves one
+        raise
     if sync_folder:
         fsync_dir(path.parent)
 
 
-# what `write_atomic` names its temporary file: .<name>.<8 hex>.tmp
-_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
+# --------------------------------------------------------------------------- temporaries
+# A temporary file is named for its writer: `.NAME.PID-START.HEX.tmp`, START being
+# the process's start time (clock ticks since boot, /proc/PID/stat), so a PID the
+# kernel has given to another process does not pass for the writer. A writer removes
+# its own temporary when a write fails; only a dead writer's is removed by others.
+
+_TEMP_NAME = re.compile(r"\..+\.(?P<pid>[0-9]+)-(?P<start>[0-9]+)\.[0-9a-f]{8}\.tmp")
+_UNOWNED_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")  # before writers were named
+_owner: tuple[int, str] | None = None
+
+
+def _process_start(pid: int) -> tuple[str, str] | None:
+    """(state, start time) of a process from /proc; None where there is no /proc entry."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # the name may hold spaces and ")"
+    return fields[0], fields[19]
+
+
+def _owner_tag() -> str:
+    """This process as the owner of a temporary file: `PID-START`."""
+    global _owner
+    pid = os.getpid()
+    if _owner is None or _owner[0] != pid:  # a forked child is another writer
+        state = _process_start(pid)
+        _owner = (pid, f"{pid}-{state[1] if state else 0}")
+    return _owner[1]
+
+
+def temp_path(path: Path) -> Path:
+    """A new temporary name for writing `path`, owned by this process."""
+    return path.with_name(f".{path.name}.{_owner_tag()}.{secrets.token_hex(4)}.tmp")
+
+
+def writer_alive(pid: int, start: str) -> bool:
+    """Is the process that named a temporary `PID-START` still running? A PID now
+    held by a process started later is not the writer; a zombie writes no more."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user's
+    state = _process_start(pid)
+    if state is None or start == "0":  # no /proc: the PID is all we know
+        return True
+    return state[0] != "Z" and state[1] == start
+
+
+def temp_owner(name: str) -> tuple[int, str] | None:
+    """The (PID, start time) that named a temporary file; None for any other name."""
+    owned = _TEMP_NAME.fullmatch(name)
+    return (int(owned["pid"]), owned["start"]) if owned else None
+
+
+def stale_temp(name: str) -> bool:
+    """Is `name` a temporary file whose writer is gone? Unowned names come from a
+    version before writers were named; an upgrade has stopped their writers."""
+    owner = temp_owner(name)
+    if owner is not None:
+        return not writer_alive(*owner)
+    return _UNOWNED_TEMP_NAME.fullmatch(name) is not None
 
 
 def remove_stale_temps(folder: Path) -> list[str]:
-    """Delete the temporary files a killed `write_atomic` left behind. Only while no
-    write is under way in this process (start-up, or recovery in the poll thread)."""
+    """Delete the temporary files killed writers left behind; a live writer's (this
+    process's included) are kept. Safe at any time, from any process."""
     removed = []
     if folder.is_dir():
         for path in folder.iterdir():
-            if _TEMP_NAME.fullmatch(path.name) and path.is_file():
+            if stale_temp(path.name) and path.is_file():
                 path.unlink(missing_ok=True)
                 removed.append(path.name)
     return sorted(removed)

@@ -122,7 +122,7 @@ class Daemon:
     def kill(self) -> None:
         self.assert_alive()
         self.proc.kill()
-        assert self.proc.wait(timeout=10) == -signal.SIGKILL
+        assert self.proc.wait(timeout=30) == -signal.SIGKILL
 
 
 # --------------------------------------------------------------------------- acceptance
@@ -150,12 +150,12 @@ def test_sigkill_at_random_points_loses_nothing_and_answers_nothing_twice(sandbo
         if kind == "startup":  # importing, loading schemas, opening the ledger
             time.sleep(rng.uniform(0.02, 0.3))
         elif kind == "recovery":  # just as it picks up what the last run left in work/
-            wait_for(lambda d=daemon: d.logged("recovering", "started"), 20, "start-up")
+            wait_for(lambda d=daemon: d.logged("recovering", "started"), 60, "start-up")
             time.sleep(rng.uniform(0, 0.01))
         else:  # after a random number of further messages, at a random point in the next
             before = len(archived(sandbox))
             target = min(before + rng.randint(3, 30), MESSAGES - 1)
-            wait_for(lambda t=target: len(archived(sandbox)) >= t, 20, f"{target} archived")
+            wait_for(lambda t=target: len(archived(sandbox)) >= t, 60, f"{target} archived")
             time.sleep(rng.uniform(0, 0.01))
         daemon.kill()
         started = daemon.logged("started")
@@ -167,11 +167,11 @@ def test_sigkill_at_random_points_loses_nothing_and_answers_nothing_twice(sandbo
 
     final = Daemon(sandbox, logs, KILLS)
     inbox, work = sandbox.paths.inbox, sandbox.paths.work
-    wait_for(lambda: final.logged("started"), 20, "the final start-up")
-    wait_for(lambda: not names(inbox) and not names(work), 60, "inbox and work/ to empty")
+    wait_for(lambda: final.logged("started"), 60, "the final start-up")
+    wait_for(lambda: not names(inbox) and not names(work), 180, "inbox and work/ to empty")
     final.assert_alive()
     final.proc.send_signal(signal.SIGTERM)
-    assert final.proc.wait(timeout=10) == 0, final.stderr.read_text()
+    assert final.proc.wait(timeout=30) == 0, final.stderr.read_text()
 
     # ---- the folders
     paths = sandbox.paths
@@ -366,18 +366,72 @@ def test_recover_redelivers_a_recorded_outcome_byte_for_byte(sandbox, monkeypatc
     assert {ref_to_message_id(d) for d in stored.values()} == {message_id}
 
 
-def test_recover_removes_temp_files_a_killed_write_left_behind(sandbox):
-    """A write cut short leaves `.NAME.HEX.tmp` in the outbox; the next start deletes it."""
-    outbox, quarantine = sandbox.paths.outbox, sandbox.paths.quarantine
-    (outbox / ".apprec-1.msg.0badf00d.tmp").write_bytes(b"half an answer")
-    (quarantine / ".x.msg.err.json.deadbeef.tmp").write_bytes(b"{")
-    (outbox / "apprec-2.msg").write_bytes(b"a finished answer")
+# a writer that dies or lives with a half-written temporary: prints its name, waits
+WRITER = """
+import sys, time
+from pathlib import Path
+from daemon import files
+tmp = files.temp_path(Path(sys.argv[1]))
+tmp.write_bytes(b"half an answer")
+print(tmp.name, flush=True)
+time.sleep(600)
+"""
 
+
+def start_writer(target: Path) -> tuple[subprocess.Popen, str]:
+    """A real process that has begun writing `target`, and its temporary's name."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE, text=True
+    )
+    return proc, proc.stdout.readline().strip()
+
+
+def recover(sandbox: Sandbox) -> None:
     intake = sandbox.intake()
     try:
         assert intake.recover() == 0
     finally:
         intake.ledger.close()
 
-    assert names(outbox) == ["apprec-2.msg"]
-    assert names(quarantine) == []
+
+def test_recover_removes_a_killed_writers_temp_file_and_keeps_a_live_writers(sandbox):
+    """A write cut short by SIGKILL leaves `.NAME.PID-START.HEX.tmp`; the next start
+    deletes it. A writer still alive (another process, or this one) keeps its own."""
+    outbox, quarantine = sandbox.paths.outbox, sandbox.paths.quarantine
+    killed, killed_temp = start_writer(outbox / "apprec-1.msg")
+    live, live_temp = start_writer(outbox / "vedtak-1.msg")
+    try:
+        killed.kill()
+        killed.wait(timeout=30)
+        ours = files.temp_path(outbox / "apprec-3.msg")
+        ours.write_bytes(b"being written by this process")
+        (quarantine / ".x.msg.err.json.deadbeef.tmp").write_bytes(b"{")  # an unowned name
+        (outbox / "apprec-2.msg").write_bytes(b"a finished answer")
+
+        recover(sandbox)
+
+        assert names(outbox) == sorted(["apprec-2.msg", live_temp, ours.name])
+        assert names(quarantine) == []
+    finally:
+        live.kill()
+        live.wait(timeout=30)
+    recover(sandbox)
+    assert names(outbox) == sorted(["apprec-2.msg", ours.name])
+    assert killed_temp.startswith(f".apprec-1.msg.{killed.pid}-")
+
+
+def test_a_reused_pid_does_not_pass_for_the_writer():
+    """The writer's start time is in the name: the same PID started later is not it."""
+    mine = files.temp_path(Path("x.msg")).name
+    pid, start = mine.split(".")[-3].split("-")
+    assert int(pid) == os.getpid() and int(start) > 0
+    assert not files.stale_temp(mine)
+    assert files.stale_temp(mine.replace(f"{pid}-{start}", f"{pid}-{int(start) + 1}"))
+    assert not files.stale_temp(".x.msg.part")  # a sender's, not ours
+
+
+def test_a_failed_write_removes_its_own_temp_file(tmp_path):
+    (tmp_path / "answer.msg").mkdir()  # the rename onto it fails
+    with pytest.raises(OSError):
+        files.write_atomic(tmp_path / "answer.msg", b"an answer")
+    assert names(tmp_path) == ["answer.msg"]

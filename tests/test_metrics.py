@@ -259,7 +259,8 @@ def test_the_stage_timer_wraps_pipeline_stages_from_outside(metrics) -> None:
     assert value(body, "stage_seconds_count", stage="slow_stage") == 1
     assert value(body, "stage_seconds_sum", stage="slow_stage") >= 0.02
     assert value(body, "stage_seconds_bucket", stage="slow_stage", le="0.01") == 0
-    assert value(body, "stage_seconds_bucket", stage="quick_stage", le="0.001") == 1
+    assert value(body, "stage_seconds_count", stage="quick_stage") == 1  # no upper bound:
+    # a loaded machine may pause any stage; only sleeps give a bound (a lower one)
     assert value(body, "stage_seconds_count", stage="answer") == 1
 
 

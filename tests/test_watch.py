@@ -8,6 +8,10 @@ import time
 
 from daemon.service.watch import CompleteNames, InboxWatcher
 
+# No fixed sleeps: watchdog adds the inotify watch in `start()`, and inotify reports a
+# folder's events in order, so a later drop seen means every earlier event was handled.
+TIMEOUT = 10.0  # generous: a busy machine delays events, it does not lose them
+
 
 def _watching(tmp_path):
     inbox, elsewhere = tmp_path / "inbox", tmp_path / "elsewhere"
@@ -15,15 +19,30 @@ def _watching(tmp_path):
     elsewhere.mkdir()
     complete, woken = CompleteNames(), threading.Event()
     watcher = InboxWatcher(inbox, complete, woken.set)
-    watcher.start()
-    time.sleep(0.2)  # the watch is in place
+    watcher.start()  # the watch is in place when it returns
     return inbox, elsewhere, complete, woken, watcher
 
 
 def _wait(woken: threading.Event) -> None:
-    assert woken.wait(5), "no wake-up"
-    time.sleep(0.1)  # the rest of the burst of events
+    assert woken.wait(TIMEOUT), "no wake-up"
     woken.clear()
+
+
+def _until(complete: CompleteNames, name: str) -> set[str]:
+    """Every name taken until `name` is among them."""
+    taken: set[str] = set()
+    deadline = time.monotonic() + TIMEOUT
+    while name not in taken:
+        assert time.monotonic() < deadline, f"{name} never known whole"
+        taken |= complete.take()
+        time.sleep(0.005)
+    return taken
+
+
+def _drop(elsewhere, inbox, name: str) -> None:
+    """Written elsewhere, moved in: the documented way."""
+    (elsewhere / name).write_bytes(name.encode())
+    os.rename(elsewhere / name, inbox / name)
 
 
 def test_renamed_in_place_moved_in_and_closed_files_are_whole(tmp_path):
@@ -31,43 +50,45 @@ def test_renamed_in_place_moved_in_and_closed_files_are_whole(tmp_path):
     try:
         (inbox / ".a.tmp").write_bytes(b"a")  # the documented way: temp name, rename
         os.rename(inbox / ".a.tmp", inbox / "a.msg")
-        _wait(woken)
-        assert "a.msg" in complete.take()
+        assert "a.msg" in _until(complete, "a.msg")
 
-        (elsewhere / "b.msg").write_bytes(b"b")  # written elsewhere, moved in
-        os.rename(elsewhere / "b.msg", inbox / "b.msg")
-        _wait(woken)
-        assert complete.take() == {"b.msg"}
+        _drop(elsewhere, inbox, "b.msg")
+        assert _until(complete, "b.msg") == {"b.msg"}
 
+        woken.clear()
         with open(inbox / "c.msg", "wb") as fh:  # written in place: whole once closed
             fh.write(b"c")
             fh.flush()
             _wait(woken)  # created: wakes the poll, but is not whole yet
             assert "c.msg" not in complete.take()
-        _wait(woken)
-        assert "c.msg" in complete.take()
+        assert "c.msg" in _until(complete, "c.msg")
 
         os.rename(inbox / "a.msg", elsewhere / "a.msg")  # our own claim: nothing to take
-        time.sleep(0.3)
-        assert complete.take() == set()
+        _drop(elsewhere, inbox, "d.msg")  # seen after the claim's event
+        assert _until(complete, "d.msg") == {"d.msg"}
     finally:
         watcher.stop()
 
 
 def test_a_claim_does_not_hold_back_the_next_drop(tmp_path):
     """watchdog holds a move out of the folder to pair it; ours is cut to 10 ms, so a
-    file dropped right after a claim is seen at once, not half a second later."""
-    inbox, elsewhere, complete, woken, watcher = _watching(tmp_path)
+    file dropped right after a claim is seen at once, not half a second later. The
+    hold is a lower bound on every try; the best of a few tries is what a loaded
+    machine cannot spoil."""
+    inbox, elsewhere, complete, _woken, watcher = _watching(tmp_path)
     try:
-        (inbox / "first.msg").write_bytes(b"1")
-        _wait(woken)
-        complete.take()
-        os.rename(inbox / "first.msg", elsewhere / "first.msg")  # a claim
-        (elsewhere / "second.msg").write_bytes(b"2")
-        started = time.monotonic()
-        os.rename(elsewhere / "second.msg", inbox / "second.msg")
-        while "second.msg" not in complete.take():
-            assert time.monotonic() - started < 0.4, "the drop waited behind the claim"
-            time.sleep(0.005)
+        best = float("inf")
+        for n in range(5):
+            _drop(elsewhere, inbox, f"first-{n}.msg")
+            _until(complete, f"first-{n}.msg")
+            os.rename(inbox / f"first-{n}.msg", elsewhere / f"first-{n}.msg")  # a claim
+            (elsewhere / f"second-{n}.msg").write_bytes(b"2")
+            started = time.monotonic()
+            os.rename(elsewhere / f"second-{n}.msg", inbox / f"second-{n}.msg")
+            _until(complete, f"second-{n}.msg")
+            best = min(best, time.monotonic() - started)
+            if best < 0.4:
+                break
+        assert best < 0.4, f"the drop waited {best:.2f} s behind the claim"
     finally:
         watcher.stop()

@@ -8,7 +8,6 @@ them at start (and on reload).
 from __future__ import annotations
 
 import os
-import tempfile
 import tomllib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
@@ -17,6 +16,7 @@ from pathlib import Path
 import tomli_w
 from cryptography import x509
 
+from daemon import files
 from daemon.config import ConfigError
 from daemon.registers.rhf import valid_account
 from daemon.transport.keys import load_certificates
@@ -193,12 +193,14 @@ def upsert_institution(path: Path, institution: Institution) -> None:
 
 
 def _atomic_write_toml(path: Path, data: dict) -> None:
-    """Write, fsync, rename. The new file keeps the old one's mode (mkstemp makes 0600,
-    which the daemon's own user could not read after `partner add` as root); a new
-    file is 0640."""
+    """Write, fsync, rename. The new file keeps the old one's mode (the temporary is
+    made 0600, which the daemon's own user could not read after `partner add` as
+    root); a new file is 0640."""
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o640
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    files.remove_stale_temps(path.parent)  # a killed earlier write's
+    tmp = files.temp_path(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:

@@ -34,13 +34,13 @@ import csv
 import io
 import os
 import re
-import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from daemon import files
 from daemon.registers import tariff_table, tariffs
 from daemon.registers.tariffs import CODES_FILE, RATES_FILE, NlkCode, Rate, TariffError, Tariffs
 
@@ -758,10 +758,11 @@ def write_files(target: Path, contents: dict[str, str]) -> tuple[str, ...]:
     if not changed:
         return ()
     target.mkdir(parents=True, exist_ok=True)
+    files.remove_stale_temps(target)  # a killed earlier import's
     temps: dict[str, Path] = {}
     try:
         for name, data in changed.items():
-            tmp = target / f".{name}.{secrets.token_hex(4)}.tmp"
+            tmp = files.temp_path(target / name)
             temps[name] = tmp
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
