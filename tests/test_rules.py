@@ -151,3 +151,13 @@ def test_readme_remark_list_matches_the_registry():
         info = fn.rule
         row = f"| {info.number} | {info.id} | {info.scope} | {info.text} | {info.source} |"
         assert row in readme, row
+
+
+def test_readme_documents_every_rule_choice():
+    """Every [rules] key is in the README's "Rule choices" table with its default."""
+    from daemon.rule_settings import RuleSettings
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Rule choices") :]
+    for key, value in RuleSettings().described():
+        assert f"| `{key}` | `{value}` |" in section, key
