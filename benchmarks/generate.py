@@ -592,7 +592,7 @@ class _Codes:
 
 
 def _group(code: RadCode) -> str:
-    """The same-day group of `daemon.domain.Exam.group`; RG: conventional X-ray."""
+    """The same-day group of `daemon.rules.sameday.group_of`; RG: conventional X-ray."""
     if code.kind in ("intervention", "nuclear"):
         return code.kind
     for group, modalities in (("CT", ("CT", "CTA", "CT+CTA")), ("MR", ("MR", "MRA", "MR+MRA"))):

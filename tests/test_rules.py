@@ -161,3 +161,21 @@ def test_readme_documents_every_rule_choice():
     section = readme[readme.index("### Rule choices") :]
     for key, value in RuleSettings().described():
         assert f"| `{key}` | `{value}` |" in section, key
+
+
+def test_rules_import_one_way_with_no_imports_inside_functions():
+    """The old circle (context ↔ common ↔ radiology through imports inside functions)
+    stays broken: daemon/rules imports only at module level, and the same-day judgement
+    (`sameday`) imports neither the context nor a rule set."""
+    import ast
+
+    folder = Path(decide.__file__).parent
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                inner = [n for n in ast.walk(node) if isinstance(n, ast.Import | ast.ImportFrom)]
+                assert not inner, f"{path.name}: import inside {node.name}()"
+    sameday = ast.parse((folder / "sameday.py").read_text(encoding="utf-8"))
+    imported = {n.module for n in ast.walk(sameday) if isinstance(n, ast.ImportFrom)}
+    assert not imported & {"daemon.rules.context", "daemon.rules.radiology", "daemon.rules"}
