@@ -504,3 +504,30 @@ def test_the_exams_table_refuses_an_identical_active_exam(tmp_path):
         columns = ",".join("?" * len(row))
         with pytest.raises(sqlite3.IntegrityError):
             db.execute(f"INSERT INTO exams VALUES ({columns})", (row[0] + 1000, *row[1:]))
+
+
+def test_an_older_ledger_gains_the_columns_and_guards(tmp_path):
+    """A ledger made before the teleradiology part, the ambulant flag and the guards
+    existed is upgraded when opened (the exams table as it was, DDL copied here)."""
+    path = tmp_path / "ledger.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE exams (bill_id INTEGER NOT NULL, line INTEGER NOT NULL,"
+            " patient_key TEXT NOT NULL, day TEXT NOT NULL, instant TEXT NOT NULL,"
+            " institution_id TEXT NOT NULL, uuid TEXT, code TEXT NOT NULL, side TEXT,"
+            " modality TEXT NOT NULL, kind TEXT NOT NULL, regions TEXT NOT NULL,"
+            " units INTEGER NOT NULL, active INTEGER NOT NULL DEFAULT 1)"
+        )
+        db.execute(
+            "INSERT INTO exams VALUES (1, 1, 'p', ?, ?, ?, NULL, ?, NULL, 'CT', 'diagnostic',"
+            " 'Hode', 1, 1)",
+            (DAY, f"{DAY}T07:00:00Z", HF, CT_HEAD),
+        )
+    SqliteLedger(path).close()
+    with sqlite3.connect(path) as db:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(exams)")}
+        indexes = {row[1] for row in db.execute("PRAGMA index_list(exams)")}
+        kept = db.execute("SELECT code, tele, ambulant FROM exams").fetchall()
+    assert {"tele", "ambulant"} <= columns
+    assert {"exams_line", "exams_identical"} <= indexes
+    assert kept == [(CT_HEAD, None, 0)]
