@@ -64,7 +64,6 @@ from daemon.registers.rhf import RhfTable  # noqa: E402
 from daemon.registers.tariffs import NlkCode, Tariffs  # noqa: E402
 from daemon.rules import lab as lab_rules  # noqa: E402
 from daemon.rules import radiology as radiology_rules  # noqa: E402
-from daemon.rules.common import RADIOLOGY_KINDS  # noqa: E402
 from daemon.tools.wrap import wrap  # noqa: E402
 from daemon.transport import trust  # noqa: E402
 
@@ -76,9 +75,8 @@ ZERO, CENT = Decimal("0"), Decimal("0.01")
 HPV_DIAGNOSIS = "Z124"  # Z12.4 screening for cervical cancer: qualifies an HPV test (LAB-08)
 CONSULTATION_SHARE = 0.3  # lab bills taken in a consultation (LAB-07: no starred codes)
 RETIREES_FROM = 1935  # the oldest patients are born this year
-# who gets lab bills: a medical-genetics lab may only claim MG codes (LAB-05), which the
-# generator never makes (LAB-04/06 would reject them anywhere else)
-LAB_KINDS = {"hf", "private-driftsavtale"}
+# who gets lab bills: institutions approved for `lab`; a medical-genetics lab (services
+# `genetics` only) may only claim MG codes (LAB-05), which the generator never makes
 
 # Real municipality numbers (2024 structure) of each RHF's counties (config/tariffs/rhf.toml).
 MUNICIPALITIES = {
@@ -116,8 +114,8 @@ RAD_DEFECTS_NUCLEAR = ("RAD-04",)  # no radiopharmaceutical
 BAD_CODE_STRINGS = (  # RAD-03, each with its position error
     "{code}//ZTX0XA",  # the side code in position 3
     "{code}/ZTX0BA",  # a teleradiology code in position 2
-    "{code}/",  # a trailing slash
-    "{code}///",  # empty fields with nothing after them
+    "{code}////",  # an empty fifth field (trailing empties are tolerated up to the 4th)
+    "{code}/ZTX0XA/ZTX0FE/ZXF10/",  # a trailing slash after a tilleggskode
     "{code}//ZTX0EA//ZTX0FA",  # an empty field in position 4
 )
 
@@ -252,7 +250,7 @@ def load_institutions(path: Path | None = None) -> tuple[Institution, ...]:
 
 def sector(inst: Institution) -> str:
     """As `RuleContext.sector`: private labs with a driftsavtale have their own rates."""
-    return "privat" if "private-driftsavtale" in inst.kinds else "stat"
+    return inst.sector
 
 
 def plan(
@@ -268,9 +266,9 @@ def plan(
     codes = _Codes(register, spec)
     people = _People(rng)
     regning = iter(range(100_001, 10**9))
-    claimable = [i for i in institutions if (LAB_KINDS | RADIOLOGY_KINDS) & set(i.kinds)]
+    claimable = [i for i in institutions if {"lab", "radiology"} & set(i.services)]
     if not claimable:
-        raise ValueError("no institution may claim lab (hf, private-driftsavtale) or radiology")
+        raise ValueError("no institution may claim lab or radiology (services)")
     out = []
     for index in range(spec.messages):
         inst = claimable[rng.randrange(len(claimable))]
@@ -325,7 +323,7 @@ def _uuid(rng: random.Random, *, braces: bool = False) -> str:
 
 
 def _radiology_bill(inst: Institution, spec: Spec, rng: random.Random) -> bool:
-    lab, rad = bool(LAB_KINDS & set(inst.kinds)), bool(RADIOLOGY_KINDS & set(inst.kinds))
+    lab, rad = "lab" in inst.services, "radiology" in inst.services
     if lab and rad:
         return rng.random() < spec.radiology
     return rad
@@ -594,7 +592,7 @@ class _Codes:
 
 
 def _group(code: RadCode) -> str:
-    """The same-day group of `daemon.domain.Exam.group`; RG: conventional X-ray."""
+    """The same-day group of `daemon.rules.sameday.group_of`; RG: conventional X-ray."""
     if code.kind in ("intervention", "nuclear"):
         return code.kind
     for group, modalities in (("CT", ("CT", "CTA", "CT+CTA")), ("MR", ("MR", "MRA", "MR+MRA"))):

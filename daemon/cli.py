@@ -95,21 +95,115 @@ def cmd_partner_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rhf_names(settings: Settings) -> list[str]:
+    """The RHF table in force (the state folder's import, or the shipped one)."""
+    from daemon.registers import tariffs
+
+    try:
+        return [r.name for r in tariffs.load(settings.paths.tariffs).rhf.rhfs]
+    except tariffs.TariffError as exc:
+        raise ConfigError(f"the RHF table cannot be read: {exc}") from exc
+
+
+def _checked_institution(args: argparse.Namespace, settings: Settings) -> registry.Institution:
+    """`institution add`'s arguments as an Institution, each checked: the organisation
+    number (9 digits, mod 11), the name, the RHF against the RHF table (short names
+    such as "Helse Sør-Øst" are aliases), ownership and services."""
+    from daemon.registers.rhf import valid_orgnr
+
+    orgnr = args.orgnr.strip()
+    if not valid_orgnr(orgnr):
+        raise ConfigError(f"--orgnr {args.orgnr!r} is not a valid organisation number (mod 11)")
+    if not registry.valid_name(args.name):
+        raise ConfigError("--name must be printable text, not blank, at most 200 characters")
+    ownership = args.ownership
+    rhf = ""
+    if args.rhf:
+        names = _rhf_names(settings)
+        rhf = registry.rhf_named(names, args.rhf) or ""
+        if not rhf:
+            raise ConfigError(f"--rhf {args.rhf!r} is not in the RHF table; valid: {names}")
+    if ownership in ("rhf", "driftsavtale") and not rhf:
+        raise ConfigError(f"--ownership {ownership} needs --rhf (the RHF it belongs to)")
+    if ownership == "state" and rhf:
+        raise ConfigError("--ownership state: an institution outside the RHFs has no --rhf")
+    services = tuple(dict.fromkeys(args.service or ["lab", "radiology"]))
+    return registry.Institution(
+        orgnr, args.name.strip(), rhf, ownership, services, (), tuple(args.sender or ())
+    )
+
+
 def cmd_institution_add(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    inst = registry.Institution(
-        args.orgnr, args.name, args.rhf, tuple(args.kind or ["hf"]), tuple(args.sender or ())
-    )
-    registry.upsert_institution(settings.paths.institutions, inst)
-    print(f"institution {inst.orgnr} saved in {settings.paths.institutions}")
+    inst = _checked_institution(args, settings)
+    path = settings.paths.institutions
+    old = next((i for i in registry.load_institutions(path) if i.orgnr == inst.orgnr), None)
+    if old is not None:  # replacing an entry keeps its units and account
+        inst = registry.Institution(
+            inst.orgnr, inst.name, inst.rhf, inst.ownership, inst.services, old.units,
+            inst.senders, old.account,
+        )  # fmt: skip
+    registry.upsert_institution(path, inst)
+    print(f"institution {inst.orgnr} saved in {path}")
+    return 0
+
+
+def cmd_institution_remove(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if not registry.remove_institution(settings.paths.institutions, args.orgnr):
+        print(f"kravmottak: institution {args.orgnr} is not registered", file=sys.stderr)
+        return 1
+    print(f"institution {args.orgnr} removed from {settings.paths.institutions}")
+    return 0
+
+
+def cmd_institution_unit(args: argparse.Namespace) -> int:
+    """Register (or with --remove, forget) one unit's own services."""
+    settings = _settings(args)
+    path = settings.paths.institutions
+    found = registry.load_institutions(path)
+    inst = next((i for i in found if i.orgnr == args.orgnr), None)
+    if inst is None:
+        print(f"kravmottak: institution {args.orgnr} is not registered", file=sys.stderr)
+        return 1
+    kept = tuple(u for u in inst.units if u.resh != args.resh)
+    if args.remove:
+        if len(kept) == len(inst.units):
+            print(f"kravmottak: {args.orgnr} has no unit {args.resh}", file=sys.stderr)
+            return 1
+        units = kept
+    else:
+        if not args.service:
+            raise ConfigError("institution unit: give --service (repeatable) or --remove")
+        unit = registry.Unit(args.resh, tuple(dict.fromkeys(args.service)), args.name or "")
+        units = (*kept, unit)
+    from dataclasses import replace
+
+    registry.upsert_institution(path, replace(inst, units=units))
+    print(f"institution {args.orgnr} unit {args.resh} {'removed' if args.remove else 'saved'}")
+    return 0
+
+
+def cmd_institution_migrate(args: argparse.Namespace) -> int:
+    """Rewrite an institutions.toml in the old form (`kinds`) with ownership and services."""
+    settings = _settings(args)
+    path = settings.paths.institutions
+    if not registry.needs_migration(path):
+        print(f"{path}: nothing to migrate")
+        return 0
+    found = registry.load_institutions(path)
+    registry.save_institutions(path, found)
+    for i in found:
+        print(f"{i.orgnr} {i.name}: ownership {i.ownership}, services {','.join(i.services)}")
     return 0
 
 
 def cmd_institution_list(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    rows = [("ORGNR", "NAME", "RHF", "KINDS")]
+    rows = [("ORGNR", "NAME", "RHF", "OWNERSHIP", "SERVICES", "UNITS")]
     for i in registry.load_institutions(settings.paths.institutions):
-        rows.append((i.orgnr, i.name, i.rhf, ",".join(i.kinds)))
+        units = "; ".join(f"{u.resh}:{','.join(u.services)}" for u in i.units) or "-"
+        rows.append((i.orgnr, i.name, i.rhf or "-", i.ownership, ",".join(i.services), units))
     _table(rows)
     return 0
 
@@ -192,6 +286,19 @@ def cmd_rules(args: argparse.Namespace) -> int:
     for fn in sorted(RULEBOOK.all, key=lambda f: f.rule.number):
         r = fn.rule
         print(f"| {r.number} | {r.id} | {r.scope} | {r.text} | {r.source} |")
+    print()
+    try:
+        choices, where = _settings(args).rules, "as configured"
+    except ConfigError:  # no config at hand: the defaults
+        from daemon.rule_settings import RuleSettings
+
+        choices, where = RuleSettings(), "defaults (no config found)"
+    print(f"Choices ([rules] in the config; README 'Rule choices'), {where}:")
+    print()
+    print("| key | value |")
+    print("|---|---|")
+    for key, value in choices.described():
+        print(f"| `{key}` | `{value}` |")
     return 0
 
 
@@ -567,11 +674,23 @@ def parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     iadd = inst.add_parser("add", help="add or replace an institution")
-    iadd.add_argument("--orgnr", required=True)
+    iadd.add_argument("--orgnr", required=True, help="organisation number (9 digits, mod 11)")
     iadd.add_argument("--name", required=True)
-    iadd.add_argument("--rhf", required=True, help="the regional health authority it belongs to")
     iadd.add_argument(
-        "--kind", action="append", choices=registry.INSTITUTION_KINDS, help="repeat for several"
+        "--rhf", help='the RHF that owns it or has its driftsavtale ("Helse Sør-Øst" works too)'
+    )
+    iadd.add_argument(
+        "--ownership",
+        choices=list(registry.OWNERSHIPS),
+        default="rhf",
+        help="; ".join(f"{k}: {v}" for k, v in registry.OWNERSHIPS.items()),
+    )
+    iadd.add_argument(
+        "--service",
+        action="append",
+        choices=list(registry.SERVICES),
+        help="what the institution may claim, repeatable (default lab and radiology); "
+        "register units with their own services with `institution unit`",
     )
     iadd.add_argument(
         "--sender",
@@ -579,6 +698,21 @@ def parser() -> argparse.ArgumentParser:
         help="HER-id of a partner that may claim for it (besides the partner with its orgnr)",
     )
     iadd.set_defaults(func=cmd_institution_add)
+    irm = inst.add_parser("remove", help="remove an institution")
+    irm.add_argument("--orgnr", required=True)
+    irm.set_defaults(func=cmd_institution_remove)
+    iunit = inst.add_parser(
+        "unit", help="register the services of one unit (Enhet, by reshID) of an institution"
+    )
+    iunit.add_argument("--orgnr", required=True)
+    iunit.add_argument("--resh", required=True, help="the unit's reshID, as in the message")
+    iunit.add_argument("--name")
+    iunit.add_argument("--service", action="append", choices=list(registry.SERVICES))
+    iunit.add_argument("--remove", action="store_true", help="forget the unit's own services")
+    iunit.set_defaults(func=cmd_institution_unit)
+    inst.add_parser(
+        "migrate", help="rewrite institutions.toml from the old kinds to ownership and services"
+    ).set_defaults(func=cmd_institution_migrate)
     inst.add_parser("list", help="list institutions").set_defaults(func=cmd_institution_list)
 
     sub.add_parser("run", help="run the daemon (polls the inbox)").set_defaults(func=cmd_run)

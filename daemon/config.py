@@ -211,14 +211,22 @@ def from_mapping(raw: dict, path: Path) -> Settings:
 
 
 def _rule_settings(raw: dict, path: Path) -> RuleSettings:
+    """The [rules] table (daemon/rule_settings.py names every key). The old
+    `max_age_days` is refused with the new key's name: a deadline in days is not a
+    deadline in calendar months (COM-08)."""
     try:
         values = dict(raw)
+        if "max_age_days" in values:
+            raise ValueError("max_age_days is replaced by max_age_months (calendar months)")
         if "hpv_conditions" in values:
             values["hpv_conditions"] = tuple(
                 str(c).replace(".", "").upper() for c in values["hpv_conditions"]
             )
+        for key in ("one_claim_regions", "mr_pairs"):
+            if key in values:
+                values[key] = tuple(str(v) for v in values[key])
         return RuleSettings(**values)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: [rules] {exc}") from exc
 
 

@@ -27,6 +27,9 @@ class Layer(StrEnum):
     MSGHEAD = "msghead"  # KITH MsgHead 1.2 around the payload
     PAYLOAD = "payload"  # NPR-behandlerkravmelding / Behandlerkrav
     LEDGER = "ledger"  # duplicates and conflicts with earlier messages
+    # the claiming institution is not (yet) in our registry, or not for this sender
+    # (COM-09): the whole message is refused, and a resend after registering is processed
+    REGISTRY = "registry"
     INTERNAL = "internal"  # a fault on our side, not the sender's
 
 
@@ -223,6 +226,11 @@ class Bill:
     def service_date(self) -> date | None:
         return _day_of(self.claimed_at[:10])
 
+    @property
+    def codes(self) -> str:
+        """The code set of the bill, order-independent, for duplicate detection (COM-06)."""
+        return ",".join(sorted(f"{line.raw_code}x{line.count}" for line in self.lines))
+
 
 @dataclass(frozen=True, slots=True)
 class Unit:
@@ -290,12 +298,13 @@ class Remark:
 
 @dataclass(frozen=True, slots=True)
 class Exam:
-    """One radiology exam as the same-day rules (RAD-06..10) see it: this message's
+    """One radiology exam as the same-day rules (RAD-06..11) see it: this message's
     lines, and the approved exams the ledger remembers for the same patient and day.
 
-    `group`: the limit group (CT, MR, UL, intervention, nuclear; None for conventional
-    X-ray, which has no same-day limit). `units`: 2 for a bilateral exam. `where` tells
-    a reader where an earlier exam was approved (message and regning)."""
+    `units`: 2 for a bilateral exam. `tele`: the teleradiology part (image, primary,
+    secondary) or None for a whole exam. `ambulant`: the line claims the ambulant
+    add-on (ZTX0AD) and was paid it. `institution_id` tells whose exam it is: a remark
+    may describe the claiming institution's own exams, never another's."""
 
     code: str
     side: str | None
@@ -310,25 +319,16 @@ class Exam:
     where: str = ""
     institution_id: str = ""
     uuid: str | None = None
-
-    @property
-    def group(self) -> str | None:
-        if self.kind in ("intervention", "nuclear"):
-            return self.kind
-        if self.modality in ("CT", "CTA", "CT+CTA"):
-            return "CT"
-        if self.modality in ("MR", "MRA", "MR+MRA"):
-            return "MR"
-        if self.modality == "UL":
-            return "UL"
-        return None
+    tele: str | None = None
+    ambulant: bool = False
 
     def describe(self) -> str:
         side = f"/{self.side}" if self.side else ""
+        tele = f" {self.tele}" if self.tele else ""
         where = f", {self.where}" if self.where else f", regning {self.regning_nr}"
         return (
-            f"{self.code}{side} ({self.modality or self.kind}, {'+'.join(self.regions) or '-'}"
-            f", {self.instant}{where})"
+            f"{self.code}{side}{tele} ({self.modality or self.kind}, "
+            f"{'+'.join(self.regions) or '-'}, {self.instant}{where})"
         )
 
 
@@ -384,6 +384,9 @@ class Decision:
     bills: tuple[BillDecision, ...]
     trace: tuple[TraceEntry, ...] = ()  # the evaluations that fired, with their inputs
     evaluations: int = 0  # how many rule evaluations ran in all
+    # (patient key, day, version) of every day the same-day rules judged against: the
+    # ledger records the decision only if none of those days has changed since
+    same_day_basis: tuple[tuple[str, str, int], ...] = ()
 
     @property
     def remarks(self) -> tuple[Remark, ...]:

@@ -60,7 +60,13 @@ class BillHistory(Protocol):
 
     def exams_on(self, patient_key: str, day: str) -> tuple[Exam, ...]:
         """The radiology exams approved earlier for this patient on this day (ISO date),
-        not since credited or corrected; `where` tells which message and regning."""
+        not since credited or corrected, in the order they were approved; `where` tells
+        which message and regning."""
+        ...
+
+    def day_version(self, patient_key: str, day: str) -> int:
+        """The version of that day's approved exams (moves with every change): asked
+        before `exams_on`, kept in the decision, checked again when it is recorded."""
         ...
 
 
@@ -84,6 +90,9 @@ class NoBillHistory:
 
     def exams_on(self, patient_key: str, day: str) -> tuple[Exam, ...]:
         return ()
+
+    def day_version(self, patient_key: str, day: str) -> int:
+        return 0
 
 
 class History(BillHistory, Protocol):

@@ -57,28 +57,30 @@ def test_partner_add_and_list(sandbox, capsys, tmp_path):
     assert "cpa:555" in out and "HER 79768" in out and "Lab AS" in out
 
 
-def test_institution_add_with_several_kinds(sandbox, capsys):
-    """institution add accepts repeated --kind; list shows them."""
+def test_institution_add_with_ownership_and_services(sandbox, capsys):
+    """institution add takes ownership and repeated --service; list shows them."""
     args = [
         "--config",
         str(sandbox.config_path),
         "institution",
         "add",
         "--orgnr",
-        "999888777",
+        "974633574",
         "--name",
         "Gen Lab",
         "--rhf",
         "Helse Vest RHF",
-        "--kind",
-        "genetics-lab",
-        "--kind",
-        "private-driftsavtale",
+        "--ownership",
+        "driftsavtale",
+        "--service",
+        "genetics",
+        "--service",
+        "lab",
     ]
     assert cli.main(args) == 0
     capsys.readouterr()
     assert cli.main(["--config", str(sandbox.config_path), "institution", "list"]) == 0
-    assert "genetics-lab,private-driftsavtale" in capsys.readouterr().out
+    assert "driftsavtale" in (out := capsys.readouterr().out) and "genetics,lab" in out
 
 
 def test_validate_reports_every_problem_and_exit_code(sandbox, tmp_path, capsys):

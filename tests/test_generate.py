@@ -258,7 +258,7 @@ def test_other_institutions_private_rates_and_direct_payment(tmp_path):
 
 
 def test_claimable_problems_names_institutions_the_sender_may_not_claim_for():
-    inst = Institution("970000019", "Vestlab AS", "Helse Vest RHF", ("private-driftsavtale",))
+    inst = Institution("970000019", "Vestlab AS", "Helse Vest RHF", "driftsavtale", ("lab",))
     assert g.claimable_problems([inst], "90001", "983974678") == [
         '970000019 Vestlab AS: add senders = ["90001"] or it is rejected (COM-09)'
     ]

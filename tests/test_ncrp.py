@@ -70,8 +70,8 @@ MALFORMED = [
     ("SNG0AA///ZTX0XB", 4, "sidekoden hører i posisjon 2"),
     ("SNG0AA/ZTX0XA//ZTX0BC", 4, "teleradiologikoden hører i posisjon 3"),
     ("SNG0AA/ZTX0XA/ZTX0FE//ZXF10", 4, "tomme felt bare i posisjon 2-3"),
-    ("SNG0AA/", 2, "etter siste skråstrek"),
-    ("SNG0AA//", 3, "etter siste skråstrek"),
+    ("SNG0AA////", 5, "etter siste skråstrek"),
+    ("SNG0AA/ZTX0XA/ZTX0FE/ZXF10/", 5, "etter siste skråstrek"),
     ("sng0aa", 1, "store bokstaver"),
     ("SNG0AA/ZTX 0XA", 2, "store bokstaver"),
     ("SNG0AA;ZTX0XA", 1, "store bokstaver"),
@@ -107,3 +107,14 @@ def test_any_well_formed_string_round_trips(procedure, side, third, tail):
         fields.pop()
     text = "/".join(fields)
     assert str(parse(text)) == text
+
+
+@pytest.mark.parametrize("text", ["SSC0AA/", "SSC0AA//", "SSC0AA///"])
+def test_trailing_empty_fields_mean_the_plain_code(text):
+    """RULES.md RAD-03: the text asks for three slashes when both fixed fields are
+    empty, so `SSC0AA///` and `SSC0AA//` mean the same as `SSC0AA`."""
+    assert parse(text) == parse("SSC0AA")
+
+
+def test_trailing_empty_field_after_a_side_code_is_tolerated():
+    assert parse("SNG0AA/ZTX0XA//") == parse("SNG0AA/ZTX0XA")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.domain import Bill, Claim, Episode, Line, Patient, Unit, Verdict
+from daemon.domain import Bill, Claim, Episode, Layer, Line, Patient, Unit, Verdict
+from daemon.registers.registry import Institution
 from daemon.registers.tariffs import Tariffs
 from daemon.rules import base, common, decide
 from daemon.rules.context import RuleContext
@@ -43,8 +44,11 @@ def line(code: str, unit: str, count: int = 1) -> Line:
     return Line("takst", code, None, count, Decimal(unit))
 
 
-def context(c: Claim) -> RuleContext:
-    return RuleContext(date(2026, 11, 23), c, Tariffs.empty(), None)
+DEMO = Institution("983974678", "Demo sykehus HF", "Helse Sør-Øst RHF")
+
+
+def context(c: Claim, institution: Institution | None = DEMO) -> RuleContext:
+    return RuleContext(date(2026, 11, 23), c, Tariffs.empty(), institution)
 
 
 def test_every_rule_runs_on_every_bill_and_line_and_is_traced():
@@ -53,13 +57,13 @@ def test_every_rule_runs_on_every_bill_and_line_and_is_traced():
     problems, decision = decide.evaluate(c, context(c), decide.RULEBOOK)
     assert problems == []
     book = decide.RULEBOOK
-    per_bill = len(book.bill) + len(book.line)  # one line each
+    per_bill = len(book.bill) + len(book.line) + len(book.exam)  # one line each
     assert decision.evaluations == len(book.claim) + 2 * per_bill
     assert all(fired for *_, fired, _inputs in decision.trace)  # only what fired is kept
-    # with no institution and no tariffs, every bill is rejected, for several reasons at once
+    # with no tariffs, every bill is rejected; the sums of the second are wrong too
     b2 = decision.bills[1]
     assert b2.verdict == Verdict.REJECTED and b2.approved == 0
-    assert {r.rule_id for r in b2.remarks} == {"COM-04", "COM-09"}
+    assert {r.rule_id for r in b2.remarks} == {"COM-04"}
     # the line rules still ran and are in the trace, but a bill that is rejected anyway
     # does not also get a remark per line
     assert ("LAB-02", "2", 1, True, (("code", "X2"),)) in decision.trace
@@ -81,7 +85,17 @@ def test_claim_rule_refuses_before_bills_are_judged():
     problems, decision = decide.evaluate(c, context(c), decide.RULEBOOK)
     (problem,) = problems
     assert problem.code == "9040" and problem.scheme == "8223" and "[COM-04]" in problem.text
+    assert problem.layer == Layer.PAYLOAD  # final: the same message is wrong whenever sent
     assert decision.bills == ()
+
+
+def test_an_unknown_institution_refuses_the_message_retryably():
+    """COM-09 is a claim rule: the whole message, in the retryable REGISTRY layer."""
+    c = claim(bill("1", "10.00", line("X1", "10.00")))
+    problems, decision = decide.evaluate(c, context(c, None), decide.RULEBOOK)
+    (problem,) = problems
+    assert problem.code == "9090" and "[COM-09]" in problem.text
+    assert problem.layer == Layer.REGISTRY and decision.bills == ()
 
 
 @pytest.mark.parametrize(
@@ -137,3 +151,31 @@ def test_readme_remark_list_matches_the_registry():
         info = fn.rule
         row = f"| {info.number} | {info.id} | {info.scope} | {info.text} | {info.source} |"
         assert row in readme, row
+
+
+def test_readme_documents_every_rule_choice():
+    """Every [rules] key is in the README's "Rule choices" table with its default."""
+    from daemon.rule_settings import RuleSettings
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Rule choices") :]
+    for key, value in RuleSettings().described():
+        assert f"| `{key}` | `{value}` |" in section, key
+
+
+def test_rules_import_one_way_with_no_imports_inside_functions():
+    """The old circle (context ↔ common ↔ radiology through imports inside functions)
+    stays broken: daemon/rules imports only at module level, and the same-day judgement
+    (`sameday`) imports neither the context nor a rule set."""
+    import ast
+
+    folder = Path(decide.__file__).parent
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                inner = [n for n in ast.walk(node) if isinstance(n, ast.Import | ast.ImportFrom)]
+                assert not inner, f"{path.name}: import inside {node.name}()"
+    sameday = ast.parse((folder / "sameday.py").read_text(encoding="utf-8"))
+    imported = {n.module for n in ast.walk(sameday) if isinstance(n, ast.ImportFrom)}
+    assert not imported & {"daemon.rules.context", "daemon.rules.radiology", "daemon.rules"}

@@ -61,7 +61,7 @@ class Output:
 
 # problems of our making or our configuration: the same file sent again is processed
 # again (after the fix, the size limit change or the new agreement) instead of re-answered
-RETRYABLE_LAYERS = {Layer.INTERNAL, Layer.AGREEMENT, Layer.FILE}
+RETRYABLE_LAYERS = {Layer.INTERNAL, Layer.AGREEMENT, Layer.FILE, Layer.REGISTRY}
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,6 @@ from typing import Protocol
 from daemon.claims.answer import Answer, Output
 from daemon.domain import Claim, Decision, Exam
 from daemon.records import Work
-from daemon.rules.common import service_codes
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -109,8 +108,9 @@ CREATE TABLE IF NOT EXISTS bill_lines (
 );
 CREATE INDEX IF NOT EXISTS bill_lines_bill ON bill_lines (bill_id);
 
--- approved radiology exams, for the same-day rules across messages (RAD-06..10);
--- active = 0 once the bill is credited or replaced by a correction
+-- approved radiology exams, for the same-day rules across messages (RAD-06..11);
+-- active = 0 once the bill is credited or replaced by a correction. Columns tele and
+-- ambulant, and the uniqueness guards, are added by _migrate (older ledgers lack them)
 CREATE TABLE IF NOT EXISTS exams (
     bill_id        INTEGER NOT NULL REFERENCES bills (id),
     line           INTEGER NOT NULL,
@@ -128,6 +128,17 @@ CREATE TABLE IF NOT EXISTS exams (
     active         INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS exams_day ON exams (patient_key, day) WHERE active = 1;
+
+-- one row per patient and day with approved exams: its version moves with every exam
+-- approved or withdrawn, so a decision made on an older picture of the day is refused
+-- at record time (Conflict: judged again) — the same-day check and the recording are
+-- one atomic step per patient and day, whatever races between workers (RULES.md)
+CREATE TABLE IF NOT EXISTS exam_days (
+    patient_key TEXT NOT NULL,
+    day         TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    PRIMARY KEY (patient_key, day)
+);
 
 -- what each bill moves per payee; the settlement assigns each row to one vedtak, once
 CREATE TABLE IF NOT EXISTS payments (
@@ -291,6 +302,18 @@ class SqliteLedger:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(bill_lines)")}
         if "payee" not in columns:
             self._db.execute("ALTER TABLE bill_lines ADD COLUMN payee TEXT")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(exams)")}
+        if "tele" not in columns:
+            self._db.execute("ALTER TABLE exams ADD COLUMN tele TEXT")
+        if "ambulant" not in columns:
+            self._db.execute("ALTER TABLE exams ADD COLUMN ambulant INTEGER NOT NULL DEFAULT 0")
+        # the last defence of the same-day rules: a line is one exam, and no two active
+        # exams are identical (RAD-08: code, side, teleradiology part and instant)
+        self._db.execute("CREATE UNIQUE INDEX IF NOT EXISTS exams_line ON exams (bill_id, line)")
+        self._db.execute(
+            "CREATE UNIQUE INDEX IF NOT EXISTS exams_identical ON exams (patient_key, day,"
+            " instant, code, coalesce(side, ''), coalesce(tele, '')) WHERE active = 1"
+        )
 
     def close(self) -> None:
         self._db.close()
@@ -422,6 +445,12 @@ class SqliteLedger:
         """Every bill with its lines, payments, exams and remarks: one statement per
         table for the whole claim (a 100-bill claim made 700 statements before). The
         bill ids are given here, in the transaction that holds the write lock."""
+        for patient, day, seen in decision.same_day_basis:
+            row = db.execute(
+                "SELECT version FROM exam_days WHERE patient_key = ? AND day = ?", (patient, day)
+            ).fetchone()
+            if (row[0] if row else 0) != seen:  # another message changed that day meanwhile
+                raise Conflict(f"same-day picture of {day} changed since it was judged")
         (last,) = db.execute("SELECT coalesce(max(id), 0) FROM bills").fetchone()
         bills, lines, payments, exams, remarks, withdrawn = [], [], [], [], [], []
         for bill_id, (bill, outcome) in enumerate(
@@ -437,7 +466,7 @@ class SqliteLedger:
                     bill.transaction_type,
                     claim.institution_id,
                     patient,
-                    service_codes(bill),
+                    bill.codes,
                     bill.claimed_at,
                     bill.instant,
                     str(outcome.verdict),
@@ -481,6 +510,8 @@ class SqliteLedger:
                     e.kind,
                     "+".join(e.regions),
                     e.units,
+                    e.tele,
+                    int(e.ambulant),
                 )
                 for ld in outcome.lines
                 if (e := ld.exam) is not None and patient is not None
@@ -502,14 +533,29 @@ class SqliteLedger:
             payments,
         )
         # withdrawn before the new exams go in: a correction's own exams stay active
+        touched = {
+            tuple(row)
+            for key in withdrawn
+            for row in db.execute(
+                "SELECT patient_key, day FROM exams WHERE institution_id = ? AND uuid = ?"
+                " AND active = 1",
+                key,
+            )
+        }
+        touched |= {(e[2], e[3]) for e in exams}
         db.executemany(
             "UPDATE exams SET active = 0 WHERE institution_id = ? AND uuid = ?", withdrawn
         )
         db.executemany(
             "INSERT INTO exams (bill_id, line, patient_key, day, instant, institution_id,"
-            " uuid, code, side, modality, kind, regions, units)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " uuid, code, side, modality, kind, regions, units, tele, ambulant)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             exams,
+        )
+        db.executemany(
+            "INSERT INTO exam_days (patient_key, day, version) VALUES (?, ?, 1)"
+            " ON CONFLICT (patient_key, day) DO UPDATE SET version = version + 1",
+            sorted(touched),
         )
         db.executemany(
             "INSERT INTO remarks (bill_id, rule_id, number, text, line) VALUES (?, ?, ?, ?, ?)",
@@ -584,7 +630,8 @@ class SqliteLedger:
     def exams_on(self, patient_key: str, day: str) -> tuple[Exam, ...]:
         rows = self._db.execute(
             "SELECT e.code, e.side, e.modality, e.kind, e.regions, e.units, e.instant, e.day,"
-            " b.regning_nr, e.line, m.ebxml_message_id, e.institution_id, e.uuid"
+            " b.regning_nr, e.line, m.ebxml_message_id, e.institution_id, e.uuid, e.tele,"
+            " e.ambulant"
             " FROM exams e JOIN bills b ON b.id = e.bill_id JOIN messages m ON m.id = b.message_id"
             " WHERE e.patient_key = ? AND e.day = ? AND e.active = 1 ORDER BY e.rowid",
             (patient_key, day),
@@ -604,6 +651,8 @@ class SqliteLedger:
                 where=f"regning {regning_nr} linje {line} i melding {message}",
                 institution_id=institution,
                 uuid=uuid,
+                tele=tele,
+                ambulant=bool(ambulant),
             )
             for (
                 code,
@@ -619,8 +668,18 @@ class SqliteLedger:
                 message,
                 institution,
                 uuid,
+                tele,
+                ambulant,
             ) in rows
         )
+
+    def day_version(self, patient_key: str, day: str) -> int:
+        """How often the day's approved exams have changed (0: never); the decision
+        keeps it, and `record` refuses the decision when it has moved since."""
+        row = self._db.execute(
+            "SELECT version FROM exam_days WHERE patient_key = ? AND day = ?", (patient_key, day)
+        ).fetchone()
+        return row[0] if row else 0
 
     def record_duplicate(self, work_name: str, stored: Stored, now: str) -> None:
         with self._tx() as db:

@@ -18,7 +18,8 @@ are side codes too (the official NCRP sample uses them on NCSP codes).
 
 `parse` is pure and total: it returns a `CodeString` or raises `CodeStringError`
 naming the position, the code found there and what was expected. A valid string
-round-trips: `str(parse(s)) == s`.
+round-trips: `str(parse(s)) == s`; trailing empty fields (`SSC0AA///`, RAD-03) are
+tolerated and dropped, so `str(parse("SSC0AA///")) == "SSC0AA"`.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ TELE_CODES = {
 CODE_RE = re.compile(r"[A-Z0-9]{3,10}")
 SIDE_LIST = "ZTX0XA, ZTX0XB, ZTX0XC (NCSP: ZXA00, ZXA05, ZXA10)"
 TELE_LIST = "ZTX0BA, ZTX0BB, ZTX0BC"
+TRAILING_EMPTY_UP_TO = 4  # `P///`: positions 2, 3 and an empty 4th after the third slash
 
 
 class CodeStringError(ValueError):
@@ -101,6 +103,10 @@ def parse(text: str) -> CodeString:
     if text != text.strip():
         raise CodeStringError(0, text, "ingen mellomrom før eller etter kodene")
     fields = text.split("/")
+    # trailing empty fields up to the three slashes the text asks for are tolerated
+    # (RULES.md RAD-03: `SSC0AA///`, `SSC0AA//` and `SSC0AA` mean the same)
+    while len(fields) > 1 and fields[-1] == "" and len(fields) <= TRAILING_EMPTY_UP_TO:
+        fields.pop()
     if fields[-1] == "" and len(fields) > 1:
         raise CodeStringError(
             len(fields),

@@ -22,7 +22,21 @@ from daemon.registers.rhf import valid_account
 from daemon.transport.keys import load_certificates
 
 DEFAULT_ACTIONS: tuple[tuple[str, str], ...] = (("BehandlerKrav", "OppgjorsMelding"),)
-INSTITUTION_KINDS = ("hf", "private-driftsavtale", "genetics-lab", "radiology")
+# who owns an institution (decides the payee and the rate sector; LAB-04, LAB-10)
+OWNERSHIPS = {
+    "rhf": "state: a health trust (HF) owned by an RHF",
+    "driftsavtale": "private, with a driftsavtale with an RHF (privat rates)",
+    "state": "state-owned outside the RHFs (paid directly)",
+}
+# what an institution or one of its units is approved to claim (COM-09, LAB-04/05)
+SERVICES = {
+    "lab": "laboratory analyses (NLK) outside medical genetics",
+    "genetics": "medical genetics (MG codes, and pharmacogenetic KF codes)",
+    "radiology": "radiology (NCRP, eligible NCSP/NCMP)",
+}
+# the registry's old `kinds`, read from institutions.toml files written before
+# ownership and services were apart (see `migrate_kinds`)
+OLD_KINDS = ("hf", "private-driftsavtale", "genetics-lab", "radiology")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +74,28 @@ class Partner:
 
 
 @dataclass(frozen=True, slots=True)
+class Unit:
+    """An `Enhet` of an institution registered with its own services (LAB-04: the
+    genetics department of an HF is one unit). Matched on the message's reshID."""
+
+    resh: str
+    services: tuple[str, ...]
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Institution:
-    """A claiming institution. `senders`: HER-ids of partners allowed to claim for it
-    besides the partner whose orgnr is the institution's own."""
+    """A claiming institution. `ownership` (OWNERSHIPS) decides the payee and the rate
+    sector; `services` (SERVICES) what it may claim, per unit where `units` register
+    one and for the whole institution otherwise. `senders`: HER-ids of partners allowed
+    to claim for it besides the partner whose orgnr is the institution's own."""
 
     orgnr: str
     name: str
     rhf: str
-    kinds: tuple[str, ...] = field(default=("hf",))
+    ownership: str = "rhf"
+    services: tuple[str, ...] = ("lab", "radiology")
+    units: tuple[Unit, ...] = ()
     senders: tuple[str, ...] = ()
     account: str | None = None  # kontonummer for payments made to it directly
 
@@ -75,6 +103,44 @@ class Institution:
         if partner is None:
             return True  # no agreement context (validate, tests of the rules alone)
         return partner.orgnr == self.orgnr or partner.her_id in self.senders
+
+    @property
+    def sector(self) -> str:
+        """The rate sector: private institutions with a driftsavtale have their own."""
+        return "privat" if self.ownership == "driftsavtale" else "stat"
+
+    def unit(self, resh: str | None) -> Unit | None:
+        return next((u for u in self.units if resh and u.resh == resh), None)
+
+    def services_of(self, resh: str | None) -> tuple[str, ...]:
+        """What the unit with this reshID may claim: its own services when it is
+        registered, the institution's otherwise."""
+        found = self.unit(resh)
+        return found.services if found is not None else self.services
+
+
+def migrate_kinds(kinds: Iterable[str], rhf: str) -> tuple[str, tuple[str, ...]]:
+    """(ownership, services) for an entry written with the old `kinds`:
+    hf → owned by its RHF (or by the state when it names none), lab + radiology;
+    private-driftsavtale → driftsavtale, lab; genetics-lab → + genetics (alone: only
+    genetics); radiology → + radiology. An HF that was also `genetics-lab` keeps
+    lab, genetics and radiology for the whole HF: register its genetics department as a
+    unit (`institution unit`) to have LAB-04/05 tell them apart."""
+    kinds = set(kinds)
+    bad = sorted(kinds - set(OLD_KINDS))
+    if bad:
+        raise ValueError(f"unknown kind(s) {bad}; known: {list(OLD_KINDS)}")
+    ownership = "rhf" if rhf else "state"
+    if "private-driftsavtale" in kinds:
+        ownership = "driftsavtale"
+    services: list[str] = []
+    if kinds & {"hf", "private-driftsavtale"}:
+        services.append("lab")
+    if "genetics-lab" in kinds:
+        services.append("genetics")
+    if kinds & {"hf", "radiology"}:
+        services.append("radiology")
+    return ownership, tuple(services)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,23 +200,68 @@ def action_pair(value: object) -> tuple[str, str]:
     raise ValueError(f"action {value!r} must be 'Service/Action'")
 
 
+def _services(values: object, where: str) -> tuple[str, ...]:
+    if not isinstance(values, list | tuple) or not values:
+        raise ValueError(f"{where}: services must be a non-empty list of {list(SERVICES)}")
+    bad = [v for v in values if v not in SERVICES]
+    if bad:
+        raise ValueError(f"{where}: unknown service(s) {bad}; known: {list(SERVICES)}")
+    return tuple(dict.fromkeys(str(v) for v in values))
+
+
+def institution_from(row: dict) -> Institution:
+    """One `[[institution]]` table, new form or old (`kinds`, migrated)."""
+    row = dict(row)
+    unknown = set(row) - {f.name for f in fields(Institution)} - {"kinds"}
+    if unknown:
+        raise ValueError(f"unknown key(s) {sorted(unknown)}")
+    row["orgnr"] = str(row["orgnr"])
+    row["rhf"] = str(row.get("rhf", ""))
+    if "kinds" in row:
+        if "ownership" in row or "services" in row:
+            raise ValueError("kinds is the old form of ownership and services: give one")
+        row["ownership"], row["services"] = migrate_kinds(row.pop("kinds"), row["rhf"])
+    ownership = row.setdefault("ownership", "rhf")
+    if ownership not in OWNERSHIPS:
+        raise ValueError(f"ownership {ownership!r}; known: {list(OWNERSHIPS)}")
+    if ownership in ("rhf", "driftsavtale") and not row["rhf"]:
+        raise ValueError(f"ownership {ownership!r} needs the rhf it belongs to")
+    row["services"] = _services(row.get("services", ["lab", "radiology"]), "institution")
+    units = []
+    for unit in row.get("units", ()):
+        unit = dict(unit)
+        resh = str(unit.get("resh", "")).strip()
+        if not resh:
+            raise ValueError("a unit needs its resh (the reshID in the message's Enhet)")
+        units.append(
+            Unit(resh, _services(unit.get("services"), f"unit {resh}"), unit.get("name", ""))
+        )
+    if len({u.resh for u in units}) != len(units):
+        raise ValueError("a unit is registered twice")
+    row["units"] = tuple(units)
+    row["senders"] = tuple(str(h) for h in row.get("senders", ()))
+    if row.get("account") is not None and not valid_account(str(row["account"])):
+        raise ValueError(f"account {row['account']!r} is not an 11-digit account number")
+    return Institution(**row)
+
+
 def load_institutions(path: Path) -> tuple[Institution, ...]:
     out = []
     for i, row in enumerate(_read_toml(path).get("institution", []), start=1):
         try:
-            row = dict(row)
-            row["orgnr"] = str(row["orgnr"])
-            row["kinds"] = tuple(row.get("kinds", ("hf",)))
-            row["senders"] = tuple(str(h) for h in row.get("senders", ()))
-            bad = [k for k in row["kinds"] if k not in INSTITUTION_KINDS]
-            if bad:
-                raise ValueError(f"unknown kind(s) {bad}; known: {list(INSTITUTION_KINDS)}")
-            if row.get("account") is not None and not valid_account(str(row["account"])):
-                raise ValueError(f"account {row['account']!r} is not an 11-digit account number")
-            out.append(Institution(**row))
+            out.append(institution_from(row))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{path}: institution #{i}: {exc}") from exc
+    orgnrs = [i.orgnr for i in out]
+    twice = sorted({o for o in orgnrs if orgnrs.count(o) > 1})
+    if twice:
+        raise ConfigError(f"{path}: institution(s) registered twice: {twice}")
     return tuple(out)
+
+
+def needs_migration(path: Path) -> bool:
+    """Does the file still use the old `kinds` (rewritten in the new form by `save`)?"""
+    return any("kinds" in row for row in _read_toml(path).get("institution", []))
 
 
 def load(partners: Path, institutions: Path) -> Registry:
@@ -167,8 +278,14 @@ def _partner_row(p: Partner) -> dict:
 
 def _institution_row(inst: Institution) -> dict:
     row = {k: v for k, v in asdict(inst).items() if v is not None}
-    row["kinds"] = list(inst.kinds)
+    row["services"] = list(inst.services)
     row["senders"] = list(inst.senders)
+    row["units"] = [
+        {"resh": u.resh, **({"name": u.name} if u.name else {}), "services": list(u.services)}
+        for u in inst.units
+    ]
+    if not row["units"]:
+        del row["units"]
     return row
 
 
@@ -190,6 +307,33 @@ def upsert_partner(path: Path, partner: Partner) -> None:
 def upsert_institution(path: Path, institution: Institution) -> None:
     kept = [i for i in load_institutions(path) if i.orgnr != institution.orgnr]
     save_institutions(path, [*kept, institution])
+
+
+def remove_institution(path: Path, orgnr: str) -> bool:
+    """Remove one institution; False when it is not registered (nothing written)."""
+    found = load_institutions(path)
+    kept = [i for i in found if i.orgnr != orgnr]
+    if len(kept) == len(found):
+        return False
+    save_institutions(path, kept)
+    return True
+
+
+def rhf_named(names: Iterable[str], given: str) -> str | None:
+    """The RHF table's name for `given`: the name itself or its short form without
+    "RHF" ("Helse Sør-Øst" → "Helse Sør-Øst RHF"), case and spacing ignored."""
+
+    def norm(text: str) -> str:
+        text = " ".join(text.split()).casefold()
+        return text[: -len(" rhf")] if text.endswith(" rhf") else text
+
+    wanted = norm(given)
+    return next((n for n in names if norm(n) == wanted), None)
+
+
+def valid_name(name: str) -> bool:
+    """An institution's name: printable, not blank, at most 200 characters."""
+    return bool(name.strip()) and len(name) <= 200 and name.isprintable()
 
 
 def _atomic_write_toml(path: Path, data: dict) -> None:

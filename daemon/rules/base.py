@@ -1,9 +1,13 @@
 """The rule declaration: `@rule(id=..., scope=..., source=..., number=..., text=...)`.
 
-Three scopes:
-- "claim": `fn(claim, ctx) -> Finding | None`; a finding refuses the whole message.
+Four scopes:
+- "claim": `fn(claim, ctx) -> Finding | None`; a finding refuses the whole message
+  (`retryable=True`: the refusal is not final, a resend is processed again).
 - "bill":  `fn(bill, ctx) -> Finding | None`; a finding rejects the bill.
 - "line":  `fn(line, bill, ctx) -> Finding | None`; a finding rejects that line.
+- "exam":  `fn(line, bill, ctx) -> Finding | None`, run after every bill and line rule:
+  the same-day rules, which judge a line against the exams already approved
+  (`daemon.rules.sameday`). A finding rejects the line, or, with `deduct`, reduces it.
 
 A rule's identity is written once, here; the README's remark list and the tests are
 checked against the registry.
@@ -14,9 +18,10 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from types import ModuleType
 
-SCOPES = ("claim", "bill", "line")
+SCOPES = ("claim", "bill", "line", "exam")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,27 +32,48 @@ class RuleInfo:
     number: str  # remark number sent as AppRec Error V
     text: str  # what the sender is told
     credits: bool = True  # False: not run on credits, whose lines are not judged
+    retryable: bool = False  # claim scope: a refusal our registry may lift (COM-09)
 
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """A rule fired. `detail` is added to the sender text; `inputs` go in the trace."""
+    """A rule fired. `detail` is added to the sender text; `inputs` go in the trace.
+    `deduct`: the line is not rejected but paid this much less (RAD-11). `note`: the
+    sender is told, nothing is rejected (RAD-15's fall-back payee)."""
 
     detail: str = ""
     inputs: tuple[tuple[str, str], ...] = ()
+    deduct: Decimal | None = None
+    note: bool = False
+
+    @property
+    def rejects(self) -> bool:
+        return self.deduct is None and not self.note
 
 
 Rule = Callable[..., Finding | None]
 
 
-def rule(*, id: str, scope: str, source: str, number: str, text: str, credits: bool = True):
+def rule(
+    *,
+    id: str,
+    scope: str,
+    source: str,
+    number: str,
+    text: str,
+    credits: bool = True,
+    retryable: bool = False,
+):
     """Declare a rule. Its identity is written here and nowhere else. `credits=False`:
     the rule judges what is claimed, and a credit (typeTransaksjon 5) claims nothing."""
     if scope not in SCOPES:
         raise ValueError(f"{id}: unknown scope {scope!r}")
+    if retryable and scope != "claim":
+        raise ValueError(f"{id}: only a claim rule refuses retryably")
 
     def mark(fn: Rule) -> Rule:
-        fn.rule = RuleInfo(id, scope, source, number, text, credits)  # type: ignore[attr-defined]
+        info = RuleInfo(id, scope, source, number, text, credits, retryable)
+        fn.rule = info  # type: ignore[attr-defined]
         return fn
 
     return mark
@@ -58,10 +84,11 @@ class Rulebook:
     claim: tuple[Rule, ...]
     bill: tuple[Rule, ...]
     line: tuple[Rule, ...]
+    exam: tuple[Rule, ...] = ()
 
     @property
     def all(self) -> tuple[Rule, ...]:
-        return self.claim + self.bill + self.line
+        return self.claim + self.bill + self.line + self.exam
 
 
 def collect(*modules: ModuleType) -> Rulebook:
@@ -84,4 +111,4 @@ def collect(*modules: ModuleType) -> Rulebook:
     def of(scope: str) -> tuple[Rule, ...]:
         return tuple(sorted((f for f in found if f.rule.scope == scope), key=lambda f: f.rule.id))
 
-    return Rulebook(of("claim"), of("bill"), of("line"))
+    return Rulebook(of("claim"), of("bill"), of("line"), of("exam"))

@@ -6,7 +6,8 @@ the message before any rule runs.
 
 from __future__ import annotations
 
-from datetime import timedelta
+import calendar
+from datetime import date
 from decimal import Decimal
 
 from daemon.domain import (
@@ -19,8 +20,7 @@ from daemon.rules import radiology
 from daemon.rules.base import Finding, rule
 from daemon.rules.context import RuleContext
 
-LAB_KINDS = {"hf", "private-driftsavtale", "genetics-lab"}
-RADIOLOGY_KINDS = {"hf", "radiology"}  # an HF, or a røntgeninstitutt (state or driftsavtale)
+LAB_SERVICES = {"lab", "genetics"}  # a lab line needs one of these (LAB-04/05 say which)
 
 
 def _money(value: Decimal) -> str:
@@ -130,7 +130,7 @@ def not_a_duplicate(bill: Bill, ctx: RuleContext) -> Finding | None:
     if bill.uuid and ctx.paid_bill(bill.uuid) is not None:
         return Finding(detail=f"uuid {bill.uuid} er betalt før", inputs=(("uuid", bill.uuid),))
     patient = bill.episode.patient.key if bill.episode else None
-    codes = service_codes(bill)
+    codes = bill.codes
     if patient and bill.lines and ctx.service_seen(patient, codes, bill.instant):
         return Finding(
             detail="samme pasient, koder og tidspunkt er betalt før",
@@ -146,11 +146,6 @@ def not_a_duplicate(bill: Bill, ctx: RuleContext) -> Finding | None:
             detail = f"{what} står allerede i denne meldingen"
             return Finding(detail=detail, inputs=(("same", what),))
     return None
-
-
-def service_codes(bill: Bill) -> str:
-    """The code set of a bill, order-independent, for duplicate detection."""
-    return ",".join(sorted(f"{line.raw_code}x{line.count}" for line in bill.lines))
 
 
 @rule(
@@ -194,6 +189,15 @@ def correction_refers_to_earlier_bill(bill: Bill, ctx: RuleContext) -> Finding |
     return None
 
 
+def months_before(day: date, months: int) -> date:
+    """The same day `months` calendar months earlier (the month's last day when it has
+    no such day: 31 August − 6 months = 28/29 February)."""
+    total = day.year * 12 + day.month - 1 - months
+    year, month = divmod(total, 12)
+    last = calendar.monthrange(year, month + 1)[1]
+    return date(year, month + 1, min(day.day, last))
+
+
 @rule(
     id="COM-08",
     scope="bill",
@@ -203,16 +207,19 @@ def correction_refers_to_earlier_bill(bill: Bill, ctx: RuleContext) -> Finding |
     credits=False,
 )
 def service_date_in_window(bill: Bill, ctx: RuleContext) -> Finding | None:
-    """Credits return money whatever the age of the bill they credit."""
+    """ "Today" is the date in Europe/Oslo (`ctx.today`); the deadline is counted in
+    calendar months (`[rules] max_age_months`). Credits return money whatever the age
+    of the bill they credit."""
     day = bill.service_date
     if day is None:
         return Finding(detail=f"TransDatoTid {bill.claimed_at!r} er ikke en dato")
     if day > ctx.today:
         return Finding(detail=f"{day} er etter {ctx.today}", inputs=(("date", str(day)),))
-    oldest = ctx.today - timedelta(days=ctx.settings.max_age_days)
+    months = ctx.settings.max_age_months
+    oldest = months_before(ctx.today, months)
     if day < oldest:
         return Finding(
-            detail=f"{day} er eldre enn {ctx.settings.max_age_days} dager",
+            detail=f"{day} er eldre enn {months} måneder (eldste dato {oldest})",
             inputs=(("date", str(day)), ("oldest", str(oldest))),
         )
     return None
@@ -220,29 +227,47 @@ def service_date_in_window(bill: Bill, ctx: RuleContext) -> Finding | None:
 
 @rule(
     id="COM-09",
-    scope="bill",
+    scope="claim",
     source="RULES.md COM-09; regelverk 000 §3-4, 001 §5-6",
-    number="9009",
-    text="Institusjonen er ikke registrert med rett til refusjon for tjenesten",
+    number="9090",
+    text="Institusjonen er ikke registrert, eller avsenderen kan ikke kreve for den",
+    retryable=True,
 )
-def institution_is_registered(bill: Bill, ctx: RuleContext) -> Finding | None:
-    """The claiming institution must be in the registry, claimed for by its own partner
-    (or one it names as a sender), and of a kind that may claim the lines on the bill
-    (lab lines: an HF, a private lab with driftsavtale, or a medical-genetics lab;
-    radiology lines: an HF or an institution registered as `radiology`)."""
+def institution_is_registered(claim: Claim, ctx: RuleContext) -> Finding | None:
+    """The claiming institution must be in the registry and claimed for by its own
+    partner (or one it names as a sender). Otherwise the whole message is refused, and
+    not for good: after the institution is registered, a resend is processed."""
     inst = ctx.institution
     if inst is None:
-        text = f"institusjonID {ctx.claim.institution_id} finnes ikke i registeret"
-        return Finding(detail=text, inputs=(("institution", ctx.claim.institution_id),))
+        text = f"institusjonID {claim.institution_id} finnes ikke i registeret"
+        return Finding(detail=text, inputs=(("institution", claim.institution_id),))
     if not inst.may_be_claimed_by(ctx.sender):
         text = f"avsender HER {ctx.sender.her_id} kan ikke kreve refusjon for {inst.orgnr}"
         return Finding(detail=text, inputs=(("sender", ctx.sender.her_id),))
-    kinds = set(inst.kinds)
-    lab = any(line.kind == "takst" for line in bill.lines) and not LAB_KINDS & kinds
-    rad = any(radiology.is_radiology(x, ctx) for x in bill.lines) and not RADIOLOGY_KINDS & kinds
+    return None
+
+
+@rule(
+    id="COM-09",
+    scope="bill",
+    source="RULES.md COM-09, LAB-04; regelverk 000 §3-4, 001 §5-6",
+    number="9009",
+    text="Institusjonen (enheten) er ikke registrert med rett til refusjon for tjenesten",
+)
+def unit_may_claim_the_service(bill: Bill, ctx: RuleContext) -> Finding | None:
+    """The unit that claims the bill (or the institution, when its units are not
+    registered) must be approved for the kind of lines on it: lab lines need lab or
+    genetics (LAB-04/05 tell MG apart), radiology lines need radiology."""
+    if ctx.institution is None:
+        return None  # the claim rule refused the message
+    services = set(ctx.services(bill))
+    lab = any(line.kind == "takst" for line in bill.lines) and not LAB_SERVICES & services
+    rad = any(radiology.is_radiology(x, ctx) for x in bill.lines) and "radiology" not in services
     if lab or rad:
+        what = "laboratorieanalyser" if lab else "radiologi"
         return Finding(
-            detail=f"{inst.name} er registrert som {', '.join(inst.kinds)}",
-            inputs=(("kinds", ",".join(inst.kinds)),),
+            detail=f"{ctx.institution.name} er ikke registrert for {what}"
+            f" (registrert: {', '.join(sorted(services)) or 'ingen tjenester'})",
+            inputs=(("services", ",".join(sorted(services))),),
         )
     return None

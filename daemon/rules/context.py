@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from functools import cached_property
 
-from daemon.domain import TRANSACTION_CREDIT, Bill, Claim, Exam
+from daemon.domain import Bill, Claim
 from daemon.records import BillHistory, NoBillHistory
 from daemon.registers.registry import Institution, Partner
 from daemon.registers.tariffs import Tariffs
 from daemon.rule_settings import RuleSettings
-from daemon.rules.base import Finding
+from daemon.rules import sameday
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,9 @@ class RuleContext:
     history: BillHistory = field(default_factory=NoBillHistory)
     settings: RuleSettings = field(default_factory=RuleSettings)
     sender: Partner | None = None  # the partner the message came from
+    # the same-day outcomes (RAD-06..11) per (id(bill), id(line)), judged after every
+    # other rule by `daemon.rules.decide` through `judge_same_day`
+    same_day: Mapping[object, sameday.Outcome] = field(default_factory=dict)
 
     def paid_bill(self, uuid: str) -> Decimal | None:
         """What this institution's bill `uuid` has been paid before this claim (None:
@@ -42,11 +46,9 @@ class RuleContext:
 
     @cached_property
     def _seen(self) -> set[tuple[str, str, str]]:
-        from daemon.rules.common import service_codes
-
         services = sorted(
             {
-                (b.episode.patient.key, service_codes(b), b.instant)
+                (b.episode.patient.key, b.codes, b.instant)
                 for b in self.claim.bills
                 if b.is_new and b.episode is not None and b.episode.patient.key and b.lines
             }
@@ -63,8 +65,6 @@ class RuleContext:
     def _new_bills_by_key(self) -> dict[object, tuple[int, ...]]:
         """Positions of new bills (typeTransaksjon 1-3) per uuid, per service (patient,
         code set, instant) and per episode: the same-file duplicate checks, in one pass."""
-        from daemon.rules.common import service_codes
-
         index: dict[object, list[int]] = {}
         for position, bill in enumerate(self.claim.bills):
             if not bill.is_new:
@@ -76,7 +76,7 @@ class RuleContext:
                 keys.append(("episode", bill.episode_id))
             patient = bill.episode.patient.key if bill.episode else None
             if patient and bill.lines:
-                keys.append(("service", patient, service_codes(bill), bill.instant))
+                keys.append(("service", patient, bill.codes, bill.instant))
             for key in keys:
                 index.setdefault(key, []).append(position)
         return {key: tuple(positions) for key, positions in index.items()}
@@ -96,36 +96,39 @@ class RuleContext:
         """id(bill) → its position in the claim."""
         return {id(bill): n for n, bill in enumerate(self.claim.bills)}
 
-    @cached_property
-    def same_day(self) -> dict[tuple[int, int], list[tuple[str, Finding]]]:
-        """RAD-06..10, judged once for the whole claim: (id(bill), id(line)) → the
-        same-day findings of that line. See `daemon.rules.sameday` for the choices."""
-        from daemon.rules import radiology, sameday
-
+    def judge_same_day(
+        self, days: Mapping[tuple[str, str], Sequence[sameday.Candidate]]
+    ) -> tuple[dict[object, sameday.Outcome], tuple[tuple[str, str, int], ...]]:
+        """RAD-06..11 for the whole claim: `days` holds this claim's radiology lines per
+        (patient, day) in the judgement order; the exams approved earlier come from the
+        ledger, less those whose bill this claim corrects or credits. Also returns the
+        version of each day judged against (`Decision.same_day_basis`)."""
         inst = self.claim.institution_id
         corrected = {(inst, b.uuid) for b in self.claim.bills if not b.is_new and b.uuid}
-        days: dict[tuple[str, str], list[tuple[tuple[int, int], Exam]]] = {}
-        for bill in self.claim.bills:
-            patient = bill.episode.patient.key if bill.episode else None
-            if patient is None or bill.transaction_type == TRANSACTION_CREDIT:
-                continue
-            for number, line in enumerate(bill.lines, start=1):
-                exam = radiology.exam_of(line, number, bill, self)
-                if exam is not None:
-                    days.setdefault((patient, exam.day), []).append(((id(bill), id(line)), exam))
-        out: dict[tuple[int, int], list[tuple[str, Finding]]] = {}
+        out: dict[object, sameday.Outcome] = {}
+        basis = []
         for (patient, day), current in days.items():
+            basis.append((patient, day, self.history.day_version(patient, day)))  # first
             earlier = [
                 e
                 for e in self.history.exams_on(patient, day)
                 if (e.institution_id, e.uuid) not in corrected
             ]
-            out.update(sameday.judge(current, earlier))
-        return out
+            out.update(sameday.judge(current, earlier, self.settings))
+        return out, tuple(basis)
 
     @property
     def sector(self) -> str:
-        """Rates differ for state institutions and private labs with a driftsavtale."""
-        if self.institution is not None and "private-driftsavtale" in self.institution.kinds:
-            return "privat"
-        return "stat"
+        """Rates differ for state institutions and private ones with a driftsavtale."""
+        return self.institution.sector if self.institution is not None else "stat"
+
+    @cached_property
+    def _resh(self) -> dict[int, str]:
+        return {id(b): unit.resh_id for unit in self.claim.units for b in unit.bills}
+
+    def services(self, bill: Bill) -> tuple[str, ...]:
+        """What the unit (`Enhet`, by reshID) that claims `bill` is approved for: its
+        own registered services, or the institution's (LAB-04/05, COM-09)."""
+        if self.institution is None:
+            return ()
+        return self.institution.services_of(self._resh.get(id(bill)))

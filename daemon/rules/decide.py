@@ -3,7 +3,9 @@
 - claim rules: a finding refuses the whole message (AppRec status 2);
 - bill rules: a finding rejects the bill (all its lines approve 0);
 - line rules: a finding rejects that line; the bill is reduced, or rejected when
-  nothing is left.
+  nothing is left;
+- exam rules (RAD-06..11): run last, on the radiology lines that passed every other
+  rule, in one judgement order against the exams already approved (`sameday`).
 
 The engine never stops at the first finding: the sender is told everything at once,
 and every evaluation is counted; the ones that fire land in the trace as (rule, bill,
@@ -16,10 +18,12 @@ has been paid (a negative amount). A correction pays only the difference.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import UTC
 from decimal import Decimal
 
 from daemon.domain import (
+    OSLO,
     TRANSACTION_CREDIT,
     Bill,
     BillDecision,
@@ -37,7 +41,7 @@ from daemon.domain import (
 from daemon.records import Context, Work
 from daemon.registers.registry import Partner
 from daemon.registers.tariffs import Tariffs
-from daemon.rules import common, lab, radiology, scope
+from daemon.rules import common, lab, radiology, sameday, scope
 from daemon.rules.base import Rulebook, collect
 from daemon.rules.context import RuleContext
 
@@ -47,8 +51,9 @@ ZERO = Decimal("0")
 
 
 def rule_context(claim: Claim, ctx: Context, sender: Partner | None = None) -> RuleContext:
+    now = ctx.now if ctx.now.tzinfo is not None else ctx.now.replace(tzinfo=UTC)
     return RuleContext(
-        today=ctx.now.date(),
+        today=now.astimezone(OSLO).date(),  # COM-08: "today" is the date in Norway
         claim=claim,
         tariffs=ctx.tariffs if ctx.tariffs is not None else Tariffs.empty(),
         institution=ctx.registry.institution(claim.institution_id),
@@ -66,6 +71,9 @@ def decide(work: Work, ctx: Context) -> Work:
 
 
 def evaluate(claim: Claim, rc: RuleContext, book: Rulebook) -> tuple[list[Problem], Decision]:
+    """Claim rules; then every bill's bill and line rules; then the same-day judgement
+    of the radiology lines that passed them, in the judgement order (`_same_day`); then
+    the exam rules, which read that judgement."""
     trace = Trace()
     problems = []
     for fn in book.claim:
@@ -73,11 +81,15 @@ def evaluate(claim: Claim, rc: RuleContext, book: Rulebook) -> tuple[list[Proble
         trace.add(info.id, "", 0, finding)
         if finding is not None:
             text = f"{info.text}: {finding.detail} [{info.id}]"
-            problems.append(Problem(Layer.PAYLOAD, info.number, text, KRAV, scheme="8223"))
+            layer = Layer.REGISTRY if info.retryable else Layer.PAYLOAD
+            problems.append(Problem(layer, info.number, text, KRAV, scheme="8223"))
     if problems:
         return problems, Decision((), tuple(trace.fired), trace.count)
-    bills = tuple(_bill(bill, rc, book, trace) for bill in claim.bills)
-    return [], Decision(bills, tuple(trace.fired), trace.count)
+    judged = [_judge(bill, rc, book, trace) for bill in claim.bills]
+    outcomes, basis = _same_day(judged, rc)
+    rc = replace(rc, same_day=outcomes)
+    bills = tuple(_finish(j, rc, book, trace) for j in judged)
+    return [], Decision(bills, tuple(trace.fired), trace.count, basis)
 
 
 class Trace:
@@ -97,9 +109,25 @@ class Trace:
             self.fired.append((rule_id, regning_nr, line, True, finding.inputs))
 
 
-def _bill(bill: Bill, rc: RuleContext, book: Rulebook, trace: Trace) -> BillDecision:
-    remarks: list[Remark] = []
+@dataclass
+class _Judged:
+    """A bill after its bill and line rules: the remarks so far, whether the bill is
+    rejected, and per line whether a rule rejected it and what it is paid less."""
+
+    bill: Bill
+    remarks: list[Remark]
+    rejected: bool
+    line_rejected: list[bool]
+    deducted: list[Decimal]
+
+    @property
+    def credit(self) -> bool:
+        return self.bill.transaction_type == TRANSACTION_CREDIT
+
+
+def _judge(bill: Bill, rc: RuleContext, book: Rulebook, trace: Trace) -> _Judged:
     credit = bill.transaction_type == TRANSACTION_CREDIT
+    j = _Judged(bill, [], False, [], [])
     for fn in book.bill:
         if credit and not fn.rule.credits:
             continue
@@ -107,29 +135,76 @@ def _bill(bill: Bill, rc: RuleContext, book: Rulebook, trace: Trace) -> BillDeci
         trace.add(info.id, bill.regning_nr, 0, finding)
         if finding is not None:
             text = f"{info.text}: {finding.detail}" if finding.detail else info.text
-            remarks.append(Remark(info.id, info.number, f"{text} [{info.id}]", bill.regning_nr))
-    bill_rejected = bool(remarks)
-    lines = []
+            j.remarks.append(Remark(info.id, info.number, f"{text} [{info.id}]", bill.regning_nr))
+            j.rejected = j.rejected or finding.rejects
     for number, line in enumerate(() if credit else bill.lines, start=1):
-        fired = False
-        for fn in book.line:
-            info, finding = fn.rule, fn(line, bill, rc)
-            trace.add(info.id, bill.regning_nr, number, finding)
-            if finding is not None:
-                fired = True
-                if bill_rejected:
-                    continue  # traced, but the sender hears only why the bill failed
-                text = f"linje {number} ({line.raw_code}): {info.text}"
-                text += f": {finding.detail}" if finding.detail else ""
-                remarks.append(
-                    Remark(info.id, info.number, f"{text} [{info.id}]", bill.regning_nr, number)
-                )
-        paid = not (fired or bill_rejected)
-        lines.append(_line(number, line, bill, rc, paid))
+        j.line_rejected.append(False)
+        j.deducted.append(ZERO)
+        _line_rules(j, number, line, book.line, rc, trace)
+    return j
+
+
+def _line_rules(j: _Judged, number: int, line: Line, rules, rc: RuleContext, trace: Trace):
+    bill = j.bill
+    for fn in rules:
+        info, finding = fn.rule, fn(line, bill, rc)
+        trace.add(info.id, bill.regning_nr, number, finding)
+        if finding is None:
+            continue
+        if finding.rejects:
+            j.line_rejected[number - 1] = True
+        elif finding.deduct is not None:
+            j.deducted[number - 1] += finding.deduct
+        if j.rejected:
+            continue  # traced, but the sender hears only why the bill failed
+        text = f"linje {number} ({line.raw_code}): {info.text}"
+        text += f": {finding.detail}" if finding.detail else ""
+        j.remarks.append(
+            Remark(info.id, info.number, f"{text} [{info.id}]", bill.regning_nr, number)
+        )
+
+
+def _same_day(judged: list[_Judged], rc: RuleContext):
+    """The radiology lines of the claim as candidates for the same-day judgement, per
+    patient and day, in the judgement order: by the exam's TransDatoTid (as a UTC
+    instant), then by the order in the file. A line rejected by another rule, or on a
+    rejected bill, is a candidate that takes no slot."""
+    inst = rc.claim.institution_id
+    order = []
+    for position, j in enumerate(judged):
+        bill = j.bill
+        patient = bill.episode.patient.key if bill.episode else None
+        if patient is None or j.credit:
+            continue
+        for number, line in enumerate(bill.lines, start=1):
+            exam = radiology.exam_of(line, number, bill, rc)
+            if exam is None:
+                continue
+            exam = replace(exam, institution_id=inst, uuid=bill.uuid)
+            eligible = not (j.rejected or j.line_rejected[number - 1])
+            key = (id(bill), id(line))
+            candidate = sameday.Candidate(key, id(bill), exam, eligible, inst)
+            order.append(((bill.instant, position, number), (patient, exam.day), candidate))
+    days: dict[tuple[str, str], list[sameday.Candidate]] = {}
+    for _, day, candidate in sorted(order, key=lambda o: o[0]):
+        days.setdefault(day, []).append(candidate)
+    return rc.judge_same_day(days) if days else ({}, ())
+
+
+def _finish(j: _Judged, rc: RuleContext, book: Rulebook, trace: Trace) -> BillDecision:
+    bill = j.bill
+    lines = []
+    for number, line in enumerate(() if j.credit else bill.lines, start=1):
+        _line_rules(j, number, line, book.exam, rc, trace)
+        paid = not (j.line_rejected[number - 1] or j.rejected)
+        lines.append(_line(number, line, bill, rc, paid, j.deducted[number - 1]))
+    remarks = j.remarks
     approved = sum((ld.approved for ld in lines), ZERO)
-    if bill_rejected or (remarks and approved == ZERO):
+    claimed = sum((ld.claimed for ld in lines), ZERO)
+    rejecting = j.rejected or any(j.line_rejected)
+    if j.rejected or (rejecting and approved == ZERO):
         verdict, approved = Verdict.REJECTED, ZERO
-    elif remarks:
+    elif rejecting or approved < claimed:
         verdict = Verdict.REDUCED
     else:
         verdict = Verdict.APPROVED
@@ -182,10 +257,12 @@ def _payments(bill: Bill, lines: list[LineDecision], verdict: Verdict, rc: RuleC
     return tuple(out)
 
 
-def _line(number: int, line: Line, bill: Bill, rc: RuleContext, paid: bool) -> LineDecision:
+def _line(
+    number: int, line: Line, bill: Bill, rc: RuleContext, paid: bool, deducted: Decimal
+) -> LineDecision:
     """A line's outcome: the category its amount came from, who is paid for it (LAB-10
     for lab lines, RAD-15 for radiology) and, for radiology, the exam the same-day rules
-    remember once it is approved."""
+    remember once it is approved (as the judgement approved it)."""
     category = exam = None
     payee = lab.payee(rc.institution)  # lab lines (LAB-10) and lines without a rule set
     if line.kind == "takst":
@@ -195,15 +272,15 @@ def _line(number: int, line: Line, bill: Bill, rc: RuleContext, paid: bool) -> L
         found = radiology.entry(line, bill, rc)
         category = found[1].category if found else None
         payee = radiology.payee(bill, rc)
-        exam = radiology.exam_of(line, number, bill, rc) if paid else None
-        if exam is not None:
-            exam = replace(exam, institution_id=rc.claim.institution_id, uuid=bill.uuid)
+        outcome = rc.same_day.get((id(bill), id(line)))
+        exam = outcome.exam if paid and outcome is not None else None
+    approved = max(line.total - deducted, ZERO) if paid else ZERO
     return LineDecision(
         line=number,
         code=line.raw_code,
         count=line.count,
         claimed=line.total,
-        approved=line.total if paid else ZERO,
+        approved=approved,
         verdict=Verdict.APPROVED if paid else Verdict.REJECTED,
         category=category,
         payee=payee,

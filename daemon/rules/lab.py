@@ -93,8 +93,9 @@ def repeats_paid_per_repetition(line: Line, bill: Bill, ctx: RuleContext) -> Fin
     return None
 
 
-def _is_genetics_lab(inst: Institution | None) -> bool:
-    return inst is not None and "genetics-lab" in inst.kinds
+def _is_genetics_lab(bill: Bill, ctx: RuleContext) -> bool:
+    """The unit claiming the bill is approved for medical genetics (LAB-04)."""
+    return "genetics" in ctx.services(bill)
 
 
 @rule(
@@ -109,7 +110,7 @@ def genetics_codes_by_genetics_labs(line: Line, bill: Bill, ctx: RuleContext) ->
     if (
         code is not None
         and code.field_prefix == MEDICAL_GENETICS
-        and not _is_genetics_lab(ctx.institution)
+        and not _is_genetics_lab(bill, ctx)
     ):
         return Finding(detail=line.raw_code, inputs=(("code", line.raw_code), ("field", "MG")))
     return None
@@ -123,11 +124,12 @@ def genetics_codes_by_genetics_labs(line: Line, bill: Bill, ctx: RuleContext) ->
     text="Et medisinsk genetisk laboratorium kan bare kreve MG-koder og farmakogenetiske KF-koder",
 )
 def genetics_labs_claim_genetics(line: Line, bill: Bill, ctx: RuleContext) -> Finding | None:
-    """Applies to an institution registered only as a medical-genetics lab; an HF that
-    also runs one (kinds hf + genetics-lab) may claim other fields (LAB-06 still forbids
-    mixing them with MG codes on one bill)."""
-    inst = ctx.institution
-    if not _is_genetics_lab(inst) or {"hf", "private-driftsavtale"} & set(inst.kinds):
+    """Applies to a unit approved for medical genetics and not for other lab fields:
+    the genetics department of an HF registered as a unit, or a genetics lab on its
+    own. A unit approved for both (registered so on purpose) may claim other fields
+    too; LAB-06 still forbids mixing them with MG codes on one bill."""
+    services = ctx.services(bill)
+    if "genetics" not in services or "lab" in services:
         return None
     code = _code(line, bill, ctx) if is_lab(line) else None
     if code is None or code.field_prefix == MEDICAL_GENETICS:

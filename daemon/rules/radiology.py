@@ -10,7 +10,7 @@ is `amount_for`; RAD-14 compares it with what was claimed; RAD-15 is `payee`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_UP, Decimal
 
 from daemon.domain import Bill, Exam, Line
@@ -81,6 +81,8 @@ def exam_of(line: Line, number: int, bill: Bill, ctx: RuleContext) -> Exam | Non
         day=bill.service_date.isoformat(),
         regning_nr=bill.regning_nr,
         line=number,
+        tele=cs.tele,
+        ambulant="ambulant" in roles(cs, ctx),
     )
 
 
@@ -204,27 +206,27 @@ def intervention_needs_guidance(line: Line, bill: Bill, ctx: RuleContext) -> Fin
 
 
 def _same_day(rule_id: str, line: Line, bill: Bill, ctx: RuleContext) -> Finding | None:
-    found = [f for rid, f in ctx.same_day.get((id(bill), id(line)), ()) if rid == rule_id]
-    if not found:
-        return None
-    inputs = tuple(dict.fromkeys(i for f in found for i in f.inputs))  # each once, in order
-    return Finding(detail="; ".join(dict.fromkeys(f.detail for f in found)), inputs=inputs)
+    """The judgement's finding of `rule_id` for this line (`daemon.rules.sameday`)."""
+    outcome = ctx.same_day.get((id(bill), id(line)))
+    found = [f for rid, f in (outcome.findings if outcome else ()) if rid == rule_id]
+    return found[0] if found else None
 
 
 @rule(
     id="RAD-06",
-    scope="line",
+    scope="exam",
     source=f"RULES.md RAD-06; {SOURCE} §6.2.1",
     number="9206",
     text="Mer enn to CT-, MR- eller UL-undersøkelser for pasienten samme dag",
 )
 def at_most_two_a_day(line: Line, bill: Bill, ctx: RuleContext) -> Finding | None:
+    """Two approved a day per group; a bill with three is invalid whole."""
     return _same_day("RAD-06", line, bill, ctx)
 
 
 @rule(
     id="RAD-07",
-    scope="line",
+    scope="exam",
     source=f"RULES.md RAD-07; {SOURCE} §6.2.1",
     number="9207",
     text="Undersøkelsene gir bare ett refusjonskrav samme dag (regionregelen)",
@@ -235,18 +237,19 @@ def region_rule(line: Line, bill: Bill, ctx: RuleContext) -> Finding | None:
 
 @rule(
     id="RAD-08",
-    scope="line",
+    scope="exam",
     source=f"RULES.md RAD-08; {SOURCE} §6.2.1-3",
     number="9208",
     text="To eller flere like undersøkelser for samme pasient på samme tidspunkt",
 )
 def no_identical_exams(line: Line, bill: Bill, ctx: RuleContext) -> Finding | None:
+    """The second identical exam is rejected; the first stands."""
     return _same_day("RAD-08", line, bill, ctx)
 
 
 @rule(
     id="RAD-09",
-    scope="line",
+    scope="exam",
     source=f"RULES.md RAD-09; {SOURCE} §2.2, §6.2.2-3",
     number="9209",
     text="Mer enn to bildeveiledede intervensjoner eller nukleærmedisinske undersøkelser samme dag",
@@ -257,7 +260,7 @@ def at_most_two_interventions_or_nuclear(line: Line, bill: Bill, ctx: RuleContex
 
 @rule(
     id="RAD-10",
-    scope="line",
+    scope="exam",
     source=f"RULES.md RAD-10; {SOURCE} §6.2, §6.4",
     number="9210",
     text="Bilateral undersøkelse betales dobbelt og kan ikke kreves sammen med samme undersøkelse",
@@ -271,27 +274,20 @@ def bilateral_paid_once(line: Line, bill: Bill, ctx: RuleContext) -> Finding | N
 
 @rule(
     id="RAD-11",
-    scope="line",
+    scope="exam",
     source=f"RULES.md RAD-11; {SOURCE} §6.6",
     number="9211",
-    text="Tilleggskoden for ambulant undersøkelse (ZTX0AD) kan bare brukes én gang per kontakt",
+    text="Tillegget for ambulant undersøkelse (ZTX0AD) betales én gang per kontakt",
 )
 def ambulant_once_per_contact(line: Line, bill: Bill, ctx: RuleContext) -> Finding | None:
-    """A contact is the bill's episode: the first line with ZTX0AD gets the add-on; a
-    later line of the same bill that carries it again is rejected."""
-    found = entry(line, bill, ctx)
-    if found is None or "ambulant" not in roles(found[0], ctx):
+    """A contact is the institution, patient and day (one visit split over two bills
+    is one contact). The first approved line with ZTX0AD gets the add-on; a later one
+    keeps its exam and is paid the add-on less."""
+    found = _same_day("RAD-11", line, bill, ctx)
+    if found is None or bill.service_date is None:
         return None
-    for number, other in enumerate(bill.lines, start=1):
-        if other is line:
-            return None
-        earlier = entry(other, bill, ctx)
-        if earlier is not None and "ambulant" in roles(earlier[0], ctx):
-            return Finding(
-                detail=f"allerede brukt på linje {number} ({other.raw_code})",
-                inputs=(("first_line", str(number)),),
-            )
-    return None
+    addition = ctx.tariffs.radiology.rate(AMBULANT, ctx.sector, bill.service_date)
+    return replace(found, deduct=addition if addition is not None else Decimal("0"))
 
 
 @rule(
@@ -408,26 +404,29 @@ def amount_matches(line: Line, bill: Bill, ctx: RuleContext) -> Finding | None:
     scope="bill",
     source=f"RULES.md RAD-15; {SOURCE} §3",
     number="9215",
-    text="Pasientens bostedskommune (komNrHjem) er ukjent; refusjonen kan ikke knyttes til et RHF",
+    text="Pasientens bostedskommune (komNrHjem) kan ikke plasseres; refusjonen går til "
+    "institusjonens RHF",
     credits=False,
 )
 def home_municipality_known(bill: Bill, ctx: RuleContext) -> Finding | None:
     """The refund goes to the RHF of the patient's home municipality (`payee`). A
-    number we cannot place is rejected rather than paid to a guess; no number, or one
-    of 9000/9900/9999 (no Norwegian municipality), goes to the institution's RHF."""
+    number we cannot place (Svalbard 2100/2111, a retired number) is paid to the
+    institution's RHF, with this remark: the hospital's money is not lost over a
+    registry detail (RULES.md). Nothing is rejected."""
     if not any(is_radiology(x, ctx) for x in bill.lines) or bill.episode is None:
         return None
     number = bill.episode.municipality
     if not number or ctx.tariffs.rhf.is_no_municipality(number):
         return None
     if ctx.tariffs.rhf.for_municipality(number, bill.service_date) is None:
-        return Finding(detail=f"komNrHjem {number}", inputs=(("komNrHjem", number),))
+        return Finding(detail=f"komNrHjem {number}", inputs=(("komNrHjem", number),), note=True)
     return None
 
 
 def payee(bill: Bill, ctx: RuleContext) -> str | None:
     """RAD-15 (§3): the RHF of the patient's home municipality at the time of contact;
-    without a Norwegian municipality (or none given), the institution's RHF."""
+    without a Norwegian municipality, none given, or one we cannot place: the
+    institution's RHF (paid directly when it has none)."""
     number = bill.episode.municipality if bill.episode else None
     rhf = ctx.tariffs.rhf.for_municipality(number, bill.service_date) if number else None
     if rhf is not None:
