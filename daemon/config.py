@@ -56,6 +56,8 @@ class Paths:
     tariffs: Path
     private_key: Path
     certificate: Path
+    # our certificate signing request (`keys new --csr`), for the issuer
+    csr: Path
 
     def folders(self) -> tuple[Path, ...]:
         return (self.inbox, self.outbox, self.work, self.archive, self.quarantine)
@@ -147,6 +149,7 @@ class _PathsTable(_Table):
 class _KeysTable(_Table):
     private_key: str | None = None
     certificate: str | None = None
+    csr: str | None = None  # default: kravmottak.csr.pem beside the certificate
     generate_if_missing: StrictBool = False
     passphrase_file: str | None = None
     passphrase_env: str | None = None
@@ -233,6 +236,7 @@ def from_mapping(raw: dict, path: Path) -> Settings:
     def at(value: str | None, default: Path) -> Path:
         return (base / value) if value is not None else default
 
+    certificate = at(k.certificate, var / "keys" / "kravmottak.cert.pem")
     paths = Paths(
         inbox=at(p.inbox, var / "inbox"),
         outbox=at(p.outbox, var / "outbox"),
@@ -244,7 +248,8 @@ def from_mapping(raw: dict, path: Path) -> Settings:
         institutions=base / p.institutions,
         tariffs=at(p.tariffs, var / "tariffs"),
         private_key=at(k.private_key, var / "keys" / "kravmottak.key.pem"),
-        certificate=at(k.certificate, var / "keys" / "kravmottak.cert.pem"),
+        certificate=certificate,
+        csr=at(k.csr, certificate.parent / "kravmottak.csr.pem"),
     )
     sources = k.sources()
     if "file" in sources:
