@@ -20,7 +20,9 @@ def test_init_makes_a_self_contained_sandbox(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(cfg.resolve())
     settings = config.load(cfg)
     for folder in settings.paths.folders():
-        assert folder.is_dir() and folder.is_relative_to(tmp_path / "sb")
+        assert folder.is_dir()
+    for name in settings.paths.__dataclass_fields__:  # every path the config names
+        assert getattr(settings.paths, name).is_relative_to(tmp_path / "sb"), name
     assert settings.paths.ledger.exists()
     cert = x509.load_pem_x509_certificate(settings.paths.certificate.read_bytes())
     assert "HER 79768" in cert.subject.rfc4514_string()
