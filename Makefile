@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml $(LOCK) $(TEST_LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --require-hashes -r $(TEST_LOCK)
 	$(BIN)/pip install --quiet --no-deps -e .
+	@$(BIN)/pip check || { echo "pyproject.toml needs what the lock lacks: run 'make lock'" >&2; exit 1; }
 	touch $(STAMP)
 
 venv: $(STAMP)

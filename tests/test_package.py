@@ -72,6 +72,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     vpip = [str(venv / "bin" / "python"), "-m", "pip", "--quiet"]
     run([*vpip, "install", "--require-hashes", "-r", str(ROOT / "requirements.lock")], tmp, env)
     run([*vpip, "install", "--no-deps", str(wheel)], tmp, env)
+    run([*vpip, "check"], tmp, env)  # the lock holds everything the wheel requires
     return venv
 
 
