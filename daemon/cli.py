@@ -622,6 +622,82 @@ def _print_rows(rows: list[tuple[str, str]]) -> None:
         print(f"{key.ljust(width)}  {value}")
 
 
+# ---- our own keys: `keys new [--csr] [--force]` and `keys show` (daemon/transport/keys.py)
+
+
+def cmd_keys_new(args: argparse.Namespace) -> int:
+    """A production key where the config says, encrypted with the configured passphrase
+    source, mode 0600; with --csr also the request for the enterprise certificate."""
+    from cryptography.hazmat.primitives import serialization
+
+    settings = _settings(args)
+    paths, party = settings.paths, settings.party
+    if not settings.key_passphrase:
+        raise ConfigError(
+            f"{settings.source}: [keys] names no passphrase source (passphrase_file,"
+            " passphrase_env or passphrase_credential): a production key is encrypted"
+        )
+    secret = keys.passphrase(settings.key_passphrase)
+    if paths.private_key.exists() and not args.force:
+        print(
+            f"kravmottak: {paths.private_key} exists already; --force replaces it"
+            " (the old key is gone then, and so is every certificate issued for it)",
+            file=sys.stderr,
+        )
+        return 1
+    key = keys.new_production_key(paths.private_key, secret, bits=args.bits, replace=args.force)
+    print(f"private key  {paths.private_key} (RSA {args.bits} bits, encrypted, mode 0600)")
+    if args.csr:
+        request = keys.signing_request(key, her_id=party.her_id, orgnr=party.orgnr, name=party.name)
+        keys.write_public(paths.csr, request.public_bytes(serialization.Encoding.PEM))
+        print(f"request      {paths.csr} ({request.subject.rfc4514_string()})")
+        print(
+            f"next: send the request to the issuer; install the certificate at {paths.certificate}"
+        )
+    try:
+        current = keys.load_certificates(paths.certificate)
+    except (OSError, ValueError):
+        current = ()
+    if current and current[0].public_key().public_numbers() != key.public_key().public_numbers():
+        print(
+            f"note: {paths.certificate} belongs to the old key; the daemon will not start"
+            " until the new certificate is there",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_keys_show(args: argparse.Namespace) -> int:
+    """Our key (type, size, encrypted, mode), certificate (subject, issuer, validity,
+    fingerprint, whether it matches the key) and pending request. No secrets."""
+    settings = _settings(args)
+    try:
+        secret = keys.passphrase(settings.key_passphrase)
+    except keys.KeyLoadError as exc:
+        print(f"kravmottak: {exc} (the key is shown unopened)", file=sys.stderr)
+        secret = None
+    rows, public = keys.key_facts(settings.paths.private_key, secret)
+    rows += keys.certificate_facts(settings.paths.certificate, public)
+    rows += keys.request_facts(settings.paths.csr)
+    _print_rows(rows)
+    return 0
+
+
+def _keys_parser(sub) -> None:
+    k = sub.add_parser("keys", help="our own key, certificate and certificate request")
+    actions = k.add_subparsers(dest="action", required=True)
+    new = actions.add_parser(
+        "new", help="a new production key (encrypted, 0600) where [keys] private_key says"
+    )
+    new.add_argument("--csr", action="store_true", help="also write the certificate request")
+    new.add_argument("--force", action="store_true", help="replace an existing key")
+    new.add_argument("--bits", type=int, choices=[2048, 3072, 4096], default=3072)
+    new.set_defaults(func=cmd_keys_new)
+    actions.add_parser(
+        "show", help="key type and size, certificate subject, issuer, validity, fingerprint"
+    ).set_defaults(func=cmd_keys_show)
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -781,7 +857,7 @@ def parser() -> argparse.ArgumentParser:
         "--valid-from",
         help="radiologi: the start of the kroner in Helfo's table (default: 1 January this year)",
     )
-    timp.add_argument("--target", help="the tariffs folder (default: config/tariffs)")
+    timp.add_argument("--target", help="the tariffs folder (default: the config's [paths] tariffs)")
     timp.set_defaults(func=cmd_tariff_import)
     tshow = tariff.add_parser(
         "show", help="one NLK code, radiology code or tilleggskode: category, flags, rate"
@@ -791,6 +867,7 @@ def parser() -> argparse.ArgumentParser:
     tshow.add_argument("--sector", choices=["stat", "privat"], help="default: both")
     tshow.add_argument("--dir", help="the registers folder (default: the config's [paths] tariffs)")
     tshow.set_defaults(func=cmd_tariff_show)
+    _keys_parser(sub)
     return p
 
 

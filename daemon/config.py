@@ -11,11 +11,20 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from daemon.rule_settings import RuleSettings
+from daemon.validation import StrictBool, field_path, messages
 
 DEFAULT_CONFIG = Path("config/kravmottak.toml")
 CONFIG_ENV = "KRAVMOTTAK_CONFIG"
+
+# every table of the file refuses a key it does not know (a misspelling is an error)
+FORBID = ConfigDict(extra="forbid")
+Positive = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
 
 
 class ConfigError(Exception):
@@ -25,6 +34,8 @@ class ConfigError(Exception):
 @dataclass(frozen=True, slots=True)
 class OwnParty:
     """Who we are on the health network (Helfo's claims office by default)."""
+
+    __pydantic_config__ = FORBID
 
     her_id: str = "79768"
     orgnr: str = "889640782"
@@ -45,6 +56,8 @@ class Paths:
     tariffs: Path
     private_key: Path
     certificate: Path
+    # our certificate signing request (`keys new --csr`), for the issuer
+    csr: Path
 
     def folders(self) -> tuple[Path, ...]:
         return (self.inbox, self.outbox, self.work, self.archive, self.quarantine)
@@ -52,12 +65,14 @@ class Paths:
 
 @dataclass(frozen=True, slots=True)
 class Intake:
-    poll_interval_seconds: float = 1.0
+    __pydantic_config__ = FORBID
+
+    poll_interval_seconds: Positive = 1.0
     # a file whose size or mtime changed within this many seconds is still being written
-    stable_seconds: float = 1.0
-    max_file_bytes: int = 50 * 1024 * 1024
+    stable_seconds: Annotated[float, Field(ge=0)] = 1.0
+    max_file_bytes: PositiveInt = 50 * 1024 * 1024
     # ceiling for a payload after gzip inflation (a gzip bomb is refused, not inflated)
-    max_payload_bytes: int = 200 * 1024 * 1024
+    max_payload_bytes: PositiveInt = 200 * 1024 * 1024
     # names a writer uses while a file is incomplete; never claimed
     temp_suffixes: tuple[str, ...] = (".tmp", ".part", ".partial", ".filepart")
     # a frozen "now" (ISO 8601) for rehearsals and tests: dates in rules, GenDate and
@@ -69,12 +84,14 @@ class Intake:
 class Settlement:
     """When the daily payment batch runs ([settlement])."""
 
+    __pydantic_config__ = FORBID
+
     # cron fields "minute hour day month day_of_week" (apscheduler's CronTrigger)
     cron: str = "0 16 * * mon-fri"
     timezone: str = "Europe/Oslo"
     holidays_country: str = "NO"  # public holidays skipped (the `holidays` library)
     extra_holidays: tuple[str, ...] = ()  # more days off (ISO dates), e.g. 2026-12-24
-    make_up_missed: bool = True  # at start, run the batch the daemon was down for
+    make_up_missed: StrictBool = True  # at start, run the batch the daemon was down for
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,14 +99,12 @@ class MetricsSettings:
     """The `[metrics]` section: serve /metrics, /healthz and /readyz on host:port.
     `allow_remote`: bind a non-loopback address (behind a firewall you control)."""
 
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = 9464
-    allow_remote: bool = False
+    __pydantic_config__ = FORBID
 
-    def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"[metrics] port {self.port} is not a TCP port (0-65535)")
+    enabled: StrictBool = True
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 9464  # 0: a free port
+    allow_remote: StrictBool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +124,74 @@ class Settings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
+# ---------------------------------------------------------------- the file, as written
+
+
+class _Table(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _PathsTable(_Table):
+    """[paths]: relative to the config file's folder; unset ones follow `var`."""
+
+    var: str = "var"
+    inbox: str | None = None
+    outbox: str | None = None
+    work: str | None = None
+    archive: str | None = None
+    quarantine: str | None = None
+    ledger: str | None = None
+    partners: str = "partners.toml"
+    institutions: str = "institutions.toml"
+    tariffs: str | None = None
+
+
+class _KeysTable(_Table):
+    private_key: str | None = None
+    certificate: str | None = None
+    csr: str | None = None  # default: kravmottak.csr.pem beside the certificate
+    generate_if_missing: StrictBool = False
+    passphrase_file: str | None = None
+    passphrase_env: str | None = None
+    passphrase_credential: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> _KeysTable:
+        if len(self.sources()) > 1:
+            raise ValueError("give one passphrase source: passphrase_file, _env or _credential")
+        return self
+
+    def sources(self) -> dict[str, str]:
+        given = {
+            "file": self.passphrase_file,
+            "env": self.passphrase_env,
+            "credential": self.passphrase_credential,
+        }
+        return {k: v for k, v in given.items() if v is not None}
+
+
+class _TrustTable(_Table):
+    ca_file: str | None = None
+
+
+class _LoggingTable(_Table):
+    level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+
+
+class _ConfigFile(_Table):
+    """The whole file: these tables and no others."""
+
+    party: OwnParty = OwnParty()
+    paths: _PathsTable = _PathsTable()
+    keys: _KeysTable = _KeysTable()
+    trust: _TrustTable = _TrustTable()
+    intake: Intake = Intake()
+    rules: RuleSettings = RuleSettings()
+    settlement: Settlement = Settlement()
+    metrics: MetricsSettings = MetricsSettings()
+    logging: _LoggingTable = _LoggingTable()
+
+
 def config_path(explicit: str | os.PathLike[str] | None) -> Path:
     """`--config` first, then `$KRAVMOTTAK_CONFIG`, then `config/kravmottak.toml`."""
     if explicit:
@@ -122,112 +205,75 @@ def load(path: Path) -> Settings:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"config file not found: {path}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
     return from_mapping(raw, path)
 
 
+def _where(loc: tuple[str | int, ...]) -> str:
+    """('intake', 'poll_interval_seconds') -> '[intake] poll_interval_seconds'."""
+    if not loc:
+        return "(top level)"
+    table, *rest = loc
+    if not rest:
+        return f"[{table}]"
+    return f"[{table}] {field_path(rest)}"
+
+
+# keys of earlier versions whose meaning changed: refused naming the key that replaced them
+RENAMED = {("rules", "max_age_days"): "max_age_months (COM-08 counts calendar months)"}
+
+
 def from_mapping(raw: dict, path: Path) -> Settings:
-    base = path.resolve().parent
-    known = {
-        "party", "paths", "intake", "keys", "logging", "trust", "rules", "settlement", "metrics",
-    }  # fmt: skip
-    unknown = set(raw) - known
-    if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}")
+    """Validate the parsed file (types, known keys, ranges) and resolve its paths
+    against the file's folder. Every error names the file, the table and the key."""
+    for (table, key), new in RENAMED.items():
+        if isinstance(raw.get(table), dict) and key in raw[table]:
+            raise ConfigError(f"{path}: [{table}] {key} is replaced by {new}")
     try:
-        party = OwnParty(**raw.get("party", {}))
-        p = raw.get("paths", {})
-        var = base / p.get("var", "var")
-        keys = raw.get("keys", {})
-        key_fields = {
-            "private_key",
-            "certificate",
-            "generate_if_missing",
-            "passphrase_file",
-            "passphrase_env",
-            "passphrase_credential",
-        }
-        if set(keys) - key_fields:
-            raise TypeError(f"[keys] has unknown key(s) {sorted(set(keys) - key_fields)}")
-        sources = {
-            k.removeprefix("passphrase_"): str(v)
-            for k, v in keys.items()
-            if k.startswith("passphrase_")
-        }
-        if len(sources) > 1:
-            raise TypeError(
-                "[keys] give one passphrase source: passphrase_file, _env or _credential"
-            )
-        if "file" in sources:
-            sources["file"] = str(base / sources["file"])
-        trust = raw.get("trust", {})
-        if set(trust) - {"ca_file"}:
-            raise TypeError(f"[trust] has unknown key(s) {sorted(set(trust) - {'ca_file'})}")
+        cfg = _ConfigFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: " + "; ".join(messages(exc, _where))) from exc
+    base = path.resolve().parent
+    p, k = cfg.paths, cfg.keys
+    var = base / p.var
 
-        def at(key: str, default: Path, table: dict = p) -> Path:
-            value = table.get(key)
-            return (base / value) if value is not None else default
+    def at(value: str | None, default: Path) -> Path:
+        return (base / value) if value is not None else default
 
-        paths = Paths(
-            inbox=at("inbox", var / "inbox"),
-            outbox=at("outbox", var / "outbox"),
-            work=at("work", var / "work"),
-            archive=at("archive", var / "archive"),
-            quarantine=at("quarantine", var / "quarantine"),
-            ledger=at("ledger", var / "ledger.sqlite3"),
-            partners=at("partners", base / "partners.toml"),
-            institutions=at("institutions", base / "institutions.toml"),
-            tariffs=at("tariffs", var / "tariffs"),
-            private_key=at("private_key", var / "keys" / "kravmottak.key.pem", keys),
-            certificate=at("certificate", var / "keys" / "kravmottak.cert.pem", keys),
-        )
-        intake_raw = dict(raw.get("intake", {}))
-        if "temp_suffixes" in intake_raw:
-            intake_raw["temp_suffixes"] = tuple(intake_raw["temp_suffixes"])
-        intake = Intake(**intake_raw)
-        settlement_raw = dict(raw.get("settlement", {}))
-        if "extra_holidays" in settlement_raw:
-            settlement_raw["extra_holidays"] = tuple(settlement_raw["extra_holidays"])
-        settlement = Settlement(**settlement_raw)
-        metrics = MetricsSettings(**raw.get("metrics", {}))
-    except TypeError as exc:  # unknown or missing keys in a table
-        raise ConfigError(f"{path}: {exc}") from exc
-    if intake.poll_interval_seconds <= 0 or intake.max_file_bytes <= 0:
-        raise ConfigError(f"{path}: intake intervals and limits must be positive")
+    certificate = at(k.certificate, var / "keys" / "kravmottak.cert.pem")
+    paths = Paths(
+        inbox=at(p.inbox, var / "inbox"),
+        outbox=at(p.outbox, var / "outbox"),
+        work=at(p.work, var / "work"),
+        archive=at(p.archive, var / "archive"),
+        quarantine=at(p.quarantine, var / "quarantine"),
+        ledger=at(p.ledger, var / "ledger.sqlite3"),
+        partners=base / p.partners,
+        institutions=base / p.institutions,
+        tariffs=at(p.tariffs, var / "tariffs"),
+        private_key=at(k.private_key, var / "keys" / "kravmottak.key.pem"),
+        certificate=certificate,
+        csr=at(k.csr, certificate.parent / "kravmottak.csr.pem"),
+    )
+    sources = k.sources()
+    if "file" in sources:
+        sources["file"] = str(base / sources["file"])
     return Settings(
         source=path,
-        party=party,
+        party=cfg.party,
         paths=paths,
-        intake=intake,
-        generate_missing_keys=bool(keys.get("generate_if_missing", False)),
-        log_level=str(raw.get("logging", {}).get("level", "info")),
+        intake=cfg.intake,
+        generate_missing_keys=k.generate_if_missing,
+        log_level=cfg.logging.level,
         key_passphrase=sources or None,
-        ca_file=(base / trust["ca_file"]) if trust.get("ca_file") else None,
-        rules=_rule_settings(raw.get("rules", {}), path),
-        settlement=settlement,
-        metrics=metrics,
+        ca_file=(base / cfg.trust.ca_file) if cfg.trust.ca_file else None,
+        rules=cfg.rules,
+        settlement=cfg.settlement,
+        metrics=cfg.metrics,
     )
-
-
-def _rule_settings(raw: dict, path: Path) -> RuleSettings:
-    """The [rules] table (daemon/rule_settings.py names every key). The old
-    `max_age_days` is refused with the new key's name: a deadline in days is not a
-    deadline in calendar months (COM-08)."""
-    try:
-        values = dict(raw)
-        if "max_age_days" in values:
-            raise ValueError("max_age_days is replaced by max_age_months (calendar months)")
-        if "hpv_conditions" in values:
-            values["hpv_conditions"] = tuple(
-                str(c).replace(".", "").upper() for c in values["hpv_conditions"]
-            )
-        for key in ("one_claim_regions", "mr_pairs"):
-            if key in values:
-                values[key] = tuple(str(v) for v in values[key])
-        return RuleSettings(**values)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{path}: [rules] {exc}") from exc
 
 
 def sandbox_config_text(her_id: str = "79768") -> str:

@@ -20,7 +20,9 @@ def test_init_makes_a_self_contained_sandbox(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(cfg.resolve())
     settings = config.load(cfg)
     for folder in settings.paths.folders():
-        assert folder.is_dir() and folder.is_relative_to(tmp_path / "sb")
+        assert folder.is_dir()
+    for name in settings.paths.__dataclass_fields__:  # every path the config names
+        assert getattr(settings.paths, name).is_relative_to(tmp_path / "sb"), name
     assert settings.paths.ledger.exists()
     cert = x509.load_pem_x509_certificate(settings.paths.certificate.read_bytes())
     assert "HER 79768" in cert.subject.rfc4514_string()
@@ -182,3 +184,60 @@ def test_status_oldest_unanswered_counts_the_inbox(sandbox, capsys):
     assert rows["oldest unanswered"].startswith(
         datetime.fromtimestamp(dropped.stat().st_mtime, UTC).strftime("%Y-%m-%dT%H:%M")
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[intake]\npoll_interval_seconds = 'fast'\n", "[intake] poll_interval_seconds: a number"),
+        ("[logging]\nlevel = 'verbose'\n", "[logging] level: Input should be 'debug'"),
+        ("[intake]\npoll_intervall_seconds = 2\n", "[intake] poll_intervall_seconds: unknown"),
+        ("[metrics]\nenabled = 'yes'\n", "[metrics] enabled: true or false is needed"),
+        ("[intake]\nmax_file_bytes = 0\n", "[intake] max_file_bytes: Input should be greater"),
+        ("[keys]\npassphrase_env = 'A'\npassphrase_file = 'pw'\n", "one passphrase source"),
+        ("[partys]\nher_id = '1'\n", "[partys]: unknown key"),
+        ("[rules]\nmax_age_months = 'six months'\n", "[rules] max_age_months: a whole number"),
+        ("[rules]\nmax_age_days = 183\n", "[rules] max_age_days is replaced by max_age_months"),
+    ],
+)
+def test_config_errors_name_the_file_table_and_key(tmp_path, capsys, text, expected):
+    """A misspelt key or a value of the wrong type: exit 2, one line naming the file,
+    the table and the key, and no traceback."""
+    cfg = tmp_path / "k.toml"
+    cfg.write_text(text)
+    assert cli.main(["--config", str(cfg), "status"]) == 2
+    err = capsys.readouterr().err
+    assert f"{cfg}: " in err and expected in err, err
+    assert "Traceback" not in err and "pydantic" not in err
+
+
+def test_config_rules_normalise_condition_codes(tmp_path):
+    """[rules] hpv_conditions are compared without dots, in upper case."""
+    cfg = tmp_path / "k.toml"
+    cfg.write_text("[rules]\nhpv_conditions = ['z12.4', 'R87.6']\n")
+    assert config.load(cfg).rules.hpv_conditions == ("Z124", "R876")
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("her_id = '555'\ncpa_id = 'c'\nrequire_signatur = false", "partner #2 (HER 555) require_"),
+        ("her_id = '555'\ncpa_id = 'c'\nencrypt = 'yes'", "partner #2 (HER 555) encrypt: true or"),
+        ("her_id = '555'", "partner #2 (HER 555) cpa_id: missing"),
+        ("her_id = '555'\ncpa_id = 'c'\nactions = ['Krav']", "actions #1: action 'Krav' must be"),
+        ("her_id = '555'\ncpa_id = 'c'\ncertificates = ['gone.pem']", "(HER 555) certificates:"),
+        ("her_id = '555'\ncpa_id = 'c'\nencrypt = true", "encrypt = true needs the partner's"),
+    ],
+)
+def test_a_broken_partners_file_stops_the_daemon_naming_entry_and_field(
+    sandbox, capsys, entry, expected
+):
+    """`process` on a sandbox whose partners.toml has a bad last entry: exit 2, the
+    file, the entry and the field named, nothing processed."""
+    before = sandbox.paths.partners.read_text()
+    sandbox.paths.partners.write_text(before + f"\n[[partner]]\n{entry}\n")
+    expected = expected.replace("partner #2", f"partner #{before.count('[[partner]]') + 1}")
+    assert cli.main(["--config", str(sandbox.config_path), "process"]) == 2
+    err = capsys.readouterr().err
+    assert f"{sandbox.paths.partners}: " in err and expected in err, err
+    assert "Traceback" not in err

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from daemon import config
 from daemon.config import ConfigError
 from daemon.domain import BillDecision, Decision, LineDecision, Payment, Remark, Verdict
 from daemon.records import Work, content_hash
@@ -171,8 +172,8 @@ def test_ipv6_loopback_is_served(metrics: Metrics) -> None:
 
 def test_settings_default_to_loopback_port_9464() -> None:
     assert MetricsSettings() == MetricsSettings(True, "127.0.0.1", 9464, False)
-    with pytest.raises(ConfigError):
-        MetricsSettings(port=70000)
+    with pytest.raises(ConfigError, match=r"\[metrics\] port: .*65535, not 70000"):
+        config.from_mapping({"metrics": {"port": 70000}}, Path("k.toml"))
 
 
 def test_two_instances_do_not_collide() -> None:

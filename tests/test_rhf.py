@@ -304,23 +304,28 @@ def _broken(old: str, new: str) -> str:
             id="county-current-and-former",
         ),
         pytest.param(
+            _broken('counties = ["03"]', 'counties = "03"'),
+            ['[[rhf]] #1 "Helse Sør-Øst RHF", counties', "a list is needed, not '03'"],
+            id="counties-not-a-list",
+        ),
+        pytest.param(
             _broken('counties = ["03"]', 'counties = ["3"]'),
             ['[[rhf]] #1 "Helse Sør-Øst RHF", counties', "'3' must be two digits"],
             id="county-one-digit",
         ),
         pytest.param(
             _broken('orgnr = "883658752"', 'orgnr = "883658752"\nregion = "nord"'),
-            ['[[rhf]] #3 "Helse Nord RHF"', "unknown key(s) ['region']"],
+            ['[[rhf]] #3 "Helse Nord RHF", region: unknown key'],
             id="unknown-key-in-rhf",
         ),
         pytest.param(
             "fylker = []\n" + MINI,
-            ["mini.toml: unknown key(s) ['fylker']"],
+            ["mini.toml: fylker: unknown key"],
             id="unknown-key-at-top",
         ),
         pytest.param(
             _broken('name = "Viken",', 'name = "Viken", rhf = "x",'),
-            ['"Helse Sør-Øst RHF", former_counties #1', "unknown key(s) ['rhf']"],
+            ['"Helse Sør-Øst RHF", former_counties #1 "30", rhf: unknown key'],
             id="unknown-key-in-former-county",
         ),
         pytest.param(

@@ -183,11 +183,11 @@ def test_production_config_matches_unit_and_tmpfiles() -> None:
     writable = Path(s["ReadWritePaths"][0])
     made = tmpfiles_lines()
     paths = settings.paths
-    for folder in (*paths.folders(), paths.ledger.parent):
+    for folder in (*paths.folders(), paths.ledger.parent, paths.tariffs):
         assert folder.is_relative_to(writable), folder
         assert str(folder) in made, f"{folder} is not in {TMPFILES.name}"
     assert paths.inbox.parent == paths.work.parent  # claimed by rename: one filesystem
-    for read_only in (paths.private_key, paths.certificate, paths.partners):
+    for read_only in (paths.private_key, paths.certificate, paths.csr, paths.partners):
         assert not read_only.is_relative_to(writable)
         assert str(read_only.parent) in made
 
@@ -508,3 +508,17 @@ def test_watchdog_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     for bad in ("0", "-5", "soon", ""):
         monkeypatch.setenv("WATCHDOG_USEC", bad)
         assert notify.watchdog_interval() is None
+
+
+def test_readme_install_steps_match_the_unit() -> None:
+    """The README's install puts the venv where ExecStart looks, installs the wheel with
+    the lock file, and the config where the unit's --config points."""
+    readme = (UNIT.parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Install as a service", 1)[1].split("\n## ", 1)[0]
+    command = shlex.split(unit_settings()["ExecStart"][0])
+    venv = Path(command[0]).parents[1]
+    assert f"python3 -m venv {venv}\n" in section
+    assert f"{venv}/bin/pip install --require-hashes -r requirements.lock" in section
+    assert f"{venv}/bin/pip install --no-deps dist/kravmottak-" in section
+    assert f'K="{command[0]} --config {command[2]}"' in section
+    assert (UNIT.parents[1] / "requirements.lock").is_file()

@@ -12,14 +12,17 @@ import tomllib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Annotated
 
 import tomli_w
 from cryptography import x509
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from daemon import files
 from daemon.config import ConfigError
 from daemon.registers.rhf import valid_account
 from daemon.transport.keys import load_certificates
+from daemon.validation import StrictBool, field_path, messages
 
 DEFAULT_ACTIONS: tuple[tuple[str, str], ...] = (("BehandlerKrav", "OppgjorsMelding"),)
 # who owns an institution (decides the payee and the rate sector; LAB-04, LAB-10)
@@ -170,29 +173,6 @@ def _read_toml(path: Path) -> dict:
         raise ConfigError(f"{path}: {exc}") from exc
 
 
-def load_partners(path: Path) -> tuple[Partner, ...]:
-    out = []
-    for i, row in enumerate(_read_toml(path).get("partner", []), start=1):
-        try:
-            row = dict(row)
-            row["her_id"] = str(row["her_id"])
-            if "orgnr" in row:
-                row["orgnr"] = str(row["orgnr"])
-            if "actions" in row:
-                row["actions"] = tuple(action_pair(a) for a in row["actions"])
-            paths = [Path(c) for c in row.pop("certificates", [])]
-            paths = [c if c.is_absolute() else path.parent / c for c in paths]
-            row["certificates"] = tuple(str(c) for c in paths)
-            row["certs"] = tuple(cert for c in paths for cert in load_certificates(c))
-            partner = Partner(**row)
-            if partner.encrypt and not partner.certs:
-                raise ValueError("encrypt = true needs the partner's certificate")
-            out.append(partner)
-        except (KeyError, TypeError, ValueError, OSError) as exc:
-            raise ConfigError(f"{path}: partner #{i}: {exc}") from exc
-    return tuple(out)
-
-
 def action_pair(value: object) -> tuple[str, str]:
     if isinstance(value, str) and "/" in value:
         service, action = value.split("/", 1)
@@ -243,6 +223,63 @@ def institution_from(row: dict) -> Institution:
     if row.get("account") is not None and not valid_account(str(row["account"])):
         raise ValueError(f"account {row['account']!r} is not an 11-digit account number")
     return Institution(**row)
+
+
+class _PartnerEntry(BaseModel):
+    """One [[partner]] as written in partners.toml (HER-id and orgnr may be numbers)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+    her_id: str
+    cpa_id: str
+    orgnr: str | None = None
+    name: str | None = None
+    certificates: tuple[str, ...] = ()
+    require_signature: StrictBool = True
+    encrypts_to_us: StrictBool = False
+    encrypt: StrictBool = False
+    compress: StrictBool = False
+    actions: tuple[Annotated[tuple[str, str], BeforeValidator(action_pair)], ...] = DEFAULT_ACTIONS
+
+
+class _PartnersFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    partner: tuple[_PartnerEntry, ...] = ()
+
+
+def load_partners(path: Path) -> tuple[Partner, ...]:
+    """The agreements in `path`; an error names the file, the entry and the field."""
+    raw = _read_toml(path)
+    try:
+        entries = _PartnersFile.model_validate(raw).partner
+    except ValidationError as exc:
+        rows = raw.get("partner") if isinstance(raw.get("partner"), list) else []
+
+        def where(loc: tuple[str | int, ...]) -> str:
+            if len(loc) < 2 or not isinstance(loc[1], int):
+                return field_path(loc)
+            row = rows[loc[1]] if loc[1] < len(rows) else {}
+            her = f" (HER {row['her_id']})" if isinstance(row, dict) and "her_id" in row else ""
+            return f"partner #{loc[1] + 1}{her} {field_path(loc[2:])}".rstrip()
+
+        raise ConfigError(f"{path}: " + "; ".join(messages(exc, where))) from exc
+    return tuple(_partner(path, i, e) for i, e in enumerate(entries, start=1))
+
+
+def _partner(path: Path, i: int, entry: _PartnerEntry) -> Partner:
+    """The domain part: certificates are read (relative to the file), and an agreement
+    that encrypts to the partner must have its certificate."""
+    where = f"{path}: partner #{i} (HER {entry.her_id})"
+    paths = [Path(c) if Path(c).is_absolute() else path.parent / c for c in entry.certificates]
+    try:
+        certs = tuple(cert for c in paths for cert in load_certificates(c))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{where} certificates: {exc}") from exc
+    if entry.encrypt and not certs:
+        raise ConfigError(f"{where} encrypt: encrypt = true needs the partner's certificate")
+    values = entry.model_dump(exclude={"certificates"})
+    return Partner(**values, certificates=tuple(str(c) for c in paths), certs=certs)
 
 
 def load_institutions(path: Path) -> tuple[Institution, ...]:

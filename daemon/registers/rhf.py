@@ -17,7 +17,9 @@ Data, not code. `config/tariffs/rhf.toml` (its comments name the sources) lists:
 - `no_municipality`: the codes meaning "no Norwegian municipality".
 
 `RhfTable.load` validates everything and names the file, the entry and the field of the
-first problem. `RhfTable.resolve` answers RAD-15 with a reason (`REASONS`), so a rule can
+first problem: the shape and values of each entry through pydantic models (`_RhfFile`),
+the rules across entries (a county in one place only, exceptions) in `_Checks`.
+`RhfTable.resolve` answers RAD-15 with a reason (`REASONS`), so a rule can
 decide what an unknown or outdated number means for the bill. Nothing here reads files or
 the environment at import time.
 """
@@ -31,9 +33,21 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from types import MappingProxyType
+from typing import Annotated
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from daemon import resources
 from daemon.registers.tariff_table import TariffError
+from daemon.validation import describe, field_path
 
 FILE = "rhf.toml"
 SHIPPED_PATH = resources.shipped_registers() / FILE
@@ -69,10 +83,6 @@ REASONS: Mapping[str, str] = MappingProxyType(
     }
 )
 FALLBACK_REASONS = (NO_MUNICIPALITY, MISSING)
-
-_TOP_KEYS = ("no_municipality", "rhf")
-_RHF_KEYS = ("name", "orgnr", "counties", "municipalities", "former_counties", "account")
-_FORMER_KEYS = ("number", "name", "valid_from", "valid_to")
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +205,7 @@ class RhfTable:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise RhfError(file, None, None, str(exc)) from exc
-        return _Parser(file).table(data)
+        return _Checks(file).table(data)
 
     def by_name(self, name: str | None) -> Rhf | None:
         return next((r for r in self.rhfs if r.name == name), None)
@@ -249,8 +259,127 @@ class RhfTable:
         return Resolution(rhf, FORMER_COUNTY if in_force else OUT_OF_PERIOD, county)
 
 
-class _Parser:
-    """Validates the parsed TOML. Every error names the file, the entry and the field."""
+def _digits(n: int, what: str):
+    """A string of exactly `n` digits (a number would lose its leading zero)."""
+    pattern = re.compile(f"[0-9]{{{n}}}")
+
+    def check(value: object) -> object:
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            raise ValueError(f"{value!r} must be {what} as a string")
+        return value
+
+    return Annotated[str, BeforeValidator(check)]
+
+
+def _once(values: tuple[str, ...]) -> tuple[str, ...]:
+    twice = sorted({v for v in values if values.count(v) > 1})
+    if twice:
+        raise ValueError(f"listed twice: {twice}")
+    return values
+
+
+def _orgnr(value: object) -> object:
+    if not isinstance(value, str) or not ORGNR_RE.fullmatch(value):
+        raise ValueError(f"{value!r} must be a string of 9 digits")
+    if not valid_orgnr(value):
+        expected = _check_digit(value)
+        hint = (
+            "no check digit fits these 8 digits"
+            if expected is None
+            else f"the check digit should be {expected}"
+        )
+        raise ValueError(f"{value} fails the mod-11 check ({hint})")
+    return value
+
+
+def _text(value: object) -> object:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{value!r}: a non-empty string is needed")
+    return value
+
+
+def _day(value: object) -> object:
+    if isinstance(value, datetime) or not isinstance(value, date):
+        raise ValueError(f"{value!r} must be a TOML date, e.g. 2019-12-31")
+    return value
+
+
+def _account(value: object) -> object:
+    if not isinstance(value, str) or not valid_account(value):
+        raise ValueError(f"{value!r} is not an 11-digit account number")
+    return value
+
+
+County = _digits(2, "two digits")
+Kommnr = _digits(4, "four digits")
+Text = Annotated[str, BeforeValidator(_text)]
+Day = Annotated[date, BeforeValidator(_day)]
+Counties = Annotated[tuple[County, ...], AfterValidator(_once)]
+Kommnrs = Annotated[tuple[Kommnr, ...], AfterValidator(_once)]
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _FormerEntry(_Entry):
+    number: County
+    name: Text
+    valid_to: Day  # before valid_from: its check compares with valid_to
+    valid_from: Day | None = None
+
+    @field_validator("valid_from")
+    @classmethod
+    def _not_after_end(cls, value: date | None, info: ValidationInfo) -> date | None:
+        end = info.data.get("valid_to")
+        if value is not None and end is not None and value > end:
+            raise ValueError(f"{value} is after valid_to {end}")
+        return value
+
+
+class _RhfEntry(_Entry):
+    name: Text
+    orgnr: Annotated[str, BeforeValidator(_orgnr)]
+    counties: Counties
+    municipalities: Kommnrs = ()
+    former_counties: tuple[_FormerEntry, ...] = ()
+    account: Annotated[str, BeforeValidator(_account)] | None = None
+
+
+class _RhfFile(_Entry):
+    """rhf.toml as written: the shape and the values of each entry."""
+
+    no_municipality: Kommnrs = NO_MUNICIPALITY_CODES
+    rhf: tuple[_RhfEntry, ...] = ()
+
+
+def _located(data: dict, loc: tuple[str | int, ...]) -> tuple[str | None, str | None]:
+    """pydantic's location of an error as (entry, field) in the file's own words:
+    ('rhf', 1, 'former_counties', 0, 'valid_to') ->
+    ('[[rhf]] #2 "Helse Midt-Norge RHF", former_counties #1 "30"', 'valid_to')."""
+    if len(loc) < 2 or loc[0] != "rhf" or not isinstance(loc[1], int):
+        return None, field_path(loc) or None
+    rows = data.get("rhf") if isinstance(data.get("rhf"), list) else []
+    row = rows[loc[1]] if loc[1] < len(rows) and isinstance(rows[loc[1]], dict) else {}
+    name = row.get("name")
+    entry = _label(loc[1] + 1, name) if isinstance(name, str) and name.strip() else None
+    entry = entry or f"[[rhf]] #{loc[1] + 1}"
+    rest = loc[2:]
+    if len(rest) >= 2 and rest[0] == "former_counties" and isinstance(rest[1], int):
+        formers = row.get("former_counties") or []
+        former = formers[rest[1]] if rest[1] < len(formers) else {}
+        number = former.get("number") if isinstance(former, dict) else None
+        entry = f"{entry}, former_counties #{rest[1] + 1}"
+        if isinstance(number, str) and COUNTY_RE.fullmatch(number):
+            entry = f'{entry} "{number}"'
+        rest = rest[2:]
+    names = [str(part) for part in rest if isinstance(part, str)]
+    return entry, names[0] if names else None
+
+
+class _Checks:
+    """The rules across entries, on entries already valid one by one. Every error
+    names the file, the entry and the field."""
 
     def __init__(self, file: str) -> None:
         self.file = file
@@ -262,13 +391,16 @@ class _Parser:
         return RhfError(self.file, entry, fld, problem)
 
     def table(self, data: dict) -> RhfTable:
-        self.keys(data, _TOP_KEYS, None)
-        entries = data.get("rhf")
-        if not isinstance(entries, list) or not entries:
+        try:
+            parsed = _RhfFile.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            entry, fld = _located(data, tuple(first["loc"]))
+            raise self.fail(entry, fld, describe(first)) from exc
+        if not parsed.rhf:
             raise self.fail(None, "rhf", "at least one [[rhf]] entry is needed")
-        codes = self.strings(data, "no_municipality", KOMMNR_RE, "four digits", None)
-        codes = codes if "no_municipality" in data else NO_MUNICIPALITY_CODES
-        rhfs = tuple(self.rhf(i, row) for i, row in enumerate(entries, start=1))
+        codes = parsed.no_municipality
+        rhfs = tuple(self.rhf(i, row) for i, row in enumerate(parsed.rhf, start=1))
         self.unique(rhfs, "name")
         self.unique(rhfs, "orgnr")
         for i, rhf in enumerate(rhfs, start=1):
@@ -299,32 +431,15 @@ class _Parser:
                 raise self.fail(entry, fld, f"{value} is also the {fld} of {seen[value]}")
             seen[value] = entry
 
-    def rhf(self, i: int, row: object) -> Rhf:
-        if not isinstance(row, dict):
-            raise self.fail(f"[[rhf]] #{i}", None, "must be a table")
-        name = self.text(row, "name", f"[[rhf]] #{i}")
-        entry = _label(i, name)
-        self.keys(row, _RHF_KEYS, entry)
-        orgnr = row.get("orgnr")
-        if not isinstance(orgnr, str) or not ORGNR_RE.fullmatch(orgnr):
-            raise self.fail(entry, "orgnr", f"{orgnr!r} must be a string of 9 digits")
-        if not valid_orgnr(orgnr):
-            expected = _check_digit(orgnr)
-            hint = (
-                "no check digit fits these 8 digits"
-                if expected is None
-                else f"the check digit should be {expected}"
-            )
-            raise self.fail(entry, "orgnr", f"{orgnr} fails the mod-11 check ({hint})")
-        counties = self.strings(row, "counties", COUNTY_RE, "two digits", entry, required=True)
-        for county in counties:
+    def rhf(self, i: int, row: _RhfEntry) -> Rhf:
+        entry = _label(i, row.name)
+        for county in row.counties:
             self.claim(county, entry, entry, "counties")
-        formers = tuple(
-            self.former(entry, j, f)
-            for j, f in enumerate(self.items(row, "former_counties", entry), start=1)
-        )
-        municipalities = self.strings(row, "municipalities", KOMMNR_RE, "four digits", entry)
-        for m in municipalities:
+        formers = []
+        for j, f in enumerate(row.former_counties, start=1):
+            self.claim(f.number, entry, f'{entry}, former_counties #{j} "{f.number}"', "number")
+            formers.append(FormerCounty(f.number, f.name, f.valid_from, f.valid_to))
+        for m in row.municipalities:
             if m in self.exception_entry:
                 raise self.fail(
                     entry,
@@ -332,29 +447,9 @@ class _Parser:
                     f"{m} is already an exception of {self.exception_entry[m]}",
                 )
             self.exception_entry[m] = entry
-        account = row.get("account")
-        if account is not None and not valid_account(account):
-            raise self.fail(entry, "account", f"{account!r} is not an 11-digit account number")
-        return Rhf(name, orgnr, counties, municipalities, formers, account)
-
-    def former(self, rhf_entry: str, j: int, row: object) -> FormerCounty:
-        entry = f"{rhf_entry}, former_counties #{j}"
-        if not isinstance(row, dict):
-            raise self.fail(entry, None, "must be a table {number = ..., name = ..., ...}")
-        self.keys(row, _FORMER_KEYS, entry)
-        number = row.get("number")
-        if not isinstance(number, str) or not COUNTY_RE.fullmatch(number):
-            raise self.fail(entry, "number", f"{number!r} must be two digits as a string")
-        entry = f'{entry} "{number}"'
-        name = self.text(row, "name", entry)
-        valid_to = self.day(row, "valid_to", entry)
-        if valid_to is None:
-            raise self.fail(entry, "valid_to", "missing: a former county has an end")
-        valid_from = self.day(row, "valid_from", entry)
-        if valid_from is not None and valid_from > valid_to:
-            raise self.fail(entry, "valid_from", f"{valid_from} is after valid_to {valid_to}")
-        self.claim(number, rhf_entry, entry, "number")
-        return FormerCounty(number, name, valid_from, valid_to)
+        return Rhf(
+            row.name, row.orgnr, row.counties, row.municipalities, tuple(formers), row.account
+        )
 
     def claim(self, county: str, rhf_entry: str, entry: str, fld: str) -> None:
         """Each county number is in exactly one place: one RHF, current or former."""
@@ -364,54 +459,6 @@ class _Parser:
             )
         self.county_entry[county] = entry
         self.county_rhf[county] = rhf_entry
-
-    def keys(self, row: dict, known: tuple[str, ...], entry: str | None) -> None:
-        unknown = sorted(set(row) - set(known))
-        if unknown:
-            raise self.fail(entry, None, f"unknown key(s) {unknown}; known: {list(known)}")
-
-    def text(self, row: dict, fld: str, entry: str) -> str:
-        value = row.get(fld)
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(entry, fld, f"{value!r}: a non-empty string is needed")
-        return value
-
-    def items(self, row: dict, fld: str, entry: str | None, *, required=False) -> list:
-        if fld not in row:
-            if required:
-                raise self.fail(entry, fld, "missing")
-            return []
-        value = row[fld]
-        if not isinstance(value, list):
-            raise self.fail(entry, fld, f"must be a list, not {type(value).__name__}")
-        return value
-
-    def strings(
-        self,
-        row: dict,
-        fld: str,
-        pattern: re.Pattern[str],
-        shape: str,
-        entry: str | None,
-        *,
-        required=False,
-    ) -> tuple[str, ...]:
-        values = self.items(row, fld, entry, required=required)
-        for v in values:
-            if not isinstance(v, str) or not pattern.fullmatch(v):
-                raise self.fail(entry, fld, f"{v!r} must be {shape} as a string")
-        twice = sorted({v for v in values if values.count(v) > 1})
-        if twice:
-            raise self.fail(entry, fld, f"listed twice: {twice}")
-        return tuple(values)
-
-    def day(self, row: dict, fld: str, entry: str) -> date | None:
-        value = row.get(fld)
-        if value is None:
-            return None
-        if isinstance(value, datetime) or not isinstance(value, date):
-            raise self.fail(entry, fld, f"{value!r} must be a TOML date, e.g. 2019-12-31")
-        return value
 
 
 def _label(i: int, name: str) -> str:
