@@ -22,6 +22,7 @@ import time
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from threading import Event
 
@@ -107,6 +108,26 @@ class Intake:
             self.log.info("recovering", file=path.name)
             self._handle_safely(path)
         return len(names)
+
+    def in_work(self) -> list[Path]:
+        return sorted(p for p in self.settings.paths.work.iterdir() if not p.name.startswith("."))
+
+    def redeliver(self) -> int:
+        """Deliver again every answer that is recorded but whose file is still in work/
+        (the outbox was unwritable, the disk full): called on every pass, so a repaired
+        outbox gets its answers without a restart. Returns how many are still stuck."""
+        stuck = 0
+        for path in self.in_work():
+            receipt = self.ledger.receipt(path.name)
+            if receipt is None or receipt.state == "claimed":
+                continue  # not answered yet: the retry of failed handling takes it
+            if not self._handle_safely(path):
+                stuck += 1
+        return stuck
+
+    def undelivered(self):
+        """Answers recorded but not in the outbox (files still in work/), and vedtak."""
+        return self.ledger.undelivered_outputs([p.name for p in self.in_work()])
 
     def poll(self, stop: Event | None = None) -> int:
         """Claim and handle every ready file in the inbox once; returns how many."""
@@ -201,7 +222,7 @@ class Intake:
         elif receipt.state != "claimed":  # outcome recorded before a crash: deliver it
             stored = self.ledger.by_id(receipt.message_id)
             self._deliver(path, stored)
-            self._log_outcome("delivered", name, stored, None)
+            self._log_outcome("delivered", name, stored, None, self.ledger.bill_totals(stored.id))
             # the run that recorded it died before counting it: counted here, once
             self.metrics.observe_message(stored.state, stored.apprec_status, time.time() - mtime)
             return
@@ -217,13 +238,23 @@ class Intake:
         self._deliver(path, stored)
         ms = round((time.perf_counter() - started) * 1000, 2)
         outcome = "duplicate" if duplicate else stored.state
-        self._log_outcome(outcome, name, stored, ms)
+        totals = _totals(decision) if decision else self.ledger.bill_totals(stored.id)
+        self._log_outcome(outcome, name, stored, ms, totals)
         self.metrics.observe_message(outcome, stored.apprec_status, time.time() - mtime)
         if not duplicate:
             self.metrics.observe_decision(decision)
 
-    def _log_outcome(self, event: str, name: str, stored: Stored, ms: float | None) -> None:
-        """The one line per terminal state change: ids, sender, outcome, duration."""
+    def _log_outcome(
+        self,
+        event: str,
+        name: str,
+        stored: Stored,
+        ms: float | None,
+        totals: tuple[int, Decimal, Decimal],
+    ) -> None:
+        """The one line per terminal state change: ids, sender, outcome, the bills with
+        the kroner claimed and approved, duration."""
+        bills, claimed, approved = totals
         ids = {"message_id": stored.ebxml_message_id, "conversation_id": stored.conversation_id}
         self.log.info(
             event,
@@ -232,6 +263,9 @@ class Intake:
             status=stored.apprec_status,
             problems=[f"{p['code']}@{p['layer']}" for p in stored.problems],
             outputs=[o.name for o in stored.outputs],
+            bills=bills,
+            claimed=str(claimed),
+            approved=str(approved),
             duration_ms=ms,
         )
 
@@ -332,6 +366,12 @@ class Intake:
             # are durable; if a power cut undoes this rename, the file is back in
             # work/ and recovery re-delivers the stored answer (same bytes) and moves it
             files.move(path, paths.archive / day, sync_folder=False)
+
+
+def _totals(decision: Decision) -> tuple[int, Decimal, Decimal]:
+    bills = decision.bills
+    zero = Decimal("0")
+    return len(bills), sum((b.claimed for b in bills), zero), sum((b.approved for b in bills), zero)
 
 
 def _hash_file(path: Path) -> str:

@@ -90,7 +90,10 @@ def passphrase(source: dict[str, str] | None) -> bytes | None:
     if not source:
         return None
     if "file" in source:
-        return Path(source["file"]).read_bytes().strip()
+        try:
+            return Path(source["file"]).read_bytes().strip()
+        except OSError as exc:
+            raise KeyLoadError(f"passphrase file {source['file']}: {exc.strerror}") from exc
     if "env" in source:
         value = os.environ.get(source["env"])
         if value is None:
@@ -102,7 +105,12 @@ def passphrase(source: dict[str, str] | None) -> bytes | None:
             raise KeyLoadError(
                 "passphrase credential configured but $CREDENTIALS_DIRECTORY is unset"
             )
-        return (Path(directory) / source["credential"]).read_bytes().strip()
+        try:
+            return (Path(directory) / source["credential"]).read_bytes().strip()
+        except OSError as exc:
+            raise KeyLoadError(
+                f"passphrase credential {source['credential']}: {exc.strerror}"
+            ) from exc
     raise KeyLoadError(f"unknown passphrase source {sorted(source)}; use file, env or credential")
 
 
@@ -114,12 +122,16 @@ def load_pair(private_key: Path, certificate: Path, secret: bytes | None):
         key = serialization.load_pem_private_key(private_key.read_bytes(), password=secret)
     except FileNotFoundError as exc:
         raise KeyLoadError(f"private key not found: {private_key}") from exc
+    except OSError as exc:  # unreadable (permissions), a folder, an I/O error
+        raise KeyLoadError(f"private key {private_key}: cannot read: {exc.strerror}") from exc
     except (ValueError, TypeError) as exc:
         raise KeyLoadError(f"{private_key}: cannot load the key (wrong passphrase?)") from exc
     try:
         cert = x509.load_pem_x509_certificate(certificate.read_bytes())
     except FileNotFoundError as exc:
         raise KeyLoadError(f"certificate not found: {certificate}") from exc
+    except OSError as exc:
+        raise KeyLoadError(f"certificate {certificate}: cannot read: {exc.strerror}") from exc
     except ValueError as exc:
         raise KeyLoadError(f"{certificate}: not a PEM certificate") from exc
     if cert.public_key().public_numbers() != key.public_key().public_numbers():
