@@ -1030,7 +1030,12 @@ def parser() -> argparse.ArgumentParser:
     rpl = sub.add_parser(
         "replay", help="replay recorded messages in a throw-away sandbox; compare or record"
     )
-    rpl.add_argument("source", help="a folder of recorded *.msg (MIME) and *.xml (MsgHead) files")
+    rpl.add_argument(
+        "source",
+        nargs="+",
+        help="a folder of recorded *.msg (MIME) and *.xml (MsgHead) files, or some of them"
+        " (a subset: only those are compared with --expect)",
+    )
     rpl.add_argument("--expect", metavar="DIR", help="compare with the expectations in DIR")
     rpl.add_argument("--record", metavar="DIR", help="write the outputs as the expectations")
     rpl.add_argument("--at", metavar="DATETIME", help="the clock (default: each message's own)")

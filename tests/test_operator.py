@@ -529,3 +529,16 @@ def test_explain_shows_every_message_sharing_a_msgid(sandbox):
     headers = [line for line in done.stdout.splitlines() if line.startswith("message ")]
     assert len(headers) == 2, done.stdout
     assert "first-" in headers[0] and "second-" in headers[1]
+
+
+def test_replay_expect_on_a_subset_compares_only_that_subset():
+    """Some corpus files against the whole expectations folder: only they are compared
+    (one folder stays the whole corpus, where a gone message's expectation fails)."""
+    root = Path(__file__).resolve().parent / "corpus"
+    config_path = root / "config" / "kravmottak.toml"
+    box = Sandbox(root, config_path)
+    picked = [str(root / "lab-lab09-ok.msg"), str(root / "lab-lab09-wrong.msg")]
+    done = cli(box, "replay", *picked, "--expect", str(root / "expected"))
+    assert done.returncode == 0, done.stdout
+    assert done.stdout.strip().endswith("2 passed, 0 failed")
+    assert "expected, but not in this replay" not in done.stdout
