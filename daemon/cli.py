@@ -193,8 +193,8 @@ def cmd_process(args: argparse.Namespace) -> int:
             recovered = intake.recover()
             handled = intake.drain()
             stuck = intake.undelivered()
-            failed = sum(1 for p in intake.in_work() if intake.ledger.receipt(p.name) is None
-                         or intake.ledger.receipt(p.name).state == "claimed")  # fmt: skip
+            receipts = [intake.ledger.receipt(p.name) for p in intake.in_work()]
+            failed = sum(1 for r in receipts if r is None or r.state == "claimed")
         finally:
             intake.ledger.close()
     print(f"recovered {recovered}, processed {handled}")

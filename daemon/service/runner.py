@@ -149,7 +149,9 @@ def reload(intake: Intake) -> bool:
         codes=len(new_tariffs.codes),
         radiology_codes=len(new_tariffs.radiology.codes),
         partners=len(new_registry.partners),
+        partners_broken=sum(1 for p in new_registry.partners if p.broken),
         institutions=len(new_registry.institutions),
+        tariff_rows=tariff_rows(new_tariffs),
     )
     return True
 
