@@ -228,15 +228,19 @@ def _run(settings: Settings) -> int:
             log.info("settlement_made_up", run=made_up.run, vedtak=made_up.vedtak)
     metrics.set_certificates(intake.registry, intake.keys.certificate if intake.keys else None)
     metrics.observe_settlement(intake.ledger.last_settlement(), new=False)
-    held_checked = [0.0]
+    held_checked: list = [0.0, None]  # when, and what was last logged
 
     def observe_held() -> None:
-        """Held payments as a metric (and a log line while there are any): at start,
-        after each batch and reload, and once a minute (a `payments repoint` from the
-        command line shows here without a restart)."""
+        """Held payments as a metric, and a log line per payee whenever the set changes:
+        at start, after each batch and reload, and once a minute (a `payments repoint`
+        from the command line shows here without a restart)."""
         held_checked[0] = time.monotonic()
         found = settle.held(intake.ledger, intake.tariffs, intake.registry)
         metrics.set_held(found)
+        seen = [(h.payee, h.payments, h.approved) for h in found]
+        if seen == held_checked[1]:
+            return
+        held_checked[1] = seen
         for h in found:
             log.error(
                 "payments_held",
