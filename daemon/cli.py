@@ -270,13 +270,15 @@ def _held(settings: Settings):
     from daemon.service import runner as service
     from daemon.settlement import settle
 
-    tables = service.load_tariffs(settings.paths.tariffs)
-    loaded = registry.Registry(
-        registry.load_partners(settings.paths.partners),
-        registry.load_institutions(settings.paths.institutions),
-    )
     ledger = SqliteLedger(settings.paths.ledger, readonly=True)
     try:
+        if not any(t.payee or t.approved for t in ledger.open_by_payee()):
+            return []  # nothing open that could be held: no need to load the tariffs
+        tables = service.load_tariffs(settings.paths.tariffs)
+        loaded = registry.Registry(
+            registry.load_partners(settings.paths.partners),
+            registry.load_institutions(settings.paths.institutions),
+        )
         return settle.held(ledger, tables, loaded)
     finally:
         ledger.close()
