@@ -382,7 +382,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from daemon.ledger.sqlite import SqliteLedger
 
     settings = _settings(args)
-    ledger = SqliteLedger(settings.paths.ledger)
+    ledger = SqliteLedger(settings.paths.ledger, readonly=True)
     try:
         found = ledger.explain(args.message_id)
     finally:

@@ -356,12 +356,16 @@ def test_an_undelivered_answer_is_counted_retried_every_pass_and_fails_process(
 
     with daemon(box, tmp_path, user=user):
         assert box.outbox("apprec-") == []  # still unwritable: nothing delivered at start
+        log = tmp_path / "daemon.err"
+        wait_for(lambda: b'"delivery_failed"' in log.read_bytes(), 30, "a pass to try again")
         if AS_ROOT:
             os.chown(outbox, NOBODY, NOBODY)
         outbox.chmod(0o755)  # repaired while the daemon runs
         wait_for(lambda: box.outbox("apprec-") != [], 30, "the AppRec on a later pass")
         wait_for(lambda: names(box.paths.work) == [], 10, "work/ to empty")
     assert apprec_statuses(box) == {message_id: "1"}
+    failed = [e for e in log_events(log.read_text()) if e["event"] == "delivery_failed"]
+    assert len(failed) == 1  # logged when it got stuck, not on every pass
     status = cli(box, "status", user=user)
     assert re.search(r"undelivered answers +0", status.stdout)
     assert re.search(r"ledger answered +1\n", status.stdout)

@@ -61,6 +61,7 @@ STAGES = (
     decide,
 )
 PEEK_BYTES = 1024 * 1024
+STUCK_LOG_SECONDS = 60.0  # an undelivered answer is logged again at most this often
 IDS_PEEK_BYTES = 64 * 1024  # enough for any real SOAP header
 
 Clock = Callable[[], datetime]
@@ -95,6 +96,7 @@ class Intake:
         self.metrics = metrics or Metrics(process=False)
         self.heartbeat = time.monotonic()  # last sign of life of the handling loop
         self.failures = 0  # files whose handling raised; they wait in work/
+        self._stuck: dict[str, float] = {}  # answered files not delivered: last logged
 
     # ------------------------------------------------------------------ passes
 
@@ -121,8 +123,19 @@ class Intake:
             receipt = self.ledger.receipt(path.name)
             if receipt is None or receipt.state == "claimed":
                 continue  # not answered yet: the retry of failed handling takes it
-            if not self._handle_safely(path):
+            try:
+                self.handle(path)
+                self._stuck.pop(path.name, None)
+            except Exception as exc:
                 stuck += 1
+                # one line when it gets stuck, then one a minute: not one per pass
+                last = self._stuck.get(path.name)
+                if last is None or time.monotonic() - last >= STUCK_LOG_SECONDS:
+                    self._stuck[path.name] = time.monotonic()
+                    self.log.error(
+                        "delivery_failed", file=path.name, error=type(exc).__name__,
+                        detail=getattr(exc, "strerror", None),
+                    )  # fmt: skip
         return stuck
 
     def undelivered(self):
