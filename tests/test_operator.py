@@ -222,6 +222,30 @@ def test_a_safe_import_is_written_and_a_bad_share_is_a_usage_error(tmp_path, san
     assert cli(sandbox, *argv, "--max-removed", "lots").returncode == 2
 
 
+def test_an_nlk_import_that_would_replace_the_register_needs_force(tmp_path, sandbox):
+    """A short NLK list over the shipped register (9 187 codes): refused, --dry-run
+    writes nothing, --force writes; the same list again is then safe."""
+    from tests.test_tariffs import BASE_RATES, BASE_ROWS, write_helfo, write_rates
+
+    nlk = write_helfo(tmp_path / "Alle_nlk.csv", BASE_ROWS)
+    rates = write_rates(tmp_path / "satser.csv", BASE_RATES)
+    target = tmp_path / "tariffs"
+    argv = ["tariff", "import", "--kind", "nlk", str(nlk), "--rates", str(rates)]
+    argv += ["--target", str(target)]
+    refused = cli(sandbox, *argv)
+    assert refused.returncode == 1 and "refused, nothing written" in refused.stderr
+    assert re.search(r"UNSAFE: it removes \d+ of 9\d{3} codes", refused.stdout)
+    assert not target.exists() or names(target) == []
+    dry = cli(sandbox, *argv, "--dry-run")
+    assert dry.returncode == 1 and "Dry run: nothing written" in dry.stdout
+    assert not target.exists() or names(target) == []
+    assert cli(sandbox, *argv, "--force").returncode == 0
+    assert names(target) == ["lab-rates.csv", "nlk-codes.csv"]
+    again = cli(sandbox, *argv)
+    assert again.returncode == 0 and "UNSAFE" not in again.stdout
+    assert f"Nothing to write: {target} is up to date" in again.stdout
+
+
 # --------------------------------------------------------------------------- 4a broken partner
 
 
