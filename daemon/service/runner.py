@@ -285,7 +285,10 @@ def _run(settings: Settings) -> int:
         # pass, so a repaired outbox gets them without a restart
         intake.redeliver()
         if intake.ledger.undelivered():
-            settle.deliver(intake)
+            try:
+                settle.deliver(intake)
+            except OSError as exc:  # the inbox is still handled; tried again next pass
+                log.error("vedtak_delivery_failed", error=type(exc).__name__, detail=exc.strerror)
         intake.poll(stop)
         depth, age, text = _status_text(intake)
         metrics.set_queue(depth, age)
