@@ -3,14 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import getpass
+import json
+import os
+import re
+import shutil
+import sqlite3
 import sys
+import tempfile
+import traceback
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 from daemon import config, files, logs
 from daemon.config import ConfigError, Settings
-from daemon.registers import registry
+from daemon.registers import import_guard, registry
+from daemon.registers.rhf import valid_orgnr
 from daemon.transport import keys
+
+# exit codes (README "Operations"): 0 ok, 1 the work found problems, 2 usage or configuration
+OK, PROBLEMS, USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A wrong argument: the message says which and why (exit 2)."""
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -23,9 +41,12 @@ def _settings(args: argparse.Namespace) -> Settings:
 def cmd_init(args: argparse.Namespace) -> int:
     root = Path(args.dir).resolve()
     cfg = root / "kravmottak.toml"
+    if root.exists() and not root.is_dir():
+        print(f"kravmottak: {root} is a file, not a folder: give a new folder", file=sys.stderr)
+        return 2
     if cfg.exists() and not args.force:
-        print(f"{cfg} exists already (use --force to overwrite)", file=sys.stderr)
-        return 1
+        print(f"kravmottak: {cfg} exists already (use --force to overwrite)", file=sys.stderr)
+        return 2
     root.mkdir(parents=True, exist_ok=True)
     cfg.write_text(config.sandbox_config_text(args.her_id), encoding="utf-8")
     settings = config.load(cfg)
@@ -50,14 +71,31 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+HER_ID = re.compile(r"^[1-9][0-9]{0,8}$")  # the health network's HER-ids: up to 9 digits
+CPA_ID = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
+
+
 def cmd_partner_add(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    if not HER_ID.match(args.her_id or ""):
+        raise UsageError(f"--her-id {args.her_id!r} is not a HER-id (1 to 9 digits)")
+    if not CPA_ID.match(args.cpa_id or ""):
+        raise UsageError(f"--cpa-id {args.cpa_id!r}: give the CPAId, printable, without spaces")
+    if args.orgnr is not None and not valid_orgnr(args.orgnr):
+        raise UsageError(f"--orgnr {args.orgnr!r} is not an organisation number (9 digits, mod 11)")
     certs = tuple(str(Path(c).resolve()) for c in args.certificate or ())
+    now = datetime.now(UTC)
     for path in certs:  # refuse a file that is not a certificate before saving anything
         try:
-            keys.load_certificates(Path(path))
+            loaded = keys.load_certificates(Path(path))
         except (OSError, ValueError) as exc:
             raise ConfigError(f"--certificate {path}: {exc}") from exc
+        for cert in loaded:
+            if cert.not_valid_after_utc < now:
+                text = f"--certificate {path}: EXPIRED on {cert.not_valid_after_utc:%Y-%m-%d}"
+                if not args.force:
+                    raise UsageError(f"{text}; nothing saved (--force to register it anyway)")
+                print(f"kravmottak: WARNING: {text}; registered anyway (--force)", file=sys.stderr)
     partner = registry.Partner(
         her_id=args.her_id,
         cpa_id=args.cpa_id,
@@ -79,6 +117,7 @@ def cmd_partner_add(args: argparse.Namespace) -> int:
 def cmd_partner_list(args: argparse.Namespace) -> int:
     settings = _settings(args)
     rows = [("HER", "CPA", "ORGNR", "NAME", "SIGN", "IN/OUT ENC", "CERTIFICATES")]
+    broken = []
     for p in registry.load_partners(settings.paths.partners):
         rows.append(
             (
@@ -88,10 +127,30 @@ def cmd_partner_list(args: argparse.Namespace) -> int:
                 p.name or "-",
                 "required" if p.require_signature else "optional",
                 f"{'yes' if p.encrypts_to_us else 'no'}/{'yes' if p.encrypt else 'no'}",
-                "; ".join(keys.describe(c) for c in p.certs) or "-",
+                f"BROKEN: {p.broken}"
+                if p.broken
+                else "; ".join(keys.describe(c) for c in p.certs) or "-",
             )
         )
+        broken += [p] if p.broken else []
     _table(rows)
+    for p in broken:
+        print(
+            f"kravmottak: partner HER {p.her_id} / CPA {p.cpa_id} is broken ({p.broken}):"
+            " its messages are refused retryably; repair with `partner add` or `partner remove`",
+            file=sys.stderr,
+        )
+    return 1 if broken else 0
+
+
+def cmd_partner_remove(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    gone = registry.remove_partner(settings.paths.partners, args.her_id, args.cpa_id)
+    if not gone:
+        what = f"HER {args.her_id}" + (f" / CPA {args.cpa_id}" if args.cpa_id else "")
+        raise UsageError(f"no partner {what} in {settings.paths.partners}; nothing removed")
+    for p in gone:
+        print(f"partner HER {p.her_id} / CPA {p.cpa_id} removed from {settings.paths.partners}")
     return 0
 
 
@@ -217,17 +276,36 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
+    from daemon.service import lock
     from daemon.service import runner as service
 
     settings = _settings(args)
     logs.configure(settings.log_level)
-    intake = service.build(settings)
-    try:
-        recovered = intake.recover()
-        handled = intake.drain()
-    finally:
-        intake.ledger.close()
-    print(f"recovered {recovered}, processed {handled}", file=sys.stderr)
+    with lock.hold(settings):
+        intake = service.build(settings)
+        try:
+            recovered = intake.recover()
+            handled = intake.drain()
+            stuck = intake.undelivered()
+            receipts = [intake.ledger.receipt(p.name) for p in intake.in_work()]
+            failed = sum(1 for r in receipts if r is None or r.state == "claimed")
+        finally:
+            intake.ledger.close()
+    print(f"recovered {recovered}, processed {handled}")
+    problems = []
+    if stuck.answers:
+        problems.append(f"{stuck.answers} answer(s) recorded but not delivered to the outbox")
+    if stuck.vedtak:
+        problems.append(f"{stuck.vedtak} vedtak recorded but not delivered to the outbox")
+    if failed:
+        problems.append(f"{failed} file(s) could not be handled")
+    if problems:
+        print(
+            f"kravmottak: {'; '.join(problems)}; they wait in work/ and are retried by the next"
+            " `process` or by the running daemon (see the log on stderr)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -240,7 +318,8 @@ def cmd_settle(args: argparse.Namespace) -> int:
     logs.configure(settings.log_level)
     intake = service.build(settings)
     try:
-        cutoff = intake.clock()
+        now = intake.clock()
+        cutoff = now
         if args.cutoff:
             try:
                 cutoff = datetime.fromisoformat(args.cutoff.replace("Z", "+00:00"))
@@ -249,14 +328,108 @@ def cmd_settle(args: argparse.Namespace) -> int:
                 return 2
             if cutoff.tzinfo is None:
                 cutoff = cutoff.replace(tzinfo=settle.Calendar.from_settings(settings).zone)
+            if cutoff > now:  # a vedtak dated in the future would pay claims not yet made
+                print(
+                    f"kravmottak: --cutoff {cutoff.isoformat()} is in the future (now is"
+                    f" {now.isoformat()}); nothing settled",
+                    file=sys.stderr,
+                )
+                return 2
         settle.deliver(intake)  # whatever an earlier run recorded but did not write
         result = settle.settle(intake, cutoff=cutoff, kind="manual")
         last = intake.ledger.last_settlement()
     finally:
         intake.ledger.close()
     print(f"settlement run {result.run}: {result.vedtak} vedtak, up to {cutoff.isoformat()}")
-    for v in last["vedtak"] if last else []:
+    for v in last["vedtak"] if last and result.vedtak else []:
         print(f"  {v['oppgjors_nr']}  {v['payee']}: {v['bills']} bills, paid {v['approved']:.2f}")
+    for h in result.held:
+        who = h.payee or "(no payee)"
+        print(f"  HELD {who}: {h.payments} payments, {h.approved:.2f} kr: {h.reason}")
+    if result.held:
+        print(
+            f"kravmottak: payments of {len(result.held)} payee(s) are held and were not paid;"
+            " see `kravmottak payments held`, repair the payee or"
+            " `kravmottak payments repoint --from PAYEE --to PAYEE`",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _held(settings: Settings):
+    """The held payments, from the ledger (read-only) with the tariffs' RHF table and
+    the registry the daemon would use."""
+    from daemon.ledger.sqlite import SqliteLedger
+    from daemon.service import runner as service
+    from daemon.settlement import settle
+
+    ledger = SqliteLedger(settings.paths.ledger, readonly=True)
+    try:
+        if not any(t.payee or t.approved for t in ledger.open_by_payee()):
+            return []  # nothing open that could be held: no need to load the tariffs
+        tables = service.load_tariffs(settings.paths.tariffs)
+        loaded = registry.Registry(
+            registry.load_partners(settings.paths.partners),
+            registry.load_institutions(settings.paths.institutions),
+        )
+        return settle.held(ledger, tables, loaded)
+    finally:
+        ledger.close()
+
+
+def cmd_payments_held(args: argparse.Namespace) -> int:
+    """Open payments no batch can pay, per payee, with the reason. Exit 1 when any."""
+    found = _held(_settings(args))
+    if args.json:
+        print(json.dumps([h.as_dict() for h in found], indent=2, ensure_ascii=False))
+        return 1 if found else 0
+    if not found:
+        print("no payments held")
+        return 0
+    rows = [("PAYEE", "PAYMENTS", "KRONER", "SINCE", "REASON")]
+    for h in found:
+        rows.append((h.payee or "(none)", str(h.payments), f"{h.approved:.2f}", h.since, h.reason))
+    _table(rows)
+    return 1
+
+
+def cmd_payments_repoint(args: argparse.Namespace) -> int:
+    """Move the open payments of one payee to another, with an audit row in the ledger."""
+    from daemon.ledger.sqlite import SqliteLedger
+    from daemon.service import runner as service
+    from daemon.settlement import settle
+
+    settings = _settings(args)
+    if args.from_payee == args.to_payee:
+        raise UsageError("--from and --to name the same payee")
+    tables = service.load_tariffs(settings.paths.tariffs)
+    loaded = registry.Registry(
+        registry.load_partners(settings.paths.partners),
+        registry.load_institutions(settings.paths.institutions),
+    )
+    if settle.payee_of(args.to_payee, tables, loaded) is None:
+        raise UsageError(
+            f"--to {args.to_payee}: {settle.why_unaddressable(args.to_payee, tables, loaded)}"
+        )
+    who = os.environ.get("SUDO_USER") or getpass.getuser()
+    ledger = SqliteLedger(settings.paths.ledger)
+    try:
+        moved, kroner = ledger.repoint(
+            args.from_payee,
+            args.to_payee,
+            by=who,
+            now=datetime.now(UTC).isoformat(),  # the audit: when it was really done
+            reason=args.reason,
+        )
+    finally:
+        ledger.close()
+    if not moved:
+        raise UsageError(f"no open payments to {args.from_payee}; nothing moved")
+    print(
+        f"{moved} open payment(s), {kroner:.2f} kr, moved from {args.from_payee} to"
+        f" {args.to_payee} (recorded in the ledger as done by {who})"
+    )
     return 0
 
 
@@ -316,7 +489,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from daemon.ledger.sqlite import SqliteLedger
 
     settings = _settings(args)
-    ledger = SqliteLedger(settings.paths.ledger)
+    ledger = SqliteLedger(settings.paths.ledger, readonly=True)
     try:
         found = ledger.explain(args.message_id)
     finally:
@@ -364,8 +537,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_wrap(args: argparse.Namespace) -> int:
     from daemon.tools.wrap import wrap
 
+    source, out = Path(args.msghead), Path(args.output)
+    if not source.is_file():
+        raise UsageError(f"{source}: no such file")
+    if not out.is_dir() and (args.output.endswith(("/", os.sep)) or out.suffix != ".msg"):
+        raise UsageError(f"{out}: no such folder (to write a file, give a name ending in .msg)")
+    if not out.is_dir() and not out.parent.is_dir():
+        raise UsageError(f"{out.parent}: no such folder")
     raw = wrap(
-        Path(args.msghead).read_bytes(),
+        source.read_bytes(),
         from_her=args.from_her,
         cpa_id=args.cpa_id,
         to_her=args.to_her,
@@ -373,7 +553,6 @@ def cmd_wrap(args: argparse.Namespace) -> int:
         ack_requested=args.ack,
         gzip=args.gzip,
     )
-    out = Path(args.output)
     if out.is_dir():  # drop into a folder (e.g. the inbox) the way a sender must
         out = out / f"{Path(args.msghead).stem}.msg"
     files.write_atomic(out, raw)
@@ -389,31 +568,124 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from daemon.ledger.sqlite import SqliteLedger
-
+    """The figures from the ledger (opened read-only), the folders and the running
+    daemon's /metrics; `--json`: the same figures for monitoring scripts."""
     settings = _settings(args)
-    ledger = SqliteLedger(settings.paths.ledger)
+    figures = status_figures(settings)
+    if args.json:
+        print(json.dumps(figures, indent=2, ensure_ascii=False, default=str))
+        return 0
+    q, u = figures["queue"], figures["undelivered"]
+    rows = [("WHAT", "COUNT")]
+    rows.append(("inbox (received, ready)", str(q["inbox_ready"])))
+    rows.append(("inbox (still being written)", str(q["inbox_settling"])))
+    rows.append(("work (claimed, in hand)", str(q["work"])))
+    for key in ("claimed", "answered", "quarantined", "duplicates", "messages"):
+        rows.append((f"ledger {key}", str(figures["ledger"][key])))
+    rows.append(("oldest unanswered", figures["oldest_unanswered"] or "-"))
+    since = f", oldest since {u['answers_since']}" if u["answers_since"] else ""
+    rows.append(("UNDELIVERED answers" if u["answers"] else "undelivered answers",
+                 f"{u['answers']}{since}"))  # fmt: skip
+    if u["vedtak"]:
+        rows.append(("UNDELIVERED vedtak", f"{u['vedtak']}, since {u['vedtak_since']}"))
+    _table(rows)
+    _held_status(figures)
+    for p in figures["partners_broken"]:
+        print(f"\nBROKEN partner HER {p['her_id']} / CPA {p['cpa_id']}: {p['reason']}")
+    _settlement_status(figures["settlement"])
+    _running_daemon_status(settings)
+    return 0
+
+
+def status_figures(settings: Settings) -> dict:
+    """Everything `status` shows, as plain data (what `status --json` prints)."""
+    from daemon.ledger.sqlite import SqliteLedger
+    from daemon.settlement import settle
+
+    ledger = SqliteLedger(settings.paths.ledger, readonly=True)
     try:
         counts = ledger.counts()
         oldest = ledger.oldest_unanswered()
+        work = [p.name for p in _listing(settings.paths.work) if not p.name.startswith(".")]
+        stuck = ledger.undelivered_outputs(work)
+        last = ledger.last_settlement()
     finally:
         ledger.close()
     inbox, settling = files.scan(settings.paths.inbox, settings.intake)
-    work = [p for p in settings.paths.work.iterdir()] if settings.paths.work.exists() else []
-    rows = [("WHAT", "COUNT")]
-    rows.append(("inbox (received, ready)", str(len(inbox))))
-    rows.append(("inbox (still being written)", str(settling)))
-    rows.append(("work (claimed, in hand)", str(len(work))))
-    for key in ("claimed", "answered", "quarantined", "duplicates", "messages"):
-        rows.append((f"ledger {key}", str(counts[key])))
     if inbox:  # a ready file in the inbox is unanswered too, and older than any claim
         first = datetime.fromtimestamp(min(c.mtime for c in inbox), UTC).isoformat()
         oldest = min(oldest, first) if oldest else first
-    rows.append(("oldest unanswered", oldest or "-"))
+    now = service_clock(settings)()
+    try:
+        held = [h.as_dict() for h in _held(settings)]
+        held_error = None
+    except ConfigError as exc:
+        held, held_error = [], str(exc)
+    try:
+        partners = registry.load_partners(settings.paths.partners)
+    except ConfigError:
+        partners = ()  # a broken file: `partner list` says what
+    calendar = settle.Calendar.from_settings(settings)
+    upcoming = calendar.next_run(now)
+    ledger_counts = dict(counts)
+    # an answer recorded but still in work/ is not answered to the sender yet
+    ledger_counts["answered"] -= stuck.answered
+    ledger_counts["quarantined"] -= stuck.answers - stuck.answered
+    return {
+        "config": str(settings.source),
+        "now": now.isoformat(),
+        "queue": {"inbox_ready": len(inbox), "inbox_settling": settling, "work": len(work)},
+        "ledger": ledger_counts,
+        "oldest_unanswered": oldest,
+        "undelivered": {
+            "answers": stuck.answers,
+            "answers_since": stuck.answers_since,
+            "answers_age_seconds": _age(now, stuck.answers_since),
+            "vedtak": stuck.vedtak,
+            "vedtak_since": stuck.vedtak_since,
+        },
+        "held_payments": held,
+        "held_payments_error": held_error,
+        "partners_broken": [
+            {"her_id": p.her_id, "cpa_id": p.cpa_id, "reason": p.broken}
+            for p in partners
+            if p.broken
+        ],
+        "settlement": {
+            "next": upcoming.isoformat() if upcoming else None,
+            "last": {
+                **{k: last[k] for k in ("id", "kind", "cutoff", "started_at")},
+                "vedtak": [
+                    {**v, "claimed": str(v["claimed"]), "approved": str(v["approved"])}
+                    for v in last["vedtak"]
+                ],
+            }
+            if last
+            else None,
+        },
+    }
+
+
+def _listing(folder: Path) -> list[Path]:
+    return list(folder.iterdir()) if folder.is_dir() else []
+
+
+def _age(now: datetime, since: str | None) -> float | None:
+    if not since:
+        return None
+    return max(0.0, (now - datetime.fromisoformat(since)).total_seconds())
+
+
+def _held_status(figures: dict) -> None:
+    if figures["held_payments_error"]:
+        print(f"\nHELD payments: cannot tell ({figures['held_payments_error']})")
+    if not figures["held_payments"]:
+        return
+    print()
+    rows = [("HELD PAYMENTS", "PAYMENTS", "KRONER", "REASON")]
+    for h in figures["held_payments"]:
+        rows.append((h["payee"] or "(none)", str(h["payments"]), h["approved"], h["reason"]))
     _table(rows)
-    _settlement_status(settings)
-    _running_daemon_status(settings)
-    return 0
 
 
 def _running_daemon_status(settings) -> None:
@@ -430,22 +702,12 @@ def _running_daemon_status(settings) -> None:
     _table([("DAEMON (live, from /metrics)", ""), *metrics.status_rows(text)])
 
 
-def _settlement_status(settings) -> None:
+def _settlement_status(settlement: dict) -> None:
     """The next batch, the last one and its totals per payee."""
-    from daemon.ledger.sqlite import SqliteLedger
-    from daemon.settlement import settle
-
-    calendar = settle.Calendar.from_settings(settings)
-    now = service_clock(settings)()
-    ledger = SqliteLedger(settings.paths.ledger)
-    try:
-        last = ledger.last_settlement()
-    finally:
-        ledger.close()
-    upcoming = calendar.next_run(now)
+    last = settlement["last"]
     print()
     rows = [("SETTLEMENT", "")]
-    rows.append(("next batch", upcoming.isoformat() if upcoming else "-"))
+    rows.append(("next batch", settlement["next"] or "-"))
     if last is None:
         rows.append(("last batch", "never"))
     else:
@@ -455,10 +717,10 @@ def _settlement_status(settings) -> None:
         vrows = [("PAYEE", "OPPGJORSNR", "BILLS", "CLAIMED", "PAID", "DELIVERED")]
         for v in last["vedtak"]:
             vrows.append((
-                v["payee"], v["oppgjors_nr"], str(v["bills"]), f"{v['claimed']:.2f}",
-                f"{v['approved']:.2f}", "yes" if v["delivered"] else "no",
+                v["payee"], v["oppgjors_nr"], str(v["bills"]), f"{Decimal(v['claimed']):.2f}",
+                f"{Decimal(v['approved']):.2f}", "yes" if v["delivered"] else "no",
             ))  # fmt: skip
-        total = sum(v["approved"] for v in last["vedtak"])
+        total = sum(Decimal(v["approved"]) for v in last["vedtak"])
         vrows.append(("total", "", str(sum(v["bills"] for v in last["vedtak"])), "",
                       f"{total:.2f}", ""))  # fmt: skip
         _table(vrows)
@@ -501,14 +763,78 @@ def cmd_tariff_import(args: argparse.Namespace) -> int:
             f"kravmottak: {', '.join(radiology_only)}: only with --kind radiologi", file=sys.stderr
         )
         return 2
+
+    def load_side(folder: Path):
+        texts = [_text(folder / name) for name in (tariffs.CODES_FILE, tariffs.RATES_FILE)]
+        loaded = tariffs.parse(*texts, str(folder))
+        return import_guard.side(
+            ((c, v.category) for c, v in loaded.codes.items()),
+            ((r.category, r.sector, r.valid_from) for r in loaded.rates),
+        )
+
+    return _guarded_import(
+        args,
+        target,
+        (tariffs.CODES_FILE, tariffs.RATES_FILE),
+        lambda staging, current: tariff_import.import_nlk(Path(args.file), rates, staging, current),
+        load_side,
+    )
+
+
+def _text(path: Path) -> str:
+    return path.read_text(encoding="utf-8") if path.is_file() else ""
+
+
+def _guarded_import(args, target: Path, names: tuple[str, ...], run, load_side) -> int:
+    """Import into a staging folder, compare with what is in force, and put the files
+    in force only when the import is safe (`import_guard`) or `--force` is given;
+    `--dry-run` prints the report and writes nothing. Exit 1 when refused."""
+    from daemon.registers import tariffs
+    from daemon.registers.tariff_import import write_files
+    from daemon.registers.tariff_table import TariffError
+
     try:
-        current = tariffs.in_force(target, (tariffs.CODES_FILE, tariffs.RATES_FILE))
-        report = tariff_import.import_nlk(Path(args.file), rates, target, current)
-    except tariffs.TariffError as exc:
-        print(f"kravmottak: tariff import refused, nothing written: {exc}", file=sys.stderr)
-        return 1
-    print(report.summary())
-    return 0
+        share = import_guard.parse_share(args.max_removed)
+    except ValueError as exc:
+        raise UsageError(f"--max-removed: {exc}") from None
+    current = tariffs.in_force(target, names)
+    staging_parent = target.parent if target.parent.is_dir() else None
+    staging = Path(tempfile.mkdtemp(prefix=".tariff-import-", dir=staging_parent))
+    try:
+        try:
+            report = run(staging, current)
+            exists = any((current / n).is_file() for n in names)
+            old = load_side(current) if exists else None
+            new = load_side(staging)
+        except TariffError as exc:
+            print(f"kravmottak: tariff import refused, nothing written: {exc}", file=sys.stderr)
+            return 1
+        report = dataclasses.replace(report, target=str(target), written=())
+        lines = report.summary().splitlines()
+        print("\n".join(x for x in lines if not x.startswith(("Written to", "Nothing to write"))))
+        unsafe = import_guard.findings(old, new, share)
+        for finding in unsafe:
+            print(f"UNSAFE: {finding}")
+        if args.dry_run:
+            print(f"Dry run: nothing written to {target}")
+            return 1 if unsafe else 0
+        if unsafe and not args.force:
+            print(
+                f"kravmottak: tariff import refused, nothing written: {'; '.join(unsafe)}."
+                " If the file is right, run again with --force (see the report with --dry-run)",
+                file=sys.stderr,
+            )
+            return 1
+        written = write_files(
+            target, {n: _text(staging / n) for n in names if (staging / n).is_file()}
+        )
+        if written:
+            print(f"Written to {target}: {', '.join(written)}" + (" (--force)" if unsafe else ""))
+        else:
+            print(f"Nothing to write: {target} is up to date")
+        return 0
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _import_radiology(args: argparse.Namespace, target: Path, rates: Path | None) -> int:
@@ -516,29 +842,35 @@ def _import_radiology(args: argparse.Namespace, target: Path, rates: Path | None
     written then. A bad option is a usage error (exit 2)."""
     from datetime import date
 
-    from daemon.registers import radiology_import, radiology_tariffs, tariffs
-    from daemon.registers.tariff_table import TariffError
+    from daemon.registers import radiology_import, radiology_tariffs
 
     try:
         start = date.fromisoformat(args.valid_from) if args.valid_from else None
     except ValueError:
         print(f"kravmottak: --valid-from {args.valid_from!r} is not YYYY-MM-DD", file=sys.stderr)
         return 2
-    try:
-        report = radiology_import.import_radiology(
+
+    def run(staging: Path, current: Path):
+        return radiology_import.import_radiology(
             Path(args.file),
-            target,
+            staging,
             addons=Path(args.addons) if args.addons else None,
             rates=rates,
             example=args.example_categories,
             valid_from=start or date(date.today().year, 1, 1),
-            current=tariffs.in_force(target, radiology_tariffs.FILES),
+            current=current,
         )
-    except TariffError as exc:
-        print(f"kravmottak: tariff import refused, nothing written: {exc}", file=sys.stderr)
-        return 1
-    print(report.summary())
-    return 0
+
+    def load_side(folder: Path):
+        loaded = radiology_tariffs.parse(
+            *(_text(folder / n) for n in radiology_tariffs.FILES), str(folder)
+        )
+        return import_guard.side(
+            ((c, v.category) for c, v in loaded.codes.items()),
+            ((r.category, r.sector, r.valid_from) for r in loaded.rates),
+        )
+
+    return _guarded_import(args, target, radiology_tariffs.FILES, run, load_side)
 
 
 def cmd_tariff_show(args: argparse.Namespace) -> int:
@@ -548,8 +880,11 @@ def cmd_tariff_show(args: argparse.Namespace) -> int:
 
     try:
         day = date.fromisoformat(args.date) if args.date else date.today()
+    except ValueError:
+        raise UsageError(f"--date {args.date!r} is not a date (YYYY-MM-DD)") from None
+    try:
         registry_ = tariffs.load(Path(args.dir) if args.dir else _settings(args).paths.tariffs)
-    except (ValueError, tariffs.TariffError) as exc:
+    except tariffs.TariffError as exc:
         print(f"kravmottak: {exc}", file=sys.stderr)
         return 1
     wanted = args.code.strip().upper()
@@ -698,6 +1033,48 @@ def _keys_parser(sub) -> None:
     ).set_defaults(func=cmd_keys_show)
 
 
+# ---- backups and retention (daemon/tools/backup.py)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from daemon.tools import backup
+
+    settings = _settings(args)
+    dest = Path(args.dest).resolve()
+    copied = backup.backup(settings, dest)
+    for name, size in copied:
+        print(f"  {name}  {size} bytes")
+    print(f"backup written to {dest} ({len(copied)} files; the private key is not included)")
+    return 0
+
+
+def cmd_archive_prune(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from daemon.tools import backup
+
+    settings = _settings(args)
+    try:
+        days = backup.parse_age(args.older_than)
+    except ValueError as exc:
+        raise UsageError(f"--older-than: {exc}") from None
+    if days < args.minimum_days and not args.force:
+        raise UsageError(
+            f"--older-than {days}d keeps less than {args.minimum_days} days of originals;"
+            " --force if that is meant"
+        )
+    today = date.fromisoformat(args.today) if args.today else date.today()
+    pruned = backup.prune(settings.paths.archive, days, today, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for p in pruned:
+        print(f"  {verb} archive/{p.folder}: {p.files} files, {p.bytes} bytes")
+    print(
+        f"{verb} {len(pruned)} day folder(s) older than {days} days"
+        f" ({sum(p.files for p in pruned)} files)"
+    )
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -743,8 +1120,17 @@ def parser() -> argparse.ArgumentParser:
     )
     add.add_argument("--compress", action=argparse.BooleanOptionalAction, default=False)
     add.add_argument("--action", action="append", help="allowed Service/Action (repeatable)")
+    add.add_argument(
+        "--force", action="store_true", help="register an expired certificate anyway (warned)"
+    )
     add.set_defaults(func=cmd_partner_add)
-    partner.add_parser("list", help="list partner agreements").set_defaults(func=cmd_partner_list)
+    partner.add_parser(
+        "list", help="list partner agreements (exit 1 when one is broken)"
+    ).set_defaults(func=cmd_partner_list)
+    prem = partner.add_parser("remove", help="remove a partner agreement")
+    prem.add_argument("--her-id", required=True)
+    prem.add_argument("--cpa-id", help="only this agreement (default: every one of the HER-id)")
+    prem.set_defaults(func=cmd_partner_remove)
 
     inst = sub.add_parser("institution", help="the institution registry").add_subparsers(
         dest="action", required=True
@@ -798,9 +1184,42 @@ def parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check one message file; print every problem")
     val.add_argument("file")
     val.set_defaults(func=cmd_validate)
-    sub.add_parser(
-        "status", help="counts per state, oldest unanswered, the settlement batches"
-    ).set_defaults(func=cmd_status)
+    status = sub.add_parser(
+        "status",
+        help="counts per state, oldest unanswered, undelivered, held payments, the batches",
+    )
+    status.add_argument("--json", action="store_true", help="the same figures as JSON")
+    status.set_defaults(func=cmd_status)
+    pay = sub.add_parser(
+        "payments", help="open payments: held ones, and moving them"
+    ).add_subparsers(dest="action", required=True)
+    held = pay.add_parser("held", help="payments no batch can pay (exit 1 when any)")
+    held.add_argument("--json", action="store_true")
+    held.set_defaults(func=cmd_payments_held)
+    rp = pay.add_parser(
+        "repoint", help="move the open payments of one payee to another (recorded in the ledger)"
+    )
+    rp.add_argument("--from", dest="from_payee", required=True, metavar="PAYEE")
+    rp.add_argument("--to", dest="to_payee", required=True, metavar="PAYEE")
+    rp.add_argument("--reason", help="why, for the audit row")
+    rp.set_defaults(func=cmd_payments_repoint)
+    bak = sub.add_parser(
+        "backup", help="a consistent online copy of the ledger, with config and registers"
+    )
+    bak.add_argument("dest", help="a new (or empty) folder")
+    bak.set_defaults(func=cmd_backup)
+    arch = sub.add_parser("archive", help="the archive of answered originals").add_subparsers(
+        dest="action", required=True
+    )
+    prune = arch.add_parser("prune", help="remove archive/YYYY-MM-DD folders past retention")
+    prune.add_argument("--older-than", required=True, metavar="DAYS", help="e.g. 400d")
+    prune.add_argument("--dry-run", action="store_true", help="list, remove nothing")
+    prune.add_argument(
+        "--minimum-days", type=int, default=365, help="refuse a shorter retention (default 365)"
+    )
+    prune.add_argument("--force", action="store_true", help="allow less than --minimum-days")
+    prune.add_argument("--today", help=argparse.SUPPRESS)  # tests: the day to count from
+    prune.set_defaults(func=cmd_archive_prune)
     stl = sub.add_parser("settle", help="run one settlement batch now: a vedtak per payee")
     stl.add_argument("--cutoff", help="claims answered up to this instant (default: now)")
     stl.set_defaults(func=cmd_settle)
@@ -823,7 +1242,12 @@ def parser() -> argparse.ArgumentParser:
     rpl = sub.add_parser(
         "replay", help="replay recorded messages in a throw-away sandbox; compare or record"
     )
-    rpl.add_argument("source", help="a folder of recorded *.msg (MIME) and *.xml (MsgHead) files")
+    rpl.add_argument(
+        "source",
+        nargs="+",
+        help="a folder of recorded *.msg (MIME) and *.xml (MsgHead) files, or some of them"
+        " (a subset: only those are compared with --expect)",
+    )
     rpl.add_argument("--expect", metavar="DIR", help="compare with the expectations in DIR")
     rpl.add_argument("--record", metavar="DIR", help="write the outputs as the expectations")
     rpl.add_argument("--at", metavar="DATETIME", help="the clock (default: each message's own)")
@@ -858,6 +1282,17 @@ def parser() -> argparse.ArgumentParser:
         help="radiologi: the start of the kroner in Helfo's table (default: 1 January this year)",
     )
     timp.add_argument("--target", help="the tariffs folder (default: the config's [paths] tariffs)")
+    timp.add_argument(
+        "--dry-run", action="store_true", help="print the report and what is unsafe; write nothing"
+    )
+    timp.add_argument(
+        "--force", action="store_true", help="write even when the import looks unsafe"
+    )
+    timp.add_argument(
+        "--max-removed",
+        default="5%",
+        help="an import removing more than this share of codes or rates needs --force (5%%)",
+    )
     timp.set_defaults(func=cmd_tariff_import)
     tshow = tariff.add_parser(
         "show", help="one NLK code, radiology code or tilleggskode: category, flags, rate"
@@ -872,9 +1307,44 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    """Run one command. No traceback reaches an operator: a usage or configuration
+    error is one line on stderr and exit 2; anything unexpected is one line naming the
+    error and where (exit 1; KRAVMOTTAK_DEBUG=1 shows the traceback)."""
+    args = parser().parse_args(argv)  # argparse: exit 2 with usage on a bad argument
+    from daemon.service.lock import Locked
+
     try:
         return args.func(args)
+    except Locked as exc:
+        print(f"kravmottak: {exc}", file=sys.stderr)
+        return USAGE
+    except UsageError as exc:
+        print(f"kravmottak: {exc}", file=sys.stderr)
+        return USAGE
     except (ConfigError, keys.KeyLoadError) as exc:
         print(f"kravmottak: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return USAGE
+    except BrokenPipeError:  # `kravmottak status | head`: the reader has had enough
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes
+        return OK
+    except KeyboardInterrupt:
+        print("kravmottak: interrupted", file=sys.stderr)
+        return 130
+    except (OSError, sqlite3.Error) as exc:  # a file or folder we cannot use
+        print(f"kravmottak: {_describe(exc)}", file=sys.stderr)
+        return USAGE
+    except Exception as exc:
+        if os.environ.get("KRAVMOTTAK_DEBUG"):
+            raise
+        print(f"kravmottak: internal error: {_describe(exc)}", file=sys.stderr)
+        return PROBLEMS
+
+
+def _describe(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    if isinstance(exc, OSError) and exc.strerror:
+        name = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{name}{where}"
+    return f"{type(exc).__name__}: {exc}{where}"

@@ -55,19 +55,20 @@ def mask_personal_data(_logger: Any, _method: str, event: dict[str, Any]) -> dic
     return {k: "[masked]" if k.lower() in PERSONAL_KEYS else _scrub(v) for k, v in event.items()}
 
 
-class _Stdout:
-    """Whatever sys.stdout is when a line is written (not when logging was set up):
-    a redirected or replaced stdout keeps getting the log."""
+class _Stderr:
+    """Whatever sys.stderr is when a line is written (not when logging was set up):
+    a redirected or replaced stderr keeps getting the log. stderr, so that stdout
+    carries only the commands' human output (`process`, `settle`, `status`)."""
 
     def write(self, text: str) -> int:
-        return sys.stdout.write(text)
+        return sys.stderr.write(text)
 
     def flush(self) -> None:
-        sys.stdout.flush()
+        sys.stderr.flush()
 
 
 def configure(level: str = "info", stream: TextIO | None = None) -> None:
-    """JSON lines on stdout (journald adds time and unit; we add ours for files)."""
+    """JSON lines on stderr (journald adds time and unit; we add ours for files)."""
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -80,7 +81,7 @@ def configure(level: str = "info", stream: TextIO | None = None) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
         ),
-        logger_factory=structlog.WriteLoggerFactory(file=stream or _Stdout()),  # type: ignore[arg-type]
+        logger_factory=structlog.WriteLoggerFactory(file=stream or _Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
 

@@ -27,7 +27,7 @@ def test_init_makes_a_self_contained_sandbox(tmp_path, capsys):
     cert = x509.load_pem_x509_certificate(settings.paths.certificate.read_bytes())
     assert "HER 79768" in cert.subject.rfc4514_string()
     assert settings.paths.private_key.stat().st_mode & 0o077 == 0
-    assert cli.main(["init", str(tmp_path / "sb")]) == 1  # never overwrites silently
+    assert cli.main(["init", str(tmp_path / "sb")]) == 2  # never overwrites silently (usage)
 
 
 def test_partner_add_and_list(sandbox, capsys, tmp_path):

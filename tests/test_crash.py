@@ -112,7 +112,7 @@ class Daemon:
             )
 
     def logged(self, *events: str) -> bool:
-        text = self.stdout.read_bytes()
+        text = self.stderr.read_bytes()  # the JSON logs
         return any(f'"event": "{event}"'.encode() in text for event in events)
 
     def assert_alive(self) -> None:

@@ -89,7 +89,7 @@ def test_daemon_answers_files_dropped_while_it_runs_and_stops_on_sigterm(sandbox
     with open(stdout, "wb") as out, open(stderr, "wb") as err:
         proc = subprocess.Popen(command(sandbox, "run"), stdout=out, stderr=err)
     try:
-        wait_for(lambda: b'"started"' in stdout.read_bytes(), 60, "the daemon to start")
+        wait_for(lambda: b'"started"' in stderr.read_bytes(), 60, "the daemon to start")
         expected: list[str] = []
 
         def drop_renamed() -> None:  # written under a temp name, then renamed: fresh mtime
@@ -146,7 +146,8 @@ def test_daemon_answers_files_dropped_while_it_runs_and_stops_on_sigterm(sandbox
     assert len(sandbox.outbox("ack-")) == 20
 
     out, err = stdout.read_text(encoding="utf-8"), stderr.read_text(encoding="utf-8")
-    events = [json.loads(line) for line in out.splitlines()]
+    assert out == ""  # the daemon's logs are JSON lines on stderr
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     started = next(i for i, e in enumerate(events) if e["event"] == "started")
     # before it only the settlement batch missed while down (Friday 16:00), made up
     assert [e["event"] for e in events[:started]] == ["settled", "settlement_made_up"]
@@ -169,11 +170,11 @@ def test_process_command_handles_the_inbox_once_and_exits(sandbox):
     done = subprocess.run(command(sandbox, "process"), capture_output=True, text=True, timeout=60)
 
     assert done.returncode == 0, done.stderr
-    assert "recovered 0, processed 3" in done.stderr
+    assert done.stdout == "recovered 0, processed 3\n"  # the summary; logs on stderr
     assert names(sandbox.paths.inbox) == []
     assert names(sandbox.paths.work) == []
     assert apprec_statuses(sandbox) == dict.fromkeys(expected, "1")
     assert len(sandbox.outbox("ack-")) == 3
-    for line in done.stdout.splitlines():
+    for line in done.stderr.splitlines():
         json.loads(line)
     assert_no_personal_data(done.stdout + done.stderr)

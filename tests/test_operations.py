@@ -66,9 +66,9 @@ def test_daemon_runs_live_serves_metrics_reloads_and_stops(sandbox, tmp_path):
     with open(stdout, "wb") as out, open(stderr, "wb") as err:
         proc = subprocess.Popen(command(sandbox, "run"), stdout=out, stderr=err)
     try:
-        wait_for(lambda: b'"started"' in stdout.read_bytes(), 30, "the daemon to start")
+        wait_for(lambda: b'"started"' in stderr.read_bytes(), 30, "the daemon to start")
         started = next(
-            json.loads(line) for line in stdout.read_text().splitlines() if '"started"' in line
+            json.loads(line) for line in stderr.read_text().splitlines() if '"started"' in line
         )
         port, live = started["metrics_port"], started["live"]
         assert port and live
@@ -96,7 +96,7 @@ def test_daemon_runs_live_serves_metrics_reloads_and_stops(sandbox, tmp_path):
         rates = sandbox.root / "tariffs" / "lab-rates.csv"
         rates.write_text(rates.read_text().replace("MB2,stat,6.96,", "MB2,stat,7.11,"))
         proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: b'"reloaded"' in stdout.read_bytes(), 30, "the reload")
+        wait_for(lambda: b'"reloaded"' in stderr.read_bytes(), 30, "the reload")
         sandbox.drop(wrap_demo(msghead(claim("7.11")), message_id="after-new"), settle=False)
         sandbox.drop(wrap_demo(msghead(claim("6.96")), message_id="after-old"), settle=False)
         sent.update({"after-new": "1", "after-old": "3"})
@@ -115,7 +115,8 @@ def test_daemon_runs_live_serves_metrics_reloads_and_stops(sandbox, tmp_path):
     assert names(sandbox.paths.work) == []
     assert names(sandbox.paths.inbox) == []
     out, err = stdout.read_text(encoding="utf-8"), stderr.read_text(encoding="utf-8")
-    events = [json.loads(line) for line in out.splitlines()]
+    assert out == ""  # the logs are JSON lines on stderr
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert events[-1]["event"] == "stopped"
     # every line about a message carries its ids
     for e in events:
@@ -124,7 +125,7 @@ def test_daemon_runs_live_serves_metrics_reloads_and_stops(sandbox, tmp_path):
             assert e.get("conversation_id"), e
     assert_no_personal_data(out)
     assert_no_personal_data(err)
-    assert not re.search(r"\b\d{11}\b", out)
+    assert not re.search(r"\b\d{11}\b", err)
 
 
 def test_status_shows_the_running_daemons_figures(sandbox, capsys):

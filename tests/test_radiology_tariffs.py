@@ -560,6 +560,7 @@ def test_cli_import_and_show(tmp_path, digest, capsys):
         (target / name).write_bytes((SHIPPED_DIR / name).read_bytes())
     argv = ["tariff", "import", "--kind", "radiologi", str(digest[0]), "--addons", str(digest[1])]
     argv += ["--rates", str(FIXED_RATES), "--example-categories", "--target", str(target)]
+    argv += ["--force"]  # the example rates replace the shipped ones (an unsafe import)
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "categories: EXAMPLE" in out and f"Written to {target}" in out

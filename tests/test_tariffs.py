@@ -589,7 +589,10 @@ def test_cli_tariff_import_and_show(tmp_path, sources, capsys):
     target = tmp_path / "tariffs"
     src, rates = sources
     argv = ["tariff", "import", "--kind", "nlk", str(src), "--rates", str(rates)]
-    assert cli.main([*argv, "--target", str(target)]) == 0
+    # the small test list would replace the shipped register in force: refused unforced
+    assert cli.main([*argv, "--target", str(target)]) == 1
+    assert "UNSAFE: it removes" in capsys.readouterr().out and not target.exists()
+    assert cli.main([*argv, "--target", str(target), "--force"]) == 0
     out = capsys.readouterr().out
     assert "LAB-11: 5 code(s) got a category" in out and f"Written to {target}" in out
     show = ["tariff", "show", "NPU19964", "--dir", str(target), "--date", "2023-06-01"]
@@ -614,7 +617,7 @@ def test_cli_tariff_errors(tmp_path, sources, capsys):
     assert not target.exists()
     assert cli.main(["tariff", "show", "NOPE0000"]) == 1
     assert "not in the NLK register" in capsys.readouterr().err
-    assert cli.main(["tariff", "show", "NOR05007", "--date", "1.1.2023"]) == 1
+    assert cli.main(["tariff", "show", "NOR05007", "--date", "1.1.2023"]) == 2  # usage
     with pytest.raises(SystemExit):
         cli.main(["tariff", "import", "--kind", "ncrp", str(bad)])
 

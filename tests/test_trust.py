@@ -192,7 +192,7 @@ def test_signature_by_unregistered_certificate_is_not_trusted(sandbox, partner, 
 def test_expired_certificate_is_reported_as_expired(sandbox, tmp_path):
     """A certificate that had expired at the message time: S02 'utløpt', not 'not trusted'."""
     old = make_pair(tmp_path, "old", not_before=datetime(2020, 1, 1, tzinfo=UTC), days=365)
-    register(sandbox, cert_path(tmp_path, "old"))
+    register(sandbox, cert_path(tmp_path, "old"), extra=("--force",))  # expired: only forced
     send(sandbox, signed_claim(old), signer=old, encrypt_to=our_keys(sandbox).certificate)
     err = refusal(sandbox, old)
     assert err["V"] == "S02" and "utløpt" in err["DN"] and "2020-12-31" in err["DN"]

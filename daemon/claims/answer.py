@@ -49,6 +49,7 @@ _EBMS_CODE = {
     ("S99", Layer.ENVELOPE): "SecurityFailure",
     ("S99", Layer.MIME): "SecurityFailure",
     ("S99", Layer.AGREEMENT): "SecurityFailure",
+    ("X99", Layer.AGREEMENT): "DeliveryFailure",  # ours to repair: send again later
 }
 
 

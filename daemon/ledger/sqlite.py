@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from daemon.claims.answer import Answer, Output
+from daemon.config import ConfigError
 from daemon.domain import Claim, Decision, Exam
 from daemon.records import Work
 
@@ -200,6 +201,19 @@ CREATE TABLE IF NOT EXISTS outputs (
     content     BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outputs_message ON outputs (message_id);
+
+-- the audit trail of `kravmottak payments repoint`: who moved which open payments
+-- from one payee to another, when and why
+CREATE TABLE IF NOT EXISTS payee_changes (
+    id          INTEGER PRIMARY KEY,
+    changed_at  TEXT NOT NULL,
+    changed_by  TEXT NOT NULL,
+    from_payee  TEXT NOT NULL,
+    to_payee    TEXT NOT NULL,
+    payments    INTEGER NOT NULL,
+    approved    TEXT NOT NULL,
+    reason      TEXT
+);
 """
 
 STATES = ("claimed", "answered", "quarantined")
@@ -279,13 +293,57 @@ class Ledger(Protocol):
     def record_duplicate(self, work_name: str, stored: Stored, now: str) -> None: ...
     def counts(self) -> dict[str, int]: ...
     def oldest_unanswered(self) -> str | None: ...
+    def bill_totals(self, message_id: int) -> tuple[int, Decimal, Decimal]: ...
+    def undelivered_outputs(self, work_names: list[str]) -> Undelivered: ...
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class PayeeTotal:
+    """The open (not yet settled) payments of one payee."""
+
+    payee: str | None
+    payments: int
+    approved: Decimal
+    since: str  # when the oldest of them was processed
+
+
+@dataclass(frozen=True, slots=True)
+class Undelivered:
+    """Answers recorded but not (yet) in the outbox: how many and since when."""
+
+    answers: int
+    answers_since: str | None
+    vedtak: int
+    vedtak_since: str | None
+    answered: int = 0  # of `answers`, those in state answered (the rest quarantined)
+
+
+def open_readonly(path: Path) -> sqlite3.Connection:
+    """The ledger for reading only (`status`, `explain`, `backup`): works for a user
+    who may read the ledger but not write it or its folder. `mode=ro` first; when the
+    WAL's -shm cannot be made (no daemon running, folder not writable) `immutable=1`,
+    which is safe then: nobody is writing."""
+    if not path.is_file():
+        raise ConfigError(f"ledger not found: {path} (run `kravmottak init` or start the daemon)")
+    last: sqlite3.Error | None = None
+    for options in ("mode=ro", "mode=ro&immutable=1"):
+        try:
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?{options}", uri=True, timeout=30.0)
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.Error as exc:
+            last = exc
+    raise ConfigError(f"ledger {path}: cannot be read: {last}")
+
+
 class SqliteLedger:
-    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, *, synchronous: str = "FULL", readonly: bool = False) -> None:
         self.path = path
+        if readonly:
+            self._db = open_readonly(path)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
         # one thread at a time (the poll job has max_instances=1), but not always the same one
         self._db = sqlite3.connect(
             path, isolation_level=None, timeout=30.0, check_same_thread=False
@@ -833,6 +891,97 @@ class SqliteLedger:
                 for payee, nr, bills, claimed, approved, delivered in payees
             ],
         }
+
+    def bill_totals(self, message_id: int) -> tuple[int, Decimal, Decimal]:
+        """A message's bills: how many, kroner claimed and approved (for the log)."""
+        rows = self._db.execute(
+            "SELECT claimed, approved FROM bills WHERE message_id = ?", (message_id,)
+        ).fetchall()
+        zero = Decimal("0")
+        return (
+            len(rows),
+            sum((Decimal(c) for c, _ in rows), zero),
+            sum((Decimal(a) for _, a in rows), zero),
+        )
+
+    def open_by_payee(self) -> list[PayeeTotal]:
+        """Open payments per payee (NULL: nobody to address), whatever their cut-off:
+        what the next batch would settle, and what a batch leaves held."""
+        rows = self._db.execute(
+            "SELECT p.payee, count(*), group_concat(p.approved, ' '), min(m.processed_at)"
+            " FROM payments p JOIN bills b ON b.id = p.bill_id"
+            " JOIN messages m ON m.id = b.message_id"
+            " WHERE p.vedtak_id IS NULL GROUP BY p.payee ORDER BY p.payee"
+        ).fetchall()
+        return [
+            PayeeTotal(payee, n, sum((Decimal(a) for a in amounts.split()), Decimal("0")), since)
+            for payee, n, amounts, since in rows
+        ]
+
+    def repoint(
+        self, from_payee: str, to_payee: str, *, by: str, now: str, reason: str | None = None
+    ) -> tuple[int, Decimal]:
+        """Move every open payment of `from_payee` to `to_payee`, with an audit row, in
+        one transaction. Settled payments are never touched (a vedtak is final).
+        Returns how many payments moved and their approved total."""
+        with self._tx() as db:
+            amounts = [
+                Decimal(a)
+                for (a,) in db.execute(
+                    "SELECT approved FROM payments WHERE payee = ? AND vedtak_id IS NULL",
+                    (from_payee,),
+                )
+            ]
+            if not amounts:
+                return 0, Decimal("0")
+            total = sum(amounts, Decimal("0"))
+            db.execute(
+                "UPDATE payments SET payee = ? WHERE payee = ? AND vedtak_id IS NULL",
+                (to_payee, from_payee),
+            )
+            db.execute(
+                "INSERT INTO payee_changes (changed_at, changed_by, from_payee, to_payee,"
+                " payments, approved, reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (now, by, from_payee, to_payee, len(amounts), str(total), reason),
+            )
+        return len(amounts), total
+
+    def payee_changes(self) -> list[tuple]:
+        """The audit trail of repoints: (at, by, from, to, payments, approved, reason)."""
+        return self._db.execute(
+            "SELECT changed_at, changed_by, from_payee, to_payee, payments, approved, reason"
+            " FROM payee_changes ORDER BY id"
+        ).fetchall()
+
+    def undelivered_outputs(self, work_names: list[str]) -> Undelivered:
+        """Of these files still in work/, the ones whose answer is recorded (so only its
+        delivery is missing), and the vedtak not yet written to the outbox."""
+        found: list[tuple[str, str]] = []
+        for chunk in _chunks(work_names):
+            found += self._db.execute(
+                "SELECT state, finished_at FROM receipts WHERE state != 'claimed'"
+                f" AND work_name IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+        n, since = self._db.execute(
+            "SELECT count(*), min(s.started_at) FROM vedtak v"
+            " JOIN settlements s ON s.id = v.settlement_id WHERE v.delivered_at IS NULL"
+        ).fetchone()
+        return Undelivered(
+            len(found),
+            min((at for _, at in found), default=None),
+            n,
+            since,
+            sum(1 for state, _ in found if state == "answered"),
+        )
+
+    def backup(self, dest: Path) -> None:
+        """A consistent copy of the ledger while it is in use (SQLite's online backup)."""
+        target = sqlite3.connect(dest)
+        try:
+            self._db.backup(target)
+        finally:
+            target.close()
 
     # ------------------------------------------------------------------ explain
 

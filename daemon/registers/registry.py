@@ -64,6 +64,10 @@ class Partner:
     compress: bool = False
     actions: tuple[tuple[str, str], ...] = DEFAULT_ACTIONS
     certs: tuple[x509.Certificate, ...] = field(default=(), compare=False, repr=False)
+    # why its certificates could not be loaded (a file deleted, unreadable, not a
+    # certificate): the daemon serves the other partners and refuses this one's
+    # messages retryably until the agreement is repaired (`partner add`/`remove`)
+    broken: str | None = field(default=None, compare=False)
 
     def allows(self, service: str, action: str) -> bool:
         return (service, action) in self.actions
@@ -165,12 +169,18 @@ class Registry:
 
 
 def _read_toml(path: Path) -> dict:
-    if not path.exists():
+    if not path.exists():  # the repair commands start from nothing; the daemon does not
         return {}
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+
+
+def _cert_problem(exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        return f"certificate {exc.filename}: {exc.strerror or type(exc).__name__}"
+    return f"certificate: {exc}"
 
 
 def action_pair(value: object) -> tuple[str, str]:
@@ -272,14 +282,16 @@ def _partner(path: Path, i: int, entry: _PartnerEntry) -> Partner:
     that encrypts to the partner must have its certificate."""
     where = f"{path}: partner #{i} (HER {entry.her_id})"
     paths = [Path(c) if Path(c).is_absolute() else path.parent / c for c in entry.certificates]
+    certs: tuple[x509.Certificate, ...] = ()
+    broken = None
     try:
         certs = tuple(cert for c in paths for cert in load_certificates(c))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{where} certificates: {exc}") from exc
-    if entry.encrypt and not certs:
+    except (OSError, ValueError) as exc:  # this partner only: the others run on
+        broken = _cert_problem(exc)
+    if entry.encrypt and not certs and broken is None:
         raise ConfigError(f"{where} encrypt: encrypt = true needs the partner's certificate")
     values = entry.model_dump(exclude={"certificates"})
-    return Partner(**values, certificates=tuple(str(c) for c in paths), certs=certs)
+    return Partner(**values, certificates=tuple(str(c) for c in paths), certs=certs, broken=broken)
 
 
 def load_institutions(path: Path) -> tuple[Institution, ...]:
@@ -302,11 +314,20 @@ def needs_migration(path: Path) -> bool:
 
 
 def load(partners: Path, institutions: Path) -> Registry:
+    """The registries the daemon runs on. A missing file is refused: without it every
+    claim would be answered E10 (no agreement) or paid nowhere. An empty registry is
+    an empty file (`init` writes both)."""
+    for what, path in (("partners", partners), ("institutions", institutions)):
+        if not path.is_file():
+            raise ConfigError(
+                f"{what} file not found: {path} (an empty registry must be explicit:"
+                f" create the file, e.g. `touch {path}`, or set [paths] {what})"
+            )
     return Registry(load_partners(partners), load_institutions(institutions))
 
 
 def _partner_row(p: Partner) -> dict:
-    values = {f.name: getattr(p, f.name) for f in fields(p) if f.name != "certs"}
+    values = {f.name: getattr(p, f.name) for f in fields(p) if f.name not in ("certs", "broken")}
     row = {k: v for k, v in values.items() if v is not None}
     row["certificates"] = list(p.certificates)
     row["actions"] = [f"{s}/{a}" for s, a in p.actions]
@@ -339,6 +360,16 @@ def upsert_partner(path: Path, partner: Partner) -> None:
         p for p in load_partners(path) if (p.her_id, p.cpa_id) != (partner.her_id, partner.cpa_id)
     ]
     save_partners(path, [*kept, partner])
+
+
+def remove_partner(path: Path, her_id: str, cpa_id: str | None = None) -> list[Partner]:
+    """Remove the agreement(s) of `her_id` (only the one under `cpa_id` when given);
+    returns what was removed (nothing: the file is left as it was)."""
+    partners = load_partners(path)
+    gone = [p for p in partners if p.her_id == her_id and cpa_id in (None, p.cpa_id)]
+    if gone:
+        save_partners(path, [p for p in partners if p not in gone])
+    return gone
 
 
 def upsert_institution(path: Path, institution: Institution) -> None:

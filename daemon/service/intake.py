@@ -22,6 +22,7 @@ import time
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from threading import Event
 
@@ -60,6 +61,7 @@ STAGES = (
     decide,
 )
 PEEK_BYTES = 1024 * 1024
+STUCK_LOG_SECONDS = 60.0  # an undelivered answer is logged again at most this often
 IDS_PEEK_BYTES = 64 * 1024  # enough for any real SOAP header
 
 Clock = Callable[[], datetime]
@@ -94,6 +96,7 @@ class Intake:
         self.metrics = metrics or Metrics(process=False)
         self.heartbeat = time.monotonic()  # last sign of life of the handling loop
         self.failures = 0  # files whose handling raised; they wait in work/
+        self._stuck: dict[str, float] = {}  # answered files not delivered: last logged
 
     # ------------------------------------------------------------------ passes
 
@@ -107,6 +110,37 @@ class Intake:
             self.log.info("recovering", file=path.name)
             self._handle_safely(path)
         return len(names)
+
+    def in_work(self) -> list[Path]:
+        return sorted(p for p in self.settings.paths.work.iterdir() if not p.name.startswith("."))
+
+    def redeliver(self) -> int:
+        """Deliver again every answer that is recorded but whose file is still in work/
+        (the outbox was unwritable, the disk full): called on every pass, so a repaired
+        outbox gets its answers without a restart. Returns how many are still stuck."""
+        stuck = 0
+        for path in self.in_work():
+            receipt = self.ledger.receipt(path.name)
+            if receipt is None or receipt.state == "claimed":
+                continue  # not answered yet: the retry of failed handling takes it
+            try:
+                self.handle(path)
+                self._stuck.pop(path.name, None)
+            except Exception as exc:
+                stuck += 1
+                # one line when it gets stuck, then one a minute: not one per pass
+                last = self._stuck.get(path.name)
+                if last is None or time.monotonic() - last >= STUCK_LOG_SECONDS:
+                    self._stuck[path.name] = time.monotonic()
+                    self.log.error(
+                        "delivery_failed", file=path.name, error=type(exc).__name__,
+                        detail=getattr(exc, "strerror", None),
+                    )  # fmt: skip
+        return stuck
+
+    def undelivered(self):
+        """Answers recorded but not in the outbox (files still in work/), and vedtak."""
+        return self.ledger.undelivered_outputs([p.name for p in self.in_work()])
 
     def poll(self, stop: Event | None = None) -> int:
         """Claim and handle every ready file in the inbox once; returns how many."""
@@ -201,7 +235,7 @@ class Intake:
         elif receipt.state != "claimed":  # outcome recorded before a crash: deliver it
             stored = self.ledger.by_id(receipt.message_id)
             self._deliver(path, stored)
-            self._log_outcome("delivered", name, stored, None)
+            self._log_outcome("delivered", name, stored, None, self.ledger.bill_totals(stored.id))
             # the run that recorded it died before counting it: counted here, once
             self.metrics.observe_message(stored.state, stored.apprec_status, time.time() - mtime)
             return
@@ -217,13 +251,23 @@ class Intake:
         self._deliver(path, stored)
         ms = round((time.perf_counter() - started) * 1000, 2)
         outcome = "duplicate" if duplicate else stored.state
-        self._log_outcome(outcome, name, stored, ms)
+        totals = _totals(decision) if decision else self.ledger.bill_totals(stored.id)
+        self._log_outcome(outcome, name, stored, ms, totals)
         self.metrics.observe_message(outcome, stored.apprec_status, time.time() - mtime)
         if not duplicate:
             self.metrics.observe_decision(decision)
 
-    def _log_outcome(self, event: str, name: str, stored: Stored, ms: float | None) -> None:
-        """The one line per terminal state change: ids, sender, outcome, duration."""
+    def _log_outcome(
+        self,
+        event: str,
+        name: str,
+        stored: Stored,
+        ms: float | None,
+        totals: tuple[int, Decimal, Decimal],
+    ) -> None:
+        """The one line per terminal state change: ids, sender, outcome, the bills with
+        the kroner claimed and approved, duration."""
+        bills, claimed, approved = totals
         ids = {"message_id": stored.ebxml_message_id, "conversation_id": stored.conversation_id}
         self.log.info(
             event,
@@ -232,6 +276,9 @@ class Intake:
             status=stored.apprec_status,
             problems=[f"{p['code']}@{p['layer']}" for p in stored.problems],
             outputs=[o.name for o in stored.outputs],
+            bills=bills,
+            claimed=str(claimed),
+            approved=str(approved),
             duration_ms=ms,
         )
 
@@ -332,6 +379,12 @@ class Intake:
             # are durable; if a power cut undoes this rename, the file is back in
             # work/ and recovery re-delivers the stored answer (same bytes) and moves it
             files.move(path, paths.archive / day, sync_folder=False)
+
+
+def _totals(decision: Decision) -> tuple[int, Decimal, Decimal]:
+    bills = decision.bills
+    zero = Decimal("0")
+    return len(bills), sum((b.claimed for b in bills), zero), sum((b.approved for b in bills), zero)
 
 
 def _hash_file(path: Path) -> str:

@@ -221,6 +221,29 @@ class Metrics:
             "Age of the oldest message not yet answered (0 when none waits)",
             registry=reg,
         )
+        self.payments_held = Gauge(
+            f"{PREFIX}_payments_held",
+            "Open payments no settlement batch can pay (the payee cannot be addressed)",
+            ["payee"],
+            registry=reg,
+        )
+        self.payments_held_kroner = Gauge(
+            f"{PREFIX}_payments_held_kroner",
+            "Approved kroner of the held payments, per payee",
+            ["payee"],
+            registry=reg,
+        )
+        self.undelivered = Gauge(
+            f"{PREFIX}_undelivered_answers",
+            "Answers recorded in the ledger but not yet written to the outbox",
+            registry=reg,
+        )
+        self.partners_broken = Gauge(
+            f"{PREFIX}_partners_broken",
+            "Partner agreements whose certificates cannot be loaded (their messages are"
+            " refused retryably)",
+            registry=reg,
+        )
         self.settlement_vedtak = Counter(
             f"{PREFIX}_settlement_vedtak_total",
             "Vedtak (one per payee and run) made by settlement runs",
@@ -330,6 +353,16 @@ class Metrics:
         self.queue_depth.set(depth)
         self.oldest_unanswered.set(max(oldest_age or 0.0, 0.0))
 
+    def set_held(self, held) -> None:
+        """The settlement's held payments (`daemon.settlement.settle.held`): the set is
+        replaced; a payee repaired disappears."""
+        self.payments_held.clear()
+        self.payments_held_kroner.clear()
+        for h in held:
+            payee = safe_label(h.payee or "none")
+            self.payments_held.labels(payee).set(h.payments)
+            self.payments_held_kroner.labels(payee).set(float(h.approved))
+
     def set_certificates(self, registry, our_cert: x509.Certificate | None) -> None:
         """Every partner certificate of `registry` (a `daemon.registers.registry.Registry`) and our
         own (partner "self"). Call at start and after each reload: the set is replaced."""
@@ -345,6 +378,7 @@ class Metrics:
             )
             found[entry.partner, entry.fingerprint] = entry
         self._snapshots.certs = tuple(found.values())
+        self.partners_broken.set(sum(1 for p in registry.partners if getattr(p, "broken", None)))
 
     def observe_settlement(self, last: Mapping | None, *, new: bool = True) -> None:
         """The ledger's `last_settlement()` after a run: totals per payee and the run's
@@ -612,6 +646,18 @@ def status_rows(source: Metrics | str | bytes, top_rules: int = 5) -> list[tuple
     for labels, days in sorted(certs, key=lambda s: (s[0].get("partner") != SELF, s[1])):
         what = f"certificate {labels.get('partner', '?')} {labels.get('certificate', '')}"
         rows.append((what.strip(), f"{math.floor(days)} days" if days >= 0 else "EXPIRED"))
+    held = by("payments_held", "payee")
+    held_kroner = by("payments_held_kroner", "payee")
+    for payee, n in sorted(held.items()):
+        rows.append(
+            (f"HELD {payee}", f"{_count(n)} payments, {_kroner(held_kroner.get(payee, 0))} kr")
+        )
+    undelivered = one("undelivered_answers")
+    if undelivered:
+        rows.append(("UNDELIVERED answers", _count(undelivered)))
+    broken = one("partners_broken")
+    if broken:
+        rows.append(("BROKEN partners", _count(broken)))
     last = one("settlement_last_run_timestamp_seconds")
     if last is not None:
         stamp = datetime.fromtimestamp(last, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

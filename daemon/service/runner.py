@@ -36,7 +36,7 @@ from daemon.logs import get as get_logger
 from daemon.registers import registry, tariffs
 from daemon.registers.tariffs import Tariffs
 from daemon.schemas import Schemas
-from daemon.service import notify
+from daemon.service import lock, notify
 from daemon.service.intake import Intake, utcnow
 from daemon.service.metrics import Metrics, serve
 from daemon.service.watch import InboxWatcher
@@ -65,16 +65,26 @@ def build(settings: Settings) -> Intake:
     pair = keys.load_pair(
         paths.private_key, paths.certificate, keys.passphrase(settings.key_passphrase)
     )
+    loaded = registry.load(paths.partners, paths.institutions)
+    report_broken(loaded)
     return Intake(
         settings,
         Schemas.load(),
-        registry.load(paths.partners, paths.institutions),
+        loaded,
         SqliteLedger(paths.ledger),
         keys=pair,
         tariffs=load_tariffs(paths.tariffs),
         clock=clock_for(settings),
         metrics=Metrics(version=__version__),
     )
+
+
+def report_broken(loaded: registry.Registry) -> None:
+    """A partner whose certificate cannot be loaded is logged, not fatal: the others
+    are served, and its messages are refused retryably (X99, not final)."""
+    for p in loaded.partners:
+        if p.broken:
+            get_logger().error("partner_broken", her_id=p.her_id, cpa_id=p.cpa_id, reason=p.broken)
 
 
 def clock_for(settings: Settings):
@@ -96,6 +106,19 @@ def load_tariffs(directory) -> Tariffs:
         raise ConfigError(f"tariffs: {exc}") from exc
 
 
+def tariff_rows(t: Tariffs | None) -> dict[str, int]:
+    """How many codes and rates are in force (the `started` and `reloaded` lines)."""
+    if t is None:
+        return {}
+    return {
+        "nlk_codes": len(t.codes),
+        "lab_rates": len(t.rates),
+        "radiology_codes": len(t.radiology.codes),
+        "radiology_rates": len(t.radiology.rates),
+        "rhfs": len(t.rhf.rhfs),
+    }
+
+
 def reload(intake: Intake) -> bool:
     """SIGHUP: the config file, partners, institutions, tariffs and our key pair, all
     or nothing. Anything broken (a syntax error, a bad rate, a key that does not load,
@@ -109,6 +132,7 @@ def reload(intake: Intake) -> bool:
             raise ConfigError("[paths] changed: restart the daemon to move folders or the ledger")
         settle.Calendar.from_settings(new)  # a bad cron or time zone is refused here
         new_registry = registry.load(new.paths.partners, new.paths.institutions)
+        report_broken(new_registry)
         new_tariffs = load_tariffs(new.paths.tariffs)
         new_keys = keys.load_pair(
             new.paths.private_key, new.paths.certificate, keys.passphrase(new.key_passphrase)
@@ -125,7 +149,9 @@ def reload(intake: Intake) -> bool:
         codes=len(new_tariffs.codes),
         radiology_codes=len(new_tariffs.radiology.codes),
         partners=len(new_registry.partners),
+        partners_broken=sum(1 for p in new_registry.partners if p.broken),
         institutions=len(new_registry.institutions),
+        tariff_rows=tariff_rows(new_tariffs),
     )
     return True
 
@@ -152,6 +178,13 @@ def _status_text(intake: Intake) -> tuple[int, float | None, str]:
 
 
 def run(settings: Settings) -> int:
+    """The daemon, holding the state directory's lock (`daemon.service.lock`) throughout:
+    a second daemon or a `process` on the same folders is refused, naming our PID."""
+    with lock.hold(settings):
+        return _run(settings)
+
+
+def _run(settings: Settings) -> int:
     """The daemon: load, recover, make up a missed settlement, then poll the inbox
     (woken at once by inotify), settle on the calendar, serve metrics, talk to
     systemd (READY, STATUS, WATCHDOG, RELOADING, STOPPING) until SIGTERM/SIGINT."""
@@ -195,6 +228,29 @@ def run(settings: Settings) -> int:
             log.info("settlement_made_up", run=made_up.run, vedtak=made_up.vedtak)
     metrics.set_certificates(intake.registry, intake.keys.certificate if intake.keys else None)
     metrics.observe_settlement(intake.ledger.last_settlement(), new=False)
+    held_checked: list = [0.0, None]  # when, and what was last logged
+
+    def observe_held() -> None:
+        """Held payments as a metric, and a log line per payee whenever the set changes:
+        at start, after each batch and reload, and once a minute (a `payments repoint`
+        from the command line shows here without a restart)."""
+        held_checked[0] = time.monotonic()
+        found = settle.held(intake.ledger, intake.tariffs, intake.registry)
+        metrics.set_held(found)
+        seen = [(h.payee, h.payments, h.approved) for h in found]
+        if seen == held_checked[1]:
+            return
+        held_checked[1] = seen
+        for h in found:
+            log.error(
+                "payments_held",
+                payee=h.payee,
+                payments=h.payments,
+                kroner=str(h.approved),
+                reason=h.reason,
+            )
+
+    observe_held()
     server = _serve_metrics(settings, metrics)
     last_retry = [time.monotonic()]
     scheduler = BackgroundScheduler(
@@ -208,6 +264,7 @@ def run(settings: Settings) -> int:
         if ok:
             keys_ = intake.keys
             metrics.set_certificates(intake.registry, keys_.certificate if keys_ else None)
+            observe_held()
             calendar[0] = settle.Calendar.from_settings(intake.settings)
             scheduler.reschedule_job("settlement", trigger=calendar[0].trigger)
         notify.ready(_status_text(intake)[2])
@@ -224,9 +281,20 @@ def run(settings: Settings) -> int:
             last_retry[0] = time.monotonic()
             intake.failures = 0
             intake.recover()
+        # answers recorded but not delivered (outbox unwritable a moment ago): every
+        # pass, so a repaired outbox gets them without a restart
+        intake.redeliver()
+        if intake.ledger.undelivered():
+            try:
+                settle.deliver(intake)
+            except OSError as exc:  # the inbox is still handled; tried again next pass
+                log.error("vedtak_delivery_failed", error=type(exc).__name__, detail=exc.strerror)
         intake.poll(stop)
         depth, age, text = _status_text(intake)
         metrics.set_queue(depth, age)
+        metrics.undelivered.set(intake.undelivered().answers)
+        if time.monotonic() - held_checked[0] >= RETRY_SECONDS:
+            observe_held()
         notify.status(text)
 
     def poll() -> None:
@@ -253,6 +321,7 @@ def run(settings: Settings) -> int:
                 result = settle.scheduled_batch(intake, calendar[0], datetime.now(UTC))
             if result is not None and result.run is not None:
                 metrics.observe_settlement(intake.ledger.last_settlement())
+                observe_held()
         except Exception as exc:  # nothing is assigned; the next batch takes it all
             log.error("settlement_failed", error=type(exc).__name__, detail=str(exc)[:200])
 
@@ -283,6 +352,12 @@ def run(settings: Settings) -> int:
     notify.ready(_status_text(intake)[2])
     log.info(
         "started",
+        version=__version__,
+        config=str(settings.source.resolve()),
+        partners=len(intake.registry.partners),
+        partners_broken=sum(1 for p in intake.registry.partners if p.broken),
+        institutions=len(intake.registry.institutions),
+        tariff_rows=tariff_rows(intake.tariffs),
         recovered=recovered,
         inbox=str(settings.paths.inbox),
         metrics_port=server.port if server else None,

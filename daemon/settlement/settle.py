@@ -124,6 +124,54 @@ def payee_of(key: str, tariffs: Tariffs | None, registry: Registry) -> Payee | N
     return None
 
 
+def why_unaddressable(key: str | None, tariffs: Tariffs | None, registry: Registry) -> str:
+    """In an operator's words: why the payments of `key` cannot be paid."""
+    if key is None:
+        return "no payee: the institution was not in the registry when the bill was decided"
+    kind, _, ident = key.partition(":")
+    if kind == "RHF":
+        known = ", ".join(r.name for r in tariffs.rhf.rhfs) if tariffs is not None else ""
+        return f"no RHF named {ident!r} in the RHF table (rhf.toml); known: {known or 'none'}"
+    if kind == "INST":
+        return f"institution {ident} is not in the institution registry (institutions.toml)"
+    return f"unknown kind of payee {kind!r} (RHF:<name> or INST:<orgnr>)"
+
+
+@dataclass(frozen=True)
+class Held:
+    """Open payments no batch can pay: the payee cannot be addressed."""
+
+    payee: str | None
+    payments: int
+    approved: Decimal
+    since: str
+    reason: str
+
+    def as_dict(self) -> dict:
+        return {
+            "payee": self.payee,
+            "payments": self.payments,
+            "approved": str(self.approved),
+            "since": self.since,
+            "reason": self.reason,
+        }
+
+
+def held(ledger, tariffs: Tariffs | None, registry: Registry) -> list[Held]:
+    """Every payee whose open payments a batch would leave behind, with the reason.
+    Payments of no payee that move no money (bills of unknown institutions, rejected)
+    are not held: there is nothing to pay."""
+    out = []
+    for t in ledger.open_by_payee():
+        if t.payee is None and t.approved == 0:
+            continue
+        if t.payee is not None and payee_of(t.payee, tariffs, registry) is not None:
+            continue
+        reason = why_unaddressable(t.payee, tariffs, registry)
+        out.append(Held(t.payee, t.payments, t.approved, t.since, reason))
+    return out
+
+
 def partner_of(payee: Payee, registry: Registry) -> Partner | None:
     """The payee's agreement, when it has one (matched by organisation number)."""
     return next((p for p in registry.partners if p.orgnr == payee.orgnr), None)
@@ -154,8 +202,14 @@ def make(batch: Batch, run: int, payments: list[OpenPayment]) -> list[MadeVedtak
     for n, (key, rows) in enumerate(sorted(by_payee.items()), start=1):
         batch.tick()
         payee = payee_of(key, ctx.tariffs, ctx.registry)
-        if payee is None:
-            log.error("payee_unknown", payee=key, payments=len(rows))
+        if payee is None:  # held: `status`, `payments held`, the metric and settle's exit say so
+            log.error(
+                "payments_held",
+                payee=key,
+                payments=len(rows),
+                kroner=str(sum((p.approved for p in rows), Decimal("0"))),
+                reason=why_unaddressable(key, ctx.tariffs, ctx.registry),
+            )
             continue
         v = Vedtak(
             oppgjors_nr=f"{decided_on:%Y%m%d}-{run}-{n}",
@@ -259,6 +313,7 @@ class Result:
     run: int | None  # None: a run with this key had already happened
     vedtak: int
     delivered: int
+    held: tuple[Held, ...] = ()  # what no batch can pay until the payee is repaired
 
 
 def settle(intake, *, cutoff: datetime, kind: str, key: str | None = None) -> Result:
@@ -279,8 +334,18 @@ def settle(intake, *, cutoff: datetime, kind: str, key: str | None = None) -> Re
         key, kind, cutoff.astimezone(UTC).isoformat(), now.isoformat(), make_and_count
     )
     delivered = deliver(intake)
-    log.info("settled", run=run, kind=kind, cutoff=cutoff.isoformat(), vedtak=len(made))
-    return Result(run, len(made), delivered)
+    left = tuple(held(intake.ledger, intake.tariffs, intake.registry))
+    log.info(
+        "settled",
+        run=run,
+        kind=kind,
+        cutoff=cutoff.isoformat(),
+        vedtak=len(made),
+        bills=sum(len(m.payment_ids) for m in made),
+        kroner=str(sum((m.approved for m in made), Decimal("0"))),
+        held_payees=len(left),
+    )
+    return Result(run, len(made), delivered, left)
 
 
 def _alive(intake) -> None:

@@ -36,6 +36,12 @@ def check_agreement(work: Work, ctx: Context) -> Work:
             f"HER {header.from_party.party_id}"
         )
         problems.append(Problem(Layer.AGREEMENT, "E10", text, f"{_HEADER}/eb:CPAId"))
+    elif partner.broken:  # our configuration's fault: retryable (Layer.AGREEMENT)
+        text = (
+            f"avtalen med HER {partner.her_id} kan ikke brukes nå (sertifikatet kan ikke"
+            " leses hos mottaker); send meldingen på nytt senere"
+        )
+        problems.append(Problem(Layer.AGREEMENT, "X99", text, f"{_HEADER}/eb:CPAId"))
     elif not partner.allows(header.service, header.action):
         text = f"avtalen tillater ikke Service/Action {header.service}/{header.action}"
         problems.append(Problem(Layer.AGREEMENT, "E10", text, f"{_HEADER}/eb:Action"))

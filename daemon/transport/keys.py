@@ -123,12 +123,16 @@ def load_pair(private_key: Path, certificate: Path, secret: bytes | None):
         key = serialization.load_pem_private_key(private_key.read_bytes(), password=secret)
     except FileNotFoundError as exc:
         raise KeyLoadError(f"private key not found: {private_key}") from exc
+    except OSError as exc:  # unreadable (permissions), a folder, an I/O error
+        raise KeyLoadError(f"private key {private_key}: cannot read: {exc.strerror}") from exc
     except (ValueError, TypeError) as exc:
         raise KeyLoadError(f"{private_key}: cannot load the key (wrong passphrase?)") from exc
     try:
         cert = x509.load_pem_x509_certificate(certificate.read_bytes())
     except FileNotFoundError as exc:
         raise KeyLoadError(f"certificate not found: {certificate}") from exc
+    except OSError as exc:
+        raise KeyLoadError(f"certificate {certificate}: cannot read: {exc.strerror}") from exc
     except ValueError as exc:
         raise KeyLoadError(f"{certificate}: not a PEM certificate") from exc
     if cert.public_key().public_numbers() != key.public_key().public_numbers():
