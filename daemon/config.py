@@ -93,6 +93,22 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TrustWindow:
+    """The `[trust]` times. Certificates are checked at the time of receipt, give or take
+    `clock_skew_seconds`; an ebXML Timestamp or MsgHead GenDate later than receipt plus
+    that skew, or older than `max_message_age_days` before receipt, is refused."""
+
+    clock_skew_seconds: float = 300.0
+    max_message_age_days: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.clock_skew_seconds < 0 or self.max_message_age_days <= 0:
+            raise ConfigError(
+                "[trust] clock_skew_seconds must be >= 0 and max_message_age_days > 0"
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     source: Path
     party: OwnParty
@@ -104,6 +120,7 @@ class Settings:
     key_passphrase: dict[str, str] | None = None
     # a CA bundle partner certificates may chain to (besides the registered ones)
     ca_file: Path | None = None
+    trust: TrustWindow = field(default_factory=TrustWindow)
     rules: RuleSettings = field(default_factory=RuleSettings)
     settlement: Settlement = field(default_factory=Settlement)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
@@ -161,9 +178,9 @@ def from_mapping(raw: dict, path: Path) -> Settings:
             )
         if "file" in sources:
             sources["file"] = str(base / sources["file"])
-        trust = raw.get("trust", {})
-        if set(trust) - {"ca_file"}:
-            raise TypeError(f"[trust] has unknown key(s) {sorted(set(trust) - {'ca_file'})}")
+        trust = dict(raw.get("trust", {}))
+        ca_file = trust.pop("ca_file", None)
+        trust_window = TrustWindow(**trust)  # unknown keys: a TypeError naming them
 
         def at(key: str, default: Path, table: dict = p) -> Path:
             value = table.get(key)
@@ -203,7 +220,8 @@ def from_mapping(raw: dict, path: Path) -> Settings:
         generate_missing_keys=bool(keys.get("generate_if_missing", False)),
         log_level=str(raw.get("logging", {}).get("level", "info")),
         key_passphrase=sources or None,
-        ca_file=(base / trust["ca_file"]) if trust.get("ca_file") else None,
+        ca_file=(base / ca_file) if ca_file else None,
+        trust=trust_window,
         rules=_rule_settings(raw.get("rules", {}), path),
         settlement=settlement,
         metrics=metrics,

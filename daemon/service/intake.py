@@ -46,7 +46,11 @@ from daemon.service.watch import CompleteNames
 from daemon.transport.agreement import check_agreement, check_history
 from daemon.transport.trust import KeyPair
 from daemon.transport.unwrap import extract_payload, open_envelope, peek_header
-from daemon.transport.verify import verify_envelope_signature, verify_payload_signature
+from daemon.transport.verify import (
+    check_dates,
+    verify_envelope_signature,
+    verify_payload_signature,
+)
 
 STAGES = (
     open_envelope,
@@ -57,6 +61,7 @@ STAGES = (
     validate,
     verify_payload_signature,
     read,
+    check_dates,
     decide,
 )
 PEEK_BYTES = 1024 * 1024

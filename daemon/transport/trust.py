@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from base64 import b64decode, b64encode
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
 from asn1crypto import cms as asn1cms
@@ -34,6 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import pkcs7
+from cryptography.x509.oid import NameOID
 from lxml import etree
 from signxml import (
     CanonicalizationMethod,
@@ -282,18 +284,28 @@ def sign_msghead(msghead: etree._Element, keys: KeyPair) -> etree._Element:
 @dataclass(frozen=True)
 class Trusted:
     """What a signature may be made with: the partner's registered certificates
-    (several during a rollover) and, optionally, a CA bundle they may chain to."""
+    (several during a rollover) and, optionally, a CA bundle they may chain to.
+
+    A certificate from the CA is accepted only when its subject names this partner:
+    `orgnr` in serialNumber or organizationIdentifier (`NTRNO-<orgnr>`), or `her_id`
+    written as `HER <id>` in a subject attribute (or as the whole serialNumber).
+    A chain to the CA proves who issued the certificate, not whom it belongs to.
+    `skew`: how far our clock and the issuer's may disagree at the validity bounds.
+    """
 
     certificates: tuple[x509.Certificate, ...]
     ca_file: str | None = None  # PEM bundle of CA certificates
+    orgnr: str | None = None
+    her_id: str | None = None
+    skew: timedelta = timedelta(0)
 
 
 def _signature_cert(signature: etree._Element) -> x509.Certificate | None:
     el = signature.find(f"{{{DS}}}KeyInfo/{{{DS}}}X509Data/{{{DS}}}X509Certificate")
-    if el is None or not (el.text or "").strip():
+    if el is None or not el.xpath("string()").strip():
         return None
     try:
-        return x509.load_der_x509_certificate(b64decode("".join(el.text.split())))
+        return x509.load_der_x509_certificate(b64decode("".join(el.xpath("string()").split())))
     except ValueError:
         return None
 
@@ -302,31 +314,71 @@ def _fingerprint(cert: x509.Certificate) -> bytes:
     return cert.fingerprint(hashes.SHA256())
 
 
+_HER_IN_SUBJECT = re.compile(r"\bHER[\s:=-]*(\d+)\b", re.IGNORECASE)
+
+
+def names_partner(cert: x509.Certificate, orgnr: str | None, her_id: str | None) -> bool:
+    """Does the certificate's subject identify this partner? The organisation number
+    in serialNumber / organizationIdentifier (`NTRNO-<orgnr>`, as the Norwegian
+    enterprise-certificate issuers write it), or the HER-id (`HER <id>` in an
+    attribute, or the whole serialNumber). Exact matches only: never a substring."""
+    for attribute in cert.subject:
+        value = attribute.value if isinstance(attribute.value, str) else ""
+        value = value.strip()
+        if attribute.oid in (NameOID.SERIAL_NUMBER, NameOID.ORGANIZATION_IDENTIFIER):
+            bare = value.upper().removeprefix("NTRNO-").removeprefix("NTRNO:")
+            if orgnr and bare == orgnr:
+                return True
+            if her_id and attribute.oid == NameOID.SERIAL_NUMBER and value == her_id:
+                return True
+        if her_id and any(m.group(1) == her_id for m in _HER_IN_SUBJECT.finditer(value)):
+            return True
+    return False
+
+
 def _choose_certificate(
     signature: etree._Element, trusted: Trusted, at: datetime, layer: Layer, where: str
 ) -> x509.Certificate:
-    """The certificate to verify with: the one in KeyInfo if we trust it, else a
-    registered one. Reports 'not trusted' and 'expired' as different problems."""
+    """The certificate to verify with: the one in KeyInfo if it is registered for the
+    partner (or, with a CA, names the partner), else the one registered. Reports 'not
+    trusted' and 'expired' as different problems. `at` is the time of receipt."""
     presented = _signature_cert(signature)
     registered = {_fingerprint(c): c for c in trusted.certificates}
     if presented is not None:
         cert = registered.get(_fingerprint(presented))
-        if cert is None and trusted.ca_file is None:
+        if cert is None:
             subject = presented.subject.rfc4514_string()
-            text = (
-                f"signaturens sertifikat ({subject}) er ikke klarert: ikke registrert på avsender"
-            )
-            raise TrustError(Problem(layer, "S02", text, where))
+            if trusted.ca_file is None:
+                text = (
+                    f"signaturens sertifikat ({subject}) er ikke klarert: "
+                    "ikke registrert på avsender"
+                )
+                raise TrustError(Problem(layer, "S02", text, where))
+            if not names_partner(presented, trusted.orgnr, trusted.her_id):
+                who = ", ".join(
+                    x
+                    for x in (
+                        f"organisasjonsnummer {trusted.orgnr}" if trusted.orgnr else "",
+                        f"HER {trusted.her_id}" if trusted.her_id else "",
+                    )
+                    if x
+                )
+                text = (
+                    f"signaturens sertifikat ({subject}) er ikke klarert: det er ikke "
+                    f"registrert på avsender og identifiserer ikke avsender ({who or 'ukjent'})"
+                )
+                raise TrustError(Problem(layer, "S02", text, where))
         cert = cert or presented
     elif len(trusted.certificates) == 1:
         cert = trusted.certificates[0]
     else:
         text = "signaturen har intet X509-sertifikat og avsenderen har ikke ett entydig registrert"
         raise TrustError(Problem(layer, "S02", text, where))
-    if at < cert.not_valid_before_utc or at > cert.not_valid_after_utc:
+    skew = trusted.skew
+    if at + skew < cert.not_valid_before_utc or at - skew > cert.not_valid_after_utc:
         text = (
             f"sertifikatet ({cert.subject.rfc4514_string()}) var utløpt eller ennå ikke gyldig "
-            f"ved meldingens tidspunkt {at:%Y-%m-%dT%H:%M:%SZ} (gyldig "
+            f"ved mottak {at:%Y-%m-%dT%H:%M:%SZ} (gyldig "
             f"{cert.not_valid_before_utc:%Y-%m-%d}–{cert.not_valid_after_utc:%Y-%m-%d})"
         )
         raise TrustError(Problem(layer, "S02", text, where))
@@ -342,7 +394,9 @@ def _check_transforms(signature: etree._Element, layer: Layer, where: str) -> in
             if algorithm in C14N_METHODS or algorithm == ENVELOPED:
                 continue
             if algorithm == XPATH_FILTER and ref.get("URI") == "":
-                expression = " ".join((transform.findtext(f"{{{DS}}}XPath") or "").split())
+                found = transform.find(f"{{{DS}}}XPath")
+                text = found.xpath("string()") if found is not None else ""
+                expression = " ".join(text.split())
                 if expression == " ".join(EBMS_XPATH.split()):
                     continue
             text = f"signaturen bruker en transform vi ikke kan kontrollere: {algorithm}"
@@ -387,6 +441,12 @@ def _verify(
         raise TrustError(
             Problem(layer, "S99", f"signaturen kan ikke kontrolleres: {exc}", where)
         ) from exc
+    except etree.DocumentInvalid as exc:  # signxml checks ds:Signature against its schema
+        text = (
+            "ds:Signature følger ikke XML-signaturskjemaet (for eksempel en Reference URI "
+            f"som ikke er en gyldig URI): {exc}"
+        )
+        raise TrustError(Problem(layer, "T02", text, where)) from exc
 
 
 def _the_signature(
@@ -452,17 +512,24 @@ def verify_envelope(
     if uncovered:
         text = f"signaturen dekker ikke nyttelasten {', '.join(uncovered)}"
         raise TrustError(Problem(layer, "S01", text, where))
-    # the XPath filter transform's effect, which signxml does not apply itself
-    filtered = etree.fromstring(etree.tostring(envelope))
-    for actor in (NEXT_MSH, SOAP_NEXT):
-        for el in filtered.xpath("//*[@SOAP:actor=$a]", namespaces={"SOAP": SOAP}, a=actor):
-            el.getparent().remove(el)
+    filtered = signed_view(envelope)
 
     def resolve(uri: str) -> bytes | None:
         return attachments.get(uri[4:]) if uri.startswith("cid:") else None
 
     _verify(filtered, signature, trusted, at, layer, where, uri_resolver=resolve)
     return True
+
+
+def signed_view(envelope: etree._Element) -> etree._Element:
+    """A copy of the envelope as the ebMS XPath filter leaves it: without the elements
+    addressed to the next MSH. What the header signature covers, and so the only
+    version of the header that may be read (signxml does not apply the filter itself)."""
+    filtered = etree.fromstring(etree.tostring(envelope))
+    for actor in (NEXT_MSH, SOAP_NEXT):
+        for el in filtered.xpath("//*[@SOAP:actor=$a]", namespaces={"SOAP": SOAP}, a=actor):
+            el.getparent().remove(el)
+    return filtered
 
 
 def verify_msghead(
