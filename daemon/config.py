@@ -45,6 +45,8 @@ class Paths:
     tariffs: Path
     private_key: Path
     certificate: Path
+    # the HMAC secret of the patient pseudonyms: outside the ledger, mode 0600
+    patient_secret: Path | None = None
 
     def folders(self) -> tuple[Path, ...]:
         return (self.inbox, self.outbox, self.work, self.archive, self.quarantine)
@@ -102,9 +104,9 @@ class TrustWindow:
     max_message_age_days: float = 30.0
 
     def __post_init__(self) -> None:
-        if self.clock_skew_seconds < 0 or self.max_message_age_days <= 0:
+        if not 0 <= self.clock_skew_seconds <= 86400 or not 0 < self.max_message_age_days <= 36500:
             raise ConfigError(
-                "[trust] clock_skew_seconds must be >= 0 and max_message_age_days > 0"
+                "[trust] clock_skew_seconds must be 0-86400 and max_message_age_days 1-36500"
             )
 
 
@@ -164,6 +166,7 @@ def from_mapping(raw: dict, path: Path) -> Settings:
             "passphrase_file",
             "passphrase_env",
             "passphrase_credential",
+            "patient_secret",
         }
         if set(keys) - key_fields:
             raise TypeError(f"[keys] has unknown key(s) {sorted(set(keys) - key_fields)}")
@@ -198,6 +201,7 @@ def from_mapping(raw: dict, path: Path) -> Settings:
             tariffs=at("tariffs", var / "tariffs"),
             private_key=at("private_key", var / "keys" / "kravmottak.key.pem", keys),
             certificate=at("certificate", var / "keys" / "kravmottak.cert.pem", keys),
+            patient_secret=at("patient_secret", var / "keys" / "patient.secret", keys),
         )
         intake_raw = dict(raw.get("intake", {}))
         if "temp_suffixes" in intake_raw:
@@ -256,6 +260,7 @@ institutions = "institutions.toml"
 [keys]
 private_key = "var/keys/kravmottak.key.pem"
 certificate = "var/keys/kravmottak.cert.pem"
+patient_secret = "var/keys/patient.secret"   # HMAC secret of the patient pseudonyms
 
 [intake]
 poll_interval_seconds = 1.0

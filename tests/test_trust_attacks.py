@@ -10,6 +10,8 @@ Sender other than eb:From).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,9 +24,10 @@ from cryptography.x509.oid import NameOID
 from lxml import etree
 
 from daemon import cli
+from daemon.domain import legacy_pseudonym, pseudonym
 from daemon.tools.wrap import wrap
 from daemon.transport import mime, trust
-from tests.claims import B, C, L, msghead
+from tests.claims import B, C, L, _numbers, msghead, person_number
 from tests.conftest import DEMO_CPA, DEMO_HER, unique_claim, wrap_demo
 from tests.test_intake import AR, read_output
 from tests.test_trust import (
@@ -40,6 +43,7 @@ from tests.test_trust import (
 ORGNR_A = "983974678"  # partner A (HER 90002) claims for the demo institution
 ORGNR_B = "974589095"
 HER_B = "90003"
+OSMO = L("NOR05003", "6.96")  # Us-Osmolalitet, MB2 (as in tests/test_lab_rules.py)
 RECEIVED = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)  # the sandboxes' clock
 SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
 EB = "http://www.oasis-open.org/committees/ebxml-msg/schema/msg-header-2_0.xsd"
@@ -438,3 +442,56 @@ def test_msghead_sender_other_than_ebxml_from_is_refused(sandbox):
     assert status(apprec) == "2" and codes(apprec) == ["E10"], texts(apprec)
     assert "MsgHead-avsender" in texts(apprec) and HER_B in texts(apprec)
     assert paid_bills(sandbox) == 0
+
+
+# --------------------------------------------------------------------------- finding 11
+
+
+def _keys_in_ledger(sandbox) -> set[str]:
+    with sandbox.db() as db:
+        return {k for (k,) in db.execute("SELECT patient_key FROM bills") if k}
+
+
+def test_patient_pseudonyms_cannot_be_reversed_without_the_secret(sandbox):
+    """Finding 11: the attacker holds the ledger and tries every fødselsnummer of the
+    patient's birth date with the old formula: nothing matches. The keys are HMACs
+    under the secret file (mode 0600, outside the ledger) that `init` made."""
+    born = "010180"
+    fnrs = [person_number(n, born) for n in range(3)]
+    bills = tuple(B((OSMO,), fnr=f, regning_nr=str(2000 + i)) for i, f in enumerate(fnrs))
+    apprec = answer_to(sandbox, wrap_demo(msghead(C(bills))))
+    assert status(apprec) in ("1", "3"), texts(apprec)
+    held = _keys_in_ledger(sandbox)
+    assert len(held) == 3
+    candidates = {legacy_pseudonym(f) for f in _numbers(born)}  # a whole birth date
+    assert not held & candidates
+    secret_file = sandbox.paths.patient_secret
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    assert secret_file.parent != sandbox.paths.ledger.parent
+    secret = secret_file.read_bytes().strip()
+    assert held == {pseudonym(secret, f) for f in fnrs}
+
+
+def test_rekey_patients_migrates_an_old_ledger_and_duplicates_are_still_caught(sandbox):
+    """Finding 11, the migration: a ledger written with the old unkeyed pseudonyms is
+    re-keyed from the archived originals by `kravmottak rekey-patients`; afterwards
+    the same service sent again is still a duplicate (COM-06), so nothing is paid
+    twice across the upgrade."""
+    fnr = person_number(7, "020290")
+    first = msghead(C((B((OSMO,), fnr=fnr, regning_nr="3001"),)))
+    assert status(answer_to(sandbox, wrap_demo(first))) == "1"
+    with sandbox.db() as db:  # the ledger as the old code wrote it
+        db.execute("UPDATE bills SET patient_key = ?", (legacy_pseudonym(fnr),))
+        db.execute("UPDATE exams SET patient_key = ?", (legacy_pseudonym(fnr),))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["--config", str(sandbox.config_path), "rekey-patients"]) == 0
+    assert "re-keyed 1 patient pseudonym(s); 0 found in no archived message" in out.getvalue()
+    secret = sandbox.paths.patient_secret.read_bytes().strip()
+    assert _keys_in_ledger(sandbox) == {pseudonym(secret, fnr)}
+    again = msghead(C((B((OSMO,), fnr=fnr, regning_nr="3002"),)))
+    apprec = answer_to(sandbox, wrap_demo(again))
+    assert status(apprec) == "3" or "COM-06" in texts(apprec) or status(apprec) == "2", texts(
+        apprec
+    )
+    assert paid_bills(sandbox) == 1

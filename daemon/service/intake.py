@@ -85,8 +85,10 @@ class Intake:
         keys: KeyPair | None = None,
         tariffs: Tariffs | None = None,
         metrics: Metrics | None = None,
+        patient_secret: bytes | None = None,
     ) -> None:
         self.settings = settings
+        self.patient_secret = patient_secret
         self.schemas = schemas
         self.registry = registry
         self.ledger = ledger
@@ -250,6 +252,7 @@ class Intake:
             history=self.ledger,
             keys=self.keys,
             tariffs=self.tariffs,
+            patient_secret=self.patient_secret,
         )
 
     def _process(self, path: Path, now: datetime) -> tuple[Stored, bool, Decision | None]:
