@@ -235,6 +235,50 @@ def test_ca_certificate_naming_the_partner_by_her_id_or_ntrno_is_accepted(sandbo
     assert codes(refused) == ["S02"], texts(refused)
 
 
+def test_look_alike_certificate_before_a_real_one_in_keyinfo_is_refused(sandbox, tmp_path):
+    """Finding 1, by the back door: partner B puts a self-made certificate naming A
+    (B's own key, issued by nobody) first in KeyInfo and its real CA certificate after
+    it. The certificate whose subject is checked must itself chain to the CA: S02."""
+    ca = CA(tmp_path)
+    with_ca(sandbox, ca.bundle)
+    real_b = ca.issue((NameOID.SERIAL_NUMBER, ORGNR_B))
+    name = _name((NameOID.COUNTRY_NAME, "NO"), (NameOID.SERIAL_NUMBER, ORGNR_A))
+    fake_a = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(ca.cert.subject)  # claims the CA issued it; the CA's signature is missing
+        .public_key(real_b.private_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(ca.start)
+        .not_valid_after(ca.start + timedelta(days=1000))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, True, True, False, False, False, False, False, False),
+            critical=True,
+        )
+        .sign(real_b.private_key, hashes.SHA256())
+    )
+    posing = trust.KeyPair(real_b.private_key, fake_a)
+    msghead_root = trust.sign_msghead(
+        etree.fromstring(unique_claim()), posing, (real_b.certificate,)
+    )
+    frame = mime.parse(
+        wrap(etree.tostring(msghead_root), from_her=PARTNER_HER, cpa_id=PARTNER_CPA)
+    )[0]
+    (part,) = frame.attachments
+    env = trust.sign_envelope(
+        etree.fromstring(frame.start.data),
+        {part.content_id: part.data},
+        posing,
+        (real_b.certificate,),
+    )
+    soap = mime.Part(frame.start.content_id, "text/xml", etree.tostring(env))
+    apprec = answer_to(sandbox, mime.build([soap, part]))
+    assert status(apprec) == "2" and codes(apprec) == ["S02"], texts(apprec)
+    assert "kjede til CA" in texts(apprec)
+    assert paid_bills(sandbox) == 0
+
+
 # --------------------------------------------------------------------------- finding 2
 
 

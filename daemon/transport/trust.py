@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
+from cryptography.x509.verification import VerificationError
 from lxml import etree
 from signxml import (
     CanonicalizationMethod,
@@ -45,6 +46,7 @@ from signxml import (
     XMLVerifier,
 )
 from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidInput, InvalidSignature
+from signxml.util import X509CertChainVerifier
 from signxml.verifier import SignatureConfiguration
 
 from daemon.domain import Layer, Problem
@@ -260,22 +262,31 @@ class _EbmsSigner(XMLSigner):
         return signed_info, signature_value
 
 
-def sign_envelope(envelope: etree._Element, attachments: dict[str, bytes], keys: KeyPair):
-    """Sign a SOAP envelope in place of a placeholder in SOAP:Header; returns the new root."""
+def sign_envelope(
+    envelope: etree._Element,
+    attachments: dict[str, bytes],
+    keys: KeyPair,
+    chain: tuple[x509.Certificate, ...] = (),
+):
+    """Sign a SOAP envelope in place of a placeholder in SOAP:Header; returns the new root.
+    `chain`: certificates sent after ours in KeyInfo (intermediate CAs)."""
     header = envelope.find(f"{{{SOAP}}}Header")
     placeholder = etree.SubElement(header, f"{{{DS}}}Signature", Id="placeholder", nsmap={"ds": DS})
     del placeholder  # signxml finds it by its Id
-    return _EbmsSigner(attachments).sign(envelope, key=keys.private_key, cert=[keys.certificate])
+    certs = [keys.certificate, *chain]
+    return _EbmsSigner(attachments).sign(envelope, key=keys.private_key, cert=certs)
 
 
-def sign_msghead(msghead: etree._Element, keys: KeyPair) -> etree._Element:
+def sign_msghead(
+    msghead: etree._Element, keys: KeyPair, chain: tuple[x509.Certificate, ...] = ()
+) -> etree._Element:
     """An enveloped signature over the whole MsgHead (reference `""`), appended last."""
     signer = XMLSigner(
         signature_algorithm=SignatureMethod.RSA_SHA256,
         digest_algorithm=DigestAlgorithm.SHA256,
         c14n_algorithm=CanonicalizationMethod.CANONICAL_XML_1_0,
     )
-    return signer.sign(msghead, key=keys.private_key, cert=[keys.certificate])
+    return signer.sign(msghead, key=keys.private_key, cert=[keys.certificate, *chain])
 
 
 # --------------------------------------------------------------------------- verifying
@@ -300,14 +311,23 @@ class Trusted:
     skew: timedelta = timedelta(0)
 
 
+def _keyinfo_certificates(signature: etree._Element) -> list[x509.Certificate]:
+    """The certificates in KeyInfo/X509Data, in order (unreadable ones left out)."""
+    out = []
+    for el in signature.iterfind(f"{{{DS}}}KeyInfo/{{{DS}}}X509Data/{{{DS}}}X509Certificate"):
+        try:
+            out.append(
+                x509.load_der_x509_certificate(b64decode("".join(el.xpath("string()").split())))
+            )
+        except ValueError:
+            continue
+    return out
+
+
 def _signature_cert(signature: etree._Element) -> x509.Certificate | None:
-    el = signature.find(f"{{{DS}}}KeyInfo/{{{DS}}}X509Data/{{{DS}}}X509Certificate")
-    if el is None or not el.xpath("string()").strip():
-        return None
-    try:
-        return x509.load_der_x509_certificate(b64decode("".join(el.xpath("string()").split())))
-    except ValueError:
-        return None
+    """The signer's certificate: the first in KeyInfo (the others are its chain)."""
+    certs = _keyinfo_certificates(signature)
+    return certs[0] if certs else None
 
 
 def _fingerprint(cert: x509.Certificate) -> bytes:
@@ -385,6 +405,28 @@ def _choose_certificate(
     return cert
 
 
+def _chains_to_ca(
+    signature: etree._Element,
+    cert: x509.Certificate,
+    ca_file: str,
+    at: datetime,
+    layer: Layer,
+    where: str,
+) -> None:
+    """`cert` itself (the certificate whose subject was checked) must chain to the CA,
+    as the leaf, with the other KeyInfo certificates as intermediates, at `at`."""
+    others = [c for c in _keyinfo_certificates(signature) if c != cert]
+    try:
+        verifier = X509CertChainVerifier(ca_pem_file=ca_file, verification_time=at).verifier
+        verifier.verify(leaf=cert, intermediates=others)
+    except (VerificationError, ValueError) as exc:
+        text = (
+            f"sertifikatet ({cert.subject.rfc4514_string()}) er ikke klarert: ingen gyldig "
+            f"kjede til CA ved mottak {at:%Y-%m-%dT%H:%M:%SZ} ({exc})"
+        )
+        raise TrustError(Problem(layer, "S02", text, where)) from exc
+
+
 def _check_transforms(signature: etree._Element, layer: Layer, where: str) -> int:
     """Only the transforms we can honour; returns the number of references."""
     refs = signature.findall(f"{{{DS}}}SignedInfo/{{{DS}}}Reference")
@@ -420,15 +462,12 @@ def _verify(
         verification_time=at,
         ignore_ambiguous_key_info=True,  # KeyValue beside X509Data is common (2023 capture)
     )
+    if trusted.ca_file is not None and cert not in trusted.certificates:
+        _chains_to_ca(signature, cert, trusted.ca_file, at, layer, where)
     try:
-        if trusted.ca_file is not None and cert not in trusted.certificates:
-            XMLVerifier().verify(
-                root, ca_pem_file=trusted.ca_file, uri_resolver=uri_resolver, expect_config=config
-            )
-        else:
-            XMLVerifier().verify(
-                root, x509_cert=cert, uri_resolver=uri_resolver, expect_config=config
-            )
+        # always with the one certificate checked above: signxml left to itself picks
+        # the chain's leaf from KeyInfo, which need not be the certificate we checked
+        XMLVerifier().verify(root, x509_cert=cert, uri_resolver=uri_resolver, expect_config=config)
     except InvalidDigest as exc:
         raise TrustError(Problem(layer, "S01", f"digest stemmer ikke: {exc}", where)) from exc
     except InvalidCertificate as exc:
