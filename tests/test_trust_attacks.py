@@ -28,8 +28,8 @@ from daemon import cli
 from daemon.domain import legacy_pseudonym, pseudonym
 from daemon.tools.wrap import wrap
 from daemon.transport import mime, trust
-from tests.claims import B, C, L, _numbers, msghead, person_number
-from tests.conftest import DEMO_CPA, DEMO_HER, unique_claim, wrap_demo
+from tests.claims import DEMO_HF, B, C, I, L, _numbers, msghead, person_number, registry
+from tests.conftest import DEMO_CPA, DEMO_HER, make_sandbox, unique_claim, wrap_demo
 from tests.test_intake import AR, read_output
 from tests.test_trust import (
     PARTNER_CPA,
@@ -473,21 +473,33 @@ def test_message_ids_with_quote_percent_or_brace_get_a_clean_answer(sandbox, par
 # --------------------------------------------------------------------------- finding 17
 
 
+CLINIC = "921234560"  # an institution the demo partner is registered to send for
+
+
 @pytest.mark.parametrize(
-    ("orgnr", "her"),
-    [(ORGNR_B, HER_B), (ORGNR_B, DEMO_HER), ("983974678", HER_B + "0")],
-    ids=["both-of-b", "b-orgnr-beside-own-her", "own-orgnr-other-her"],
+    ("orgnr", "her", "accepted"),
+    [
+        (ORGNR_B, HER_B, False),
+        (ORGNR_B, DEMO_HER, False),
+        (ORGNR_A, HER_B + "0", True),
+        (CLINIC, DEMO_HER, True),
+    ],
+    ids=["both-of-b", "b-orgnr-beside-own-her", "own-orgnr-unit-her", "clinic-it-sends-for"],
 )
-def test_msghead_sender_other_than_ebxml_from_is_refused(sandbox, orgnr, her):
+def test_msghead_sender_other_than_ebxml_from_is_refused(tmp_path, orgnr, her, accepted):
     """Finding 17: the demo partner (HER 90001, orgnr 983974678) sends a MsgHead whose
-    Sender is another hospital (B's orgnr, with or without its own HER-id beside it):
-    refused E10, unpaid. Its own orgnr with a unit's other HER-id is the same party."""
+    Sender is another hospital (B's orgnr, with or without the partner's own HER-id
+    beside it): refused E10, unpaid. Its own orgnr beside a unit's HER-id is the same
+    party, and so is an institution the registry lets it send for (a hub)."""
+    sandbox = make_sandbox(
+        tmp_path / "sandbox", registry(DEMO_HF, I(CLINIC, "Klinikk AS", "Helse Sør-Øst RHF"))
+    )
     claim = unique_claim()
     claim = claim.replace(b"<Id>983974678</Id>", f"<Id>{orgnr}</Id>".encode(), 1)
     claim = claim.replace(b"<Id>90001</Id>", f"<Id>{her}</Id>".encode(), 1)
     apprec = answer_to(sandbox, wrap(claim, from_her=DEMO_HER, cpa_id=DEMO_CPA))
-    if orgnr == ORGNR_A:
-        assert status(apprec) == "1", texts(apprec)
+    if accepted:
+        assert "MsgHead-avsender" not in texts(apprec), texts(apprec)
         return
     assert status(apprec) == "2" and codes(apprec) == ["E10"], texts(apprec)
     assert "MsgHead-avsender" in texts(apprec) and ORGNR_B in texts(apprec)

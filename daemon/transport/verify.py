@@ -117,24 +117,29 @@ def verify_payload_signature(work: Work, ctx: Context) -> Work:
         late = _out_of_window(value, name, ctx, layer, where)
         if late:
             return work.failed(late)
-    other = _other_sender(work)
+    other = _other_sender(work, ctx)
     return work.failed(other) if other else work
 
 
-def _other_sender(work: Work) -> Problem | None:
+def _other_sender(work: Work, ctx: Context) -> Problem | None:
     """The MsgHead Sender must be the party the ebXML From names: its HER-id, or the
-    organisation number registered for that partner, and no other organisation number.
-    A message signed by A that names B as its sender is refused."""
+    organisation number registered for that partner. An organisation number other
+    than the partner's must be an institution the partner is registered to send for
+    (a hub sending for several hospitals). A message signed by A that names B as its
+    sender is refused."""
     info, partner = work.msghead_info, work.partner
     if info is None or partner is None:
         return None
     hers = {value for kind, value in info.sender_ids if kind == "HER"}
     orgnrs = {value for kind, value in info.sender_ids if kind == "ENH"}
-    # an organisation number other than the partner's names another party, whatever
-    # HER-id stands beside it; otherwise one of the partner's ids must be there
-    other_org = partner.orgnr is not None and bool(orgnrs) and partner.orgnr not in orgnrs
     ours = partner.her_id in hers or (partner.orgnr is not None and partner.orgnr in orgnrs)
-    if ours and not other_org:
+
+    def sends_for(orgnr: str) -> bool:
+        institution = ctx.registry.institution(orgnr)
+        return institution is not None and institution.may_be_claimed_by(partner)
+
+    others = [o for o in orgnrs if o != partner.orgnr and not sends_for(o)]
+    if ours and not others:
         return None
     named = ", ".join(f"{kind} {value}" for kind, value in info.sender_ids) or "ingen id"
     expected = f"HER {partner.her_id}" + (f" / ENH {partner.orgnr}" if partner.orgnr else "")
