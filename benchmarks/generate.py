@@ -299,9 +299,13 @@ def plan(
             else:
                 bill = codes.lab_bill(rng, inst, day, lines, common)
             bills.append(bill)
-        gen = datetime.combine(
-            min(end + timedelta(days=rng.randint(1, 5)), spec.today), datetime.min.time(), UTC
-        ) + timedelta(hours=rng.randint(5, 10), minutes=rng.randint(0, 59))
+        # made and sent in the days before it is received (the sandboxes' clock stands at
+        # `today`), after the last service it bills: the daemon refuses a
+        # GenDate/Timestamp far from receipt or before the services (issue #14)
+        made = max(end + timedelta(days=1), spec.today - timedelta(days=rng.randint(1, 5)))
+        gen = datetime.combine(made, datetime.min.time(), UTC) + timedelta(
+            hours=rng.randint(5, 10), minutes=rng.randint(0, 59)
+        )
         out.append(
             PlannedMessage(
                 index=index,

@@ -67,12 +67,26 @@ def cmd_init(args: argparse.Namespace) -> int:
         orgnr=settings.party.orgnr,
         name=settings.party.name,
     )
+    keys.patient_secret(settings.paths.patient_secret)  # made here, mode 0600
     print(cfg)
     return 0
 
 
 HER_ID = re.compile(r"^[1-9][0-9]{0,8}$")  # the health network's HER-ids: up to 9 digits
 CPA_ID = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
+
+
+def cmd_rekey_patients(args: argparse.Namespace) -> int:
+    """Issue #14 finding 11: replace the ledger's unkeyed patient pseudonyms by the
+    HMAC under [keys] patient_secret, using the archived originals."""
+    from daemon.tools.rekey import rekey
+
+    done = rekey(_settings(args), drop_unmapped=args.drop_unmapped)
+    print(
+        f"re-keyed {done.rekeyed} patient pseudonym(s); {done.unmapped} found in no archived "
+        f"message ({done.dropped} cleared); {done.rows} ledger row(s) changed"
+    )
+    return 0
 
 
 def cmd_partner_add(args: argparse.Namespace) -> int:
@@ -1178,6 +1192,16 @@ def parser() -> argparse.ArgumentParser:
     inst.add_parser("list", help="list institutions").set_defaults(func=cmd_institution_list)
 
     sub.add_parser("run", help="run the daemon (polls the inbox)").set_defaults(func=cmd_run)
+    rekey = sub.add_parser(
+        "rekey-patients",
+        help="replace an old ledger's unkeyed patient pseudonyms by the HMAC (daemon stopped)",
+    )
+    rekey.add_argument(
+        "--drop-unmapped",
+        action="store_true",
+        help="clear pseudonyms no archived message explains",
+    )
+    rekey.set_defaults(func=cmd_rekey_patients)
     sub.add_parser("process", help="handle the inbox once, then exit").set_defaults(
         func=cmd_process
     )

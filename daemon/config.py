@@ -58,6 +58,8 @@ class Paths:
     certificate: Path
     # our certificate signing request (`keys new --csr`), for the issuer
     csr: Path
+    # the HMAC secret of the patient pseudonyms: outside the ledger, mode 0600
+    patient_secret: Path | None = None
 
     def folders(self) -> tuple[Path, ...]:
         return (self.inbox, self.outbox, self.work, self.archive, self.quarantine)
@@ -108,6 +110,17 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TrustWindow:
+    """The `[trust]` times (checked by `_TrustTable`). Certificates are checked at the
+    time of receipt, give or take `clock_skew_seconds`; an ebXML Timestamp or MsgHead
+    GenDate later than receipt plus that skew, or older than `max_message_age_days`
+    before receipt, is refused."""
+
+    clock_skew_seconds: float = 300.0
+    max_message_age_days: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     source: Path
     party: OwnParty
@@ -119,6 +132,7 @@ class Settings:
     key_passphrase: dict[str, str] | None = None
     # a CA bundle partner certificates may chain to (besides the registered ones)
     ca_file: Path | None = None
+    trust: TrustWindow = field(default_factory=TrustWindow)
     rules: RuleSettings = field(default_factory=RuleSettings)
     settlement: Settlement = field(default_factory=Settlement)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
@@ -154,6 +168,7 @@ class _KeysTable(_Table):
     passphrase_file: str | None = None
     passphrase_env: str | None = None
     passphrase_credential: str | None = None
+    patient_secret: str | None = None  # default: var/keys/patient.secret
 
     @model_validator(mode="after")
     def _one_source(self) -> _KeysTable:
@@ -172,6 +187,8 @@ class _KeysTable(_Table):
 
 class _TrustTable(_Table):
     ca_file: str | None = None
+    clock_skew_seconds: Annotated[float, Field(ge=0, le=86400)] = 300.0
+    max_message_age_days: Annotated[float, Field(gt=0, le=36500)] = 30.0
 
 
 class _LoggingTable(_Table):
@@ -257,6 +274,7 @@ def from_mapping(raw: dict, path: Path) -> Settings:
         private_key=at(k.private_key, var / "keys" / "kravmottak.key.pem"),
         certificate=certificate,
         csr=at(k.csr, certificate.parent / "kravmottak.csr.pem"),
+        patient_secret=at(k.patient_secret, var / "keys" / "patient.secret"),
     )
     sources = k.sources()
     if "file" in sources:
@@ -270,6 +288,7 @@ def from_mapping(raw: dict, path: Path) -> Settings:
         log_level=cfg.logging.level,
         key_passphrase=sources or None,
         ca_file=(base / cfg.trust.ca_file) if cfg.trust.ca_file else None,
+        trust=TrustWindow(cfg.trust.clock_skew_seconds, cfg.trust.max_message_age_days),
         rules=cfg.rules,
         settlement=cfg.settlement,
         metrics=cfg.metrics,
@@ -292,6 +311,7 @@ institutions = "institutions.toml"
 [keys]
 private_key = "var/keys/kravmottak.key.pem"
 certificate = "var/keys/kravmottak.cert.pem"
+patient_secret = "var/keys/patient.secret"   # HMAC secret of the patient pseudonyms
 
 [intake]
 poll_interval_seconds = 1.0

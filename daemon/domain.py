@@ -7,6 +7,7 @@ Norwegian nouns are the standard's own words (krav, regning, takst, episode).
 from __future__ import annotations
 
 import hashlib
+import hmac
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -134,8 +135,17 @@ def _day_of(text: str) -> date | None:
         return None
 
 
-@lru_cache(maxsize=65536)
-def _pseudonym(ident: str) -> str:
+def pseudonym(secret: bytes, ident: str) -> str:
+    """A patient's pseudonym: HMAC-SHA256 under a secret kept outside the ledger
+    (`[keys] patient_secret`). Without the secret, a key cannot be turned back into a
+    fødselsnummer by trying the few hundred thousand numbers of a birth year."""
+    digest = hmac.new(secret, f"kravmottak:patient:{ident}".encode(), hashlib.sha256)
+    return digest.hexdigest()[:32]
+
+
+def legacy_pseudonym(ident: str) -> str:
+    """The unkeyed pseudonym ledgers made before the HMAC (reversible by brute force):
+    used only by `kravmottak db rekey-patients` to find and replace them."""
     return hashlib.sha256(f"kravmottak:patient:{ident}".encode()).hexdigest()[:32]
 
 
@@ -152,11 +162,9 @@ class Patient:
     sex: str | None
     family_name: str | None = field(default=None, repr=False)
     given_name: str | None = field(default=None, repr=False)
-
-    @property
-    def key(self) -> str | None:
-        """A pseudonym for duplicate checks: the ledger never stores the identity itself."""
-        return _pseudonym(self.ident) if self.ident else None
+    # the pseudonym for duplicate checks (`pseudonym`, made by the reader with the
+    # secret): the ledger never stores the identity itself
+    key: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -127,6 +127,9 @@ class Context:
     history: History = field(default_factory=NoHistory)
     keys: KeyPair | None = None  # ours: decrypts inbound, signs outbound
     tariffs: Tariffs | None = None  # NLK codes and rates (None: every lab line is unknown)
+    # the secret patient pseudonyms are made with ([keys] patient_secret); None: bills
+    # carry no patient key (pure-core callers that consult no history)
+    patient_secret: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -225,7 +225,6 @@ def test_config_rules_normalise_condition_codes(tmp_path):
         ("her_id = '555'\ncpa_id = 'c'\nencrypt = 'yes'", "partner #2 (HER 555) encrypt: true or"),
         ("her_id = '555'", "partner #2 (HER 555) cpa_id: missing"),
         ("her_id = '555'\ncpa_id = 'c'\nactions = ['Krav']", "actions #1: action 'Krav' must be"),
-        ("her_id = '555'\ncpa_id = 'c'\ncertificates = ['gone.pem']", "(HER 555) certificates:"),
         ("her_id = '555'\ncpa_id = 'c'\nencrypt = true", "encrypt = true needs the partner's"),
     ],
 )

@@ -17,11 +17,12 @@ from daemon.transport import keys, mime, trust
 from daemon.transport.ebms import NS
 from daemon.transport.keys import KeyLoadError
 from daemon.transport.trust import Trusted, TrustError
-from tests.conftest import CERTS_FROM, demo_claim, shared_or_skip
+from tests.conftest import CERTS_FROM, TODAY, demo_claim, shared_or_skip
 from tests.test_intake import AR, apprec_of, errors
 
 PARTNER_HER = "90002"
 PARTNER_CPA = "kravmottak:trust:1"
+SENT = datetime(2026, 11, 2, 8, 20, tzinfo=UTC)  # the demo claim's GenDate, as it is sent
 
 
 def make_pair(folder: Path, name: str, **kwargs) -> trust.KeyPair:
@@ -286,7 +287,7 @@ def test_truncated_cms_is_refused(sandbox, partner):
     """A CMS structure cut short: T99, file kept in quarantine."""
     ours = our_keys(sandbox)
     cms = trust.encrypt(gzip.compress(signed_claim(partner)), ours.certificate)[:-40]
-    raw = wrap(b"x", from_her=PARTNER_HER, cpa_id=PARTNER_CPA)
+    raw = wrap(b"x", from_her=PARTNER_HER, cpa_id=PARTNER_CPA, timestamp=SENT)
     frame = mime.parse(raw)[0]
     part = mime.Part(frame.attachments[0].content_id, "application/pkcs7-mime", cms)
     env = etree.fromstring(frame.start.data)
@@ -372,8 +373,11 @@ def test_real_2023_capture_header_signature_verifies_with_its_certificate():
 
 def test_real_2023_capture_end_to_end_stops_at_our_missing_nav_key(sandbox):
     """Through the daemon: signature accepted, then decryption names the real blocker:
-    the payload is encrypted to NAV's certificate, whose private key we do not have."""
+    the payload is encrypted to NAV's certificate, whose private key we do not have.
+    Received when it was sent: its certificate is checked at the time of receipt."""
     folder = shared_or_skip("samples/ebxml-behandlerkrav-2023")
+    cfg = sandbox.config_path
+    cfg.write_text(cfg.read_text().replace(TODAY, "2023-08-29T10:57:00Z"))
     args = [
         "--config",
         str(sandbox.config_path),
@@ -432,7 +436,7 @@ def test_aes_gcm_payload_round_trip(sandbox, partner):
     """AuthEnvelopedData with AES-256-GCM (RFC 5083/5084) is opened like AES-CBC."""
     ours = our_keys(sandbox)
     msghead = signed_claim(partner)
-    raw = wrap(b"x", from_her=PARTNER_HER, cpa_id=PARTNER_CPA, message_id="gcm-1")
+    raw = wrap(b"x", from_her=PARTNER_HER, cpa_id=PARTNER_CPA, message_id="gcm-1", timestamp=SENT)
     frame = mime.parse(raw)[0]
     cms = trust.encrypt_gcm(gzip.compress(msghead), ours.certificate)
     part = mime.Part(frame.attachments[0].content_id, "application/pkcs7-mime", cms)
@@ -459,7 +463,9 @@ def test_aes_gcm_tampered_ciphertext_is_refused(tmp_path):
 # --------------------------------------------------------------------------- CA chain
 
 
-def _ca_and_leaf(tmp_path: Path) -> tuple[Path, trust.KeyPair, trust.KeyPair]:
+def _ca_and_leaf(
+    tmp_path: Path, leaf_subject: str = f"Hospital via CA HER {PARTNER_HER}"
+) -> tuple[Path, trust.KeyPair, trust.KeyPair]:
     """A small PKI like the enterprise-certificate issuers': a CA and a leaf it signed."""
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -496,7 +502,7 @@ def _ca_and_leaf(tmp_path: Path) -> tuple[Path, trust.KeyPair, trust.KeyPair]:
     leaf_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     leaf_cert = (
         x509.CertificateBuilder()
-        .subject_name(name("Hospital via CA"))
+        .subject_name(name(leaf_subject))
         .issuer_name(name("Test CA"))
         .public_key(leaf_key.public_key())
         .serial_number(x509.random_serial_number())
@@ -520,11 +526,11 @@ def _ca_and_leaf(tmp_path: Path) -> tuple[Path, trust.KeyPair, trust.KeyPair]:
 
 
 def test_certificate_chaining_to_configured_ca_is_trusted(tmp_path):
-    """No registered certificate, but the signer's chains to the configured CA: accepted;
-    a self-signed stranger is not."""
+    """No registered certificate, but the signer's chains to the configured CA and names
+    the partner (HER-id in its subject): accepted; a self-signed stranger is not."""
     bundle, _ca, leaf = _ca_and_leaf(tmp_path)
     stranger = make_pair(tmp_path, "self-signed")
-    trusted = Trusted((), str(bundle))
+    trusted = Trusted((), str(bundle), her_id=PARTNER_HER)
     now = datetime.now(UTC)
     good = trust.sign_msghead(etree.fromstring(demo_claim()), leaf)
     assert trust.verify_msghead(etree.fromstring(etree.tostring(good)), trusted, now, required=True)

@@ -14,7 +14,17 @@ from decimal import Decimal, InvalidOperation
 from lxml import etree
 
 from daemon.claims.validate import BKM_183, CONTENT, MH, NPR_BKM
-from daemon.domain import Bill, Claim, Episode, Layer, Line, Patient, Problem, Unit
+from daemon.domain import (
+    Bill,
+    Claim,
+    Episode,
+    Layer,
+    Line,
+    Patient,
+    Problem,
+    Unit,
+    pseudonym,
+)
 from daemon.records import Context, Work
 
 N = f"{{{NPR_BKM}}}"
@@ -37,7 +47,7 @@ def read(work: Work, ctx: Context) -> Work:
         )
         return work.failed(Problem(Layer.PAYLOAD, "T99", text, f"{CONTENT}/Melding/Institusjon"))
     try:
-        claim = read_claim(melding)
+        claim = read_claim(melding, ctx.patient_secret)
     except (InvalidOperation, ValueError) as exc:  # the schema should have caught it
         return work.failed(Problem(Layer.PAYLOAD, "T02", f"uleselig verdi: {exc}"))
     return work.with_(claim=claim)
@@ -59,12 +69,12 @@ def _money(value: str | None) -> Decimal:
     return Decimal(value) if value else Decimal("0")
 
 
-def read_claim(melding: etree._Element) -> Claim:
+def read_claim(melding: etree._Element, patient_secret: bytes | None = None) -> Claim:
     institution = melding.find(f"{N}Institusjon")
     episodes = {
         ep.episode_id: ep
         for pasient in institution.iterfind(f"{N}Pasient")
-        for ep in _episodes(pasient)
+        for ep in _episodes(pasient, patient_secret)
     }
     units = tuple(_unit(enhet, episodes) for enhet in institution.iterfind(f"{N}Enhet"))
     return Claim(
@@ -108,14 +118,16 @@ def _bill(r: etree._Element, episodes: dict[str, Episode]) -> Bill:
     )
 
 
-def _patient(pasient: etree._Element) -> Patient:
+def _patient(pasient: etree._Element, secret: bytes | None) -> Patient:
     ex = pasient.find(f"{N}PasientEx")
     if ex is None:
         return Patient(None, None, None, None)
     ident = ex.find(f"{N}Ident")
     alt = ex.find(f"{N}AltIdent")
+    number = ident.get("id") if ident is not None else None
     return Patient(
-        ident=ident.get("id") if ident is not None else None,
+        ident=number,
+        key=pseudonym(secret, number) if number and secret else None,
         ident_type=ident.get("typeId") if ident is not None else None,
         birth_date=alt.get("fodselsDato") if alt is not None else None,
         sex=ex.get("kjonn"),
@@ -124,8 +136,8 @@ def _patient(pasient: etree._Element) -> Patient:
     )
 
 
-def _episodes(pasient: etree._Element) -> list[Episode]:
-    patient = _patient(pasient)
+def _episodes(pasient: etree._Element, secret: bytes | None) -> list[Episode]:
+    patient = _patient(pasient, secret)
     out = []
     for ep in pasient.iterfind(f"{N}Episode"):
         lines: list[Line] = []

@@ -14,6 +14,7 @@ from lxml import etree
 from daemon.domain import Layer, MsgHeadInfo, Problem
 from daemon.records import Context, Work
 from daemon.schemas import validate as xsd_validate
+from daemon.transport.ebms import text_of
 from daemon.transport.xmlsafe import parse_untrusted
 
 MSGHEAD = "http://www.kith.no/xmlstds/msghead/2006-05-24"
@@ -65,8 +66,10 @@ def _split_layers(problems: list[Problem]) -> list[Problem]:
 
 
 def _first_text(root: etree._Element, path: str) -> str | None:
+    """The element's whole string value (comments inside signed text cannot cut it
+    short: see `daemon.transport.ebms.text_of`)."""
     el = root.find(path, MH)
-    return el.text.strip() if el is not None and el.text else None
+    return (text_of(el).strip() or None) if el is not None else None
 
 
 def msghead_info(root: etree._Element) -> MsgHeadInfo:

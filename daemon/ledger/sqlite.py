@@ -376,6 +376,33 @@ class SqliteLedger:
     def close(self) -> None:
         self._db.close()
 
+    def patient_keys(self) -> set[str]:
+        """Every patient pseudonym the ledger holds (bills and exams)."""
+        rows = self._db.execute(
+            "SELECT patient_key FROM bills WHERE patient_key IS NOT NULL"
+            " UNION SELECT patient_key FROM exams"
+        )
+        return {key for (key,) in rows}
+
+    def rekey_patients(self, mapping: dict[str, str], *, drop: frozenset[str] = frozenset()) -> int:
+        """Replace pseudonyms (old -> new) in bills and exams in one transaction; the
+        keys in `drop` are cleared from bills (exams without a key are deleted: they
+        only serve the same-day rules). Returns the rows changed."""
+        changed = 0
+        with self._tx() as db:
+            for old, new in mapping.items():
+                for table in ("bills", "exams"):
+                    cur = db.execute(
+                        f"UPDATE {table} SET patient_key = ? WHERE patient_key = ?", (new, old)
+                    )
+                    changed += cur.rowcount
+            for old in drop:
+                changed += db.execute(
+                    "UPDATE bills SET patient_key = NULL WHERE patient_key = ?", (old,)
+                ).rowcount
+                changed += db.execute("DELETE FROM exams WHERE patient_key = ?", (old,)).rowcount
+        return changed
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         self._db.execute("BEGIN IMMEDIATE")

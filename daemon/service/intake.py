@@ -47,7 +47,11 @@ from daemon.service.watch import CompleteNames
 from daemon.transport.agreement import check_agreement, check_history
 from daemon.transport.trust import KeyPair
 from daemon.transport.unwrap import extract_payload, open_envelope, peek_header
-from daemon.transport.verify import verify_envelope_signature, verify_payload_signature
+from daemon.transport.verify import (
+    check_dates,
+    verify_envelope_signature,
+    verify_payload_signature,
+)
 
 STAGES = (
     open_envelope,
@@ -58,6 +62,7 @@ STAGES = (
     validate,
     verify_payload_signature,
     read,
+    check_dates,
     decide,
 )
 PEEK_BYTES = 1024 * 1024
@@ -82,8 +87,10 @@ class Intake:
         keys: KeyPair | None = None,
         tariffs: Tariffs | None = None,
         metrics: Metrics | None = None,
+        patient_secret: bytes | None = None,
     ) -> None:
         self.settings = settings
+        self.patient_secret = patient_secret
         self.schemas = schemas
         self.registry = registry
         self.ledger = ledger
@@ -292,6 +299,7 @@ class Intake:
             history=self.ledger,
             keys=self.keys,
             tariffs=self.tariffs,
+            patient_secret=self.patient_secret,
         )
 
     def _process(self, path: Path, now: datetime) -> tuple[Stored, bool, Decision | None]:

@@ -76,6 +76,8 @@ def build(settings: Settings) -> Intake:
         tariffs=load_tariffs(paths.tariffs),
         clock=clock_for(settings),
         metrics=Metrics(version=__version__),
+        # made on first start when missing (an upgraded install: see `db rekey-patients`)
+        patient_secret=keys.patient_secret(paths.patient_secret),
     )
 
 

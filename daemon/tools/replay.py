@@ -9,7 +9,8 @@ before it goes live.
   time, in name order, so rules that look at earlier messages (COM-06, RAD-06..10) see
   the same history every time.
 - The clock is fixed per message: `--at`, else the message's own ebXML Timestamp, else
-  its MsgHead GenDate, else `DEFAULT_AT`. Ids are uuid5 of the content and signatures
+  its MsgHead GenDate, else `DEFAULT_AT`. With `--at`, the message-age window
+  (`[trust] max_message_age_days`) is not applied. Ids are uuid5 of the content and signatures
   are RSA PKCS#1 v1.5, so the same input gives the same bytes.
 - A `*.xml` file is a bare MsgHead. It is wrapped as `kravmottak wrap` does, with a
   MessageId derived from the file's name and content.
@@ -295,6 +296,10 @@ class Options:
 def run(settings: Settings, messages: list[Recorded], options: Options) -> list[Replayed]:
     """Replay `messages` in a fresh sandbox under `settings`; the sandbox is removed."""
     cpa_id = options.cpa_id or _cpa_of(settings, options.from_her)
+    if options.at is not None:
+        # `--at` asks how the claims are judged on that day: the message is as old as
+        # the tester makes it, so the age window ([trust] max_message_age_days) is off
+        settings = replace(settings, trust=replace(settings.trust, max_message_age_days=36500))
     root = Path(tempfile.mkdtemp(prefix="kravmottak-replay-", dir=_scratch()))
     try:
         with quiet_logs():

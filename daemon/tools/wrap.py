@@ -7,6 +7,7 @@ tests, the benchmark generator and (later) replay of bare recorded payloads.
 from __future__ import annotations
 
 import gzip as gzip_module
+import re
 import uuid
 from datetime import UTC, datetime
 
@@ -15,6 +16,21 @@ from cryptography import x509
 from daemon.domain import PartyRef
 from daemon.transport import ebms, mime, trust
 from daemon.transport.trust import KeyPair
+
+_GEN_DATE = re.compile(rb"<(?:\w+:)?GenDate>\s*([^<\s]+)\s*</(?:\w+:)?GenDate>")
+
+
+def sent_at(msghead: bytes) -> datetime:
+    """When a handler would send `msghead`: at its GenDate when that is readable (the
+    application hands the message over as it makes it), else now."""
+    found = _GEN_DATE.search(msghead[:65536])
+    if found:
+        try:
+            moment = datetime.fromisoformat(found.group(1).decode().replace("Z", "+00:00"))
+        except (ValueError, UnicodeDecodeError):
+            return datetime.now(UTC)
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return datetime.now(UTC)
 
 
 def wrap(
@@ -35,9 +51,10 @@ def wrap(
 ) -> bytes:
     """An inbound ebMS message around `msghead`, as the partner's handler makes it:
     optionally gzipped, then CMS-encrypted to our certificate (`encrypt_to`), and the
-    envelope signed with the partner's key (`signer`) over itself and the payload."""
+    envelope signed with the partner's key (`signer`) over itself and the payload.
+    The Timestamp is `timestamp`, else the MsgHead's GenDate, else now."""
     message_id = message_id or str(uuid.uuid4())
-    stamp = (timestamp or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = (timestamp or sent_at(msghead)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     route = ebms.Route(
         from_party=PartyRef(from_her, "HER", "Behandler"),
         to_party=PartyRef(to_her, "HER", "KontrollUtbetaler"),

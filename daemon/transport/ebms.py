@@ -23,25 +23,35 @@ EBMS_SERVICE = "urn:oasis:names:tc:ebxml-msg:service"
 TO_PARTY_MSH = "urn:oasis:names:tc:ebxml-msg:actor:toPartyMSH"
 
 
+def text_of(el: etree._Element) -> str:
+    """An element's whole string value (XPath `string()`): every text node inside it.
+
+    Never `el.text`, which stops at the first comment or processing instruction: C14N
+    drops comments, so `<eb:MessageId>a<!--x-->b</eb:MessageId>` keeps a signature
+    valid while `.text` would read `a`. The schema check refuses child elements later.
+    """
+    return el.xpath("string()")
+
+
 def _text(root: etree._Element, path: str) -> str | None:
     found = root.find(path, NS)
-    if found is None or found.text is None:
+    if found is None:
         return None
-    return found.text.strip()
+    return text_of(found).strip() or None
 
 
-def _party(root: etree._Element, which: str) -> tuple[PartyRef | None, list[Problem]]:
+def _party(mh: etree._Element, which: str) -> tuple[PartyRef | None, list[Problem]]:
     where = f"/SOAP:Envelope/SOAP:Header/eb:MessageHeader/eb:{which}"
-    el = root.find(f"SOAP:Header/eb:MessageHeader/eb:{which}", NS)
+    el = mh.find(f"eb:{which}", NS)
     if el is None:
         return None, [Problem(Layer.ENVELOPE, "E10", f"eb:{which} mangler", where)]
     ids = el.findall("eb:PartyId", NS)
     her = next((i for i in ids if i.get(f"{{{EB}}}type") == "HER"), None)
     chosen = her if her is not None else (ids[0] if ids else None)
-    if chosen is None or not (chosen.text or "").strip():
+    if chosen is None or not text_of(chosen).strip():
         return None, [Problem(Layer.ENVELOPE, "E10", f"eb:{which}/eb:PartyId mangler", where)]
     role = _text(el, "eb:Role") or ""
-    party = PartyRef(chosen.text.strip(), chosen.get(f"{{{EB}}}type") or "", role)
+    party = PartyRef(text_of(chosen).strip(), chosen.get(f"{{{EB}}}type") or "", role)
     return party, []
 
 
@@ -54,15 +64,30 @@ def read_header(root: etree._Element) -> tuple[EbxmlHeader | None, list[Problem]
     if root.tag != f"{{{SOAP}}}Envelope":
         text = f"rotelementet er {root.tag}, ikke SOAP:Envelope"
         return None, [Problem(Layer.ENVELOPE, "T10", text, "/")]
-    mh = root.find("SOAP:Header/eb:MessageHeader", NS)
-    if mh is None:
+    headers = root.findall("SOAP:Header/eb:MessageHeader", NS)
+    if not headers:
         where = "/SOAP:Envelope/SOAP:Header"
         return None, [Problem(Layer.ENVELOPE, "E10", "eb:MessageHeader mangler", where)]
-    problems: list[Problem] = []
-    from_party, p1 = _party(root, "From")
-    to_party, p2 = _party(root, "To")
-    problems += p1 + p2
     base = "/SOAP:Envelope/SOAP:Header/eb:MessageHeader"
+    problems: list[Problem] = []
+    anywhere = root.findall(".//eb:MessageHeader", NS)
+    if len(anywhere) > 1:
+        # a second header (e.g. one for the next MSH, which the signature's XPath filter
+        # leaves out) is a wrapping attack: which one would we believe? Neither; the
+        # refusal is addressed from the one without an actor.
+        text = f"meldingen har {len(anywhere)} eb:MessageHeader; forventet nøyaktig én"
+        problems.append(Problem(Layer.ENVELOPE, "E10", text, base))
+    plain = [h for h in headers if h.get(f"{{{SOAP}}}actor") is None]
+    mh = plain[0] if plain else headers[0]
+    if mh.get(f"{{{SOAP}}}actor") is not None:
+        text = (
+            "eb:MessageHeader har SOAP:actor; headeren er til mottakeren selv og må dekkes "
+            "av signaturen"
+        )
+        problems.append(Problem(Layer.ENVELOPE, "E10", text, f"{base}/@SOAP:actor"))
+    from_party, p1 = _party(mh, "From")
+    to_party, p2 = _party(mh, "To")
+    problems += p1 + p2
     required = {
         "cpa_id": "eb:CPAId",
         "conversation_id": "eb:ConversationId",

@@ -75,6 +75,25 @@ def generate(
     certificate.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
+def patient_secret(path: Path) -> bytes:
+    """The secret patient pseudonyms are made with (`[keys] patient_secret`): 32 random
+    bytes, hex, in a file of mode 0600 beside our key, never in the ledger. Made here
+    when missing (by `init`, and by the daemon on first start)."""
+    try:
+        value = path.read_bytes().strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(os.urandom(32).hex().encode() + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        value = path.read_bytes().strip()
+    if len(value) < 32:
+        raise KeyLoadError(f"{path}: the patient secret is shorter than 32 characters")
+    return value
+
+
 def describe(cert: x509.Certificate) -> str:
     return f"{cert.subject.rfc4514_string()} (valid to {cert.not_valid_after_utc:%Y-%m-%d})"
 

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from base64 import b64decode, b64encode
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
 from asn1crypto import cms as asn1cms
@@ -34,6 +35,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import pkcs7
+from cryptography.x509.oid import NameOID
+from cryptography.x509.verification import VerificationError
 from lxml import etree
 from signxml import (
     CanonicalizationMethod,
@@ -43,6 +46,7 @@ from signxml import (
     XMLVerifier,
 )
 from signxml.exceptions import InvalidCertificate, InvalidDigest, InvalidInput, InvalidSignature
+from signxml.util import X509CertChainVerifier
 from signxml.verifier import SignatureConfiguration
 
 from daemon.domain import Layer, Problem
@@ -258,22 +262,31 @@ class _EbmsSigner(XMLSigner):
         return signed_info, signature_value
 
 
-def sign_envelope(envelope: etree._Element, attachments: dict[str, bytes], keys: KeyPair):
-    """Sign a SOAP envelope in place of a placeholder in SOAP:Header; returns the new root."""
+def sign_envelope(
+    envelope: etree._Element,
+    attachments: dict[str, bytes],
+    keys: KeyPair,
+    chain: tuple[x509.Certificate, ...] = (),
+):
+    """Sign a SOAP envelope in place of a placeholder in SOAP:Header; returns the new root.
+    `chain`: certificates sent after ours in KeyInfo (intermediate CAs)."""
     header = envelope.find(f"{{{SOAP}}}Header")
     placeholder = etree.SubElement(header, f"{{{DS}}}Signature", Id="placeholder", nsmap={"ds": DS})
     del placeholder  # signxml finds it by its Id
-    return _EbmsSigner(attachments).sign(envelope, key=keys.private_key, cert=[keys.certificate])
+    certs = [keys.certificate, *chain]
+    return _EbmsSigner(attachments).sign(envelope, key=keys.private_key, cert=certs)
 
 
-def sign_msghead(msghead: etree._Element, keys: KeyPair) -> etree._Element:
+def sign_msghead(
+    msghead: etree._Element, keys: KeyPair, chain: tuple[x509.Certificate, ...] = ()
+) -> etree._Element:
     """An enveloped signature over the whole MsgHead (reference `""`), appended last."""
     signer = XMLSigner(
         signature_algorithm=SignatureMethod.RSA_SHA256,
         digest_algorithm=DigestAlgorithm.SHA256,
         c14n_algorithm=CanonicalizationMethod.CANONICAL_XML_1_0,
     )
-    return signer.sign(msghead, key=keys.private_key, cert=[keys.certificate])
+    return signer.sign(msghead, key=keys.private_key, cert=[keys.certificate, *chain])
 
 
 # --------------------------------------------------------------------------- verifying
@@ -282,55 +295,136 @@ def sign_msghead(msghead: etree._Element, keys: KeyPair) -> etree._Element:
 @dataclass(frozen=True)
 class Trusted:
     """What a signature may be made with: the partner's registered certificates
-    (several during a rollover) and, optionally, a CA bundle they may chain to."""
+    (several during a rollover) and, optionally, a CA bundle they may chain to.
+
+    A certificate from the CA is accepted only when its subject names this partner:
+    `orgnr` in serialNumber or organizationIdentifier (`NTRNO-<orgnr>`), or `her_id`
+    written as `HER <id>` in a subject attribute (or as the whole serialNumber).
+    A chain to the CA proves who issued the certificate, not whom it belongs to.
+    `skew`: how far our clock and the issuer's may disagree at the validity bounds.
+    """
 
     certificates: tuple[x509.Certificate, ...]
     ca_file: str | None = None  # PEM bundle of CA certificates
+    orgnr: str | None = None
+    her_id: str | None = None
+    skew: timedelta = timedelta(0)
+
+
+def _keyinfo_certificates(signature: etree._Element) -> list[x509.Certificate]:
+    """The certificates in KeyInfo/X509Data, in order (unreadable ones left out)."""
+    out = []
+    for el in signature.iterfind(f"{{{DS}}}KeyInfo/{{{DS}}}X509Data/{{{DS}}}X509Certificate"):
+        try:
+            out.append(
+                x509.load_der_x509_certificate(b64decode("".join(el.xpath("string()").split())))
+            )
+        except ValueError:
+            continue
+    return out
 
 
 def _signature_cert(signature: etree._Element) -> x509.Certificate | None:
-    el = signature.find(f"{{{DS}}}KeyInfo/{{{DS}}}X509Data/{{{DS}}}X509Certificate")
-    if el is None or not (el.text or "").strip():
-        return None
-    try:
-        return x509.load_der_x509_certificate(b64decode("".join(el.text.split())))
-    except ValueError:
-        return None
+    """The signer's certificate: the first in KeyInfo (the others are its chain)."""
+    certs = _keyinfo_certificates(signature)
+    return certs[0] if certs else None
 
 
 def _fingerprint(cert: x509.Certificate) -> bytes:
     return cert.fingerprint(hashes.SHA256())
 
 
+_HER_IN_SUBJECT = re.compile(r"\bHER[\s:=-]*(\d+)\b", re.IGNORECASE)
+
+
+def names_partner(cert: x509.Certificate, orgnr: str | None, her_id: str | None) -> bool:
+    """Does the certificate's subject identify this partner? The organisation number
+    in serialNumber / organizationIdentifier (`NTRNO-<orgnr>`, as the Norwegian
+    enterprise-certificate issuers write it), or the HER-id (`HER <id>` in an
+    attribute, or the whole serialNumber). Exact matches only: never a substring."""
+    for attribute in cert.subject:
+        value = attribute.value if isinstance(attribute.value, str) else ""
+        value = value.strip()
+        if attribute.oid in (NameOID.SERIAL_NUMBER, NameOID.ORGANIZATION_IDENTIFIER):
+            bare = value.upper().removeprefix("NTRNO-").removeprefix("NTRNO:")
+            if orgnr and bare == orgnr:
+                return True
+            if her_id and attribute.oid == NameOID.SERIAL_NUMBER and value == her_id:
+                return True
+        if her_id and any(m.group(1) == her_id for m in _HER_IN_SUBJECT.finditer(value)):
+            return True
+    return False
+
+
 def _choose_certificate(
     signature: etree._Element, trusted: Trusted, at: datetime, layer: Layer, where: str
 ) -> x509.Certificate:
-    """The certificate to verify with: the one in KeyInfo if we trust it, else a
-    registered one. Reports 'not trusted' and 'expired' as different problems."""
+    """The certificate to verify with: the one in KeyInfo if it is registered for the
+    partner (or, with a CA, names the partner), else the one registered. Reports 'not
+    trusted' and 'expired' as different problems. `at` is the time of receipt."""
     presented = _signature_cert(signature)
     registered = {_fingerprint(c): c for c in trusted.certificates}
     if presented is not None:
         cert = registered.get(_fingerprint(presented))
-        if cert is None and trusted.ca_file is None:
+        if cert is None:
             subject = presented.subject.rfc4514_string()
-            text = (
-                f"signaturens sertifikat ({subject}) er ikke klarert: ikke registrert på avsender"
-            )
-            raise TrustError(Problem(layer, "S02", text, where))
+            if trusted.ca_file is None:
+                text = (
+                    f"signaturens sertifikat ({subject}) er ikke klarert: "
+                    "ikke registrert på avsender"
+                )
+                raise TrustError(Problem(layer, "S02", text, where))
+            if not names_partner(presented, trusted.orgnr, trusted.her_id):
+                who = ", ".join(
+                    x
+                    for x in (
+                        f"organisasjonsnummer {trusted.orgnr}" if trusted.orgnr else "",
+                        f"HER {trusted.her_id}" if trusted.her_id else "",
+                    )
+                    if x
+                )
+                text = (
+                    f"signaturens sertifikat ({subject}) er ikke klarert: det er ikke "
+                    f"registrert på avsender og identifiserer ikke avsender ({who or 'ukjent'})"
+                )
+                raise TrustError(Problem(layer, "S02", text, where))
         cert = cert or presented
     elif len(trusted.certificates) == 1:
         cert = trusted.certificates[0]
     else:
         text = "signaturen har intet X509-sertifikat og avsenderen har ikke ett entydig registrert"
         raise TrustError(Problem(layer, "S02", text, where))
-    if at < cert.not_valid_before_utc or at > cert.not_valid_after_utc:
+    skew = trusted.skew
+    if at + skew < cert.not_valid_before_utc or at - skew > cert.not_valid_after_utc:
         text = (
             f"sertifikatet ({cert.subject.rfc4514_string()}) var utløpt eller ennå ikke gyldig "
-            f"ved meldingens tidspunkt {at:%Y-%m-%dT%H:%M:%SZ} (gyldig "
+            f"ved mottak {at:%Y-%m-%dT%H:%M:%SZ} (gyldig "
             f"{cert.not_valid_before_utc:%Y-%m-%d}–{cert.not_valid_after_utc:%Y-%m-%d})"
         )
         raise TrustError(Problem(layer, "S02", text, where))
     return cert
+
+
+def _chains_to_ca(
+    signature: etree._Element,
+    cert: x509.Certificate,
+    ca_file: str,
+    at: datetime,
+    layer: Layer,
+    where: str,
+) -> None:
+    """`cert` itself (the certificate whose subject was checked) must chain to the CA,
+    as the leaf, with the other KeyInfo certificates as intermediates, at `at`."""
+    others = [c for c in _keyinfo_certificates(signature) if c != cert]
+    try:
+        verifier = X509CertChainVerifier(ca_pem_file=ca_file, verification_time=at).verifier
+        verifier.verify(leaf=cert, intermediates=others)
+    except (VerificationError, ValueError) as exc:
+        text = (
+            f"sertifikatet ({cert.subject.rfc4514_string()}) er ikke klarert: ingen gyldig "
+            f"kjede til CA ved mottak {at:%Y-%m-%dT%H:%M:%SZ} ({exc})"
+        )
+        raise TrustError(Problem(layer, "S02", text, where)) from exc
 
 
 def _check_transforms(signature: etree._Element, layer: Layer, where: str) -> int:
@@ -342,7 +436,9 @@ def _check_transforms(signature: etree._Element, layer: Layer, where: str) -> in
             if algorithm in C14N_METHODS or algorithm == ENVELOPED:
                 continue
             if algorithm == XPATH_FILTER and ref.get("URI") == "":
-                expression = " ".join((transform.findtext(f"{{{DS}}}XPath") or "").split())
+                found = transform.find(f"{{{DS}}}XPath")
+                text = found.xpath("string()") if found is not None else ""
+                expression = " ".join(text.split())
                 if expression == " ".join(EBMS_XPATH.split()):
                     continue
             text = f"signaturen bruker en transform vi ikke kan kontrollere: {algorithm}"
@@ -366,15 +462,12 @@ def _verify(
         verification_time=at,
         ignore_ambiguous_key_info=True,  # KeyValue beside X509Data is common (2023 capture)
     )
+    if trusted.ca_file is not None and cert not in trusted.certificates:
+        _chains_to_ca(signature, cert, trusted.ca_file, at, layer, where)
     try:
-        if trusted.ca_file is not None and cert not in trusted.certificates:
-            XMLVerifier().verify(
-                root, ca_pem_file=trusted.ca_file, uri_resolver=uri_resolver, expect_config=config
-            )
-        else:
-            XMLVerifier().verify(
-                root, x509_cert=cert, uri_resolver=uri_resolver, expect_config=config
-            )
+        # always with the one certificate checked above: signxml left to itself picks
+        # the chain's leaf from KeyInfo, which need not be the certificate we checked
+        XMLVerifier().verify(root, x509_cert=cert, uri_resolver=uri_resolver, expect_config=config)
     except InvalidDigest as exc:
         raise TrustError(Problem(layer, "S01", f"digest stemmer ikke: {exc}", where)) from exc
     except InvalidCertificate as exc:
@@ -387,6 +480,12 @@ def _verify(
         raise TrustError(
             Problem(layer, "S99", f"signaturen kan ikke kontrolleres: {exc}", where)
         ) from exc
+    except etree.DocumentInvalid as exc:  # signxml checks ds:Signature against its schema
+        text = (
+            "ds:Signature følger ikke XML-signaturskjemaet (for eksempel en Reference URI "
+            f"som ikke er en gyldig URI): {exc}"
+        )
+        raise TrustError(Problem(layer, "T02", text, where)) from exc
 
 
 def _the_signature(
@@ -452,17 +551,24 @@ def verify_envelope(
     if uncovered:
         text = f"signaturen dekker ikke nyttelasten {', '.join(uncovered)}"
         raise TrustError(Problem(layer, "S01", text, where))
-    # the XPath filter transform's effect, which signxml does not apply itself
-    filtered = etree.fromstring(etree.tostring(envelope))
-    for actor in (NEXT_MSH, SOAP_NEXT):
-        for el in filtered.xpath("//*[@SOAP:actor=$a]", namespaces={"SOAP": SOAP}, a=actor):
-            el.getparent().remove(el)
+    filtered = signed_view(envelope)
 
     def resolve(uri: str) -> bytes | None:
         return attachments.get(uri[4:]) if uri.startswith("cid:") else None
 
     _verify(filtered, signature, trusted, at, layer, where, uri_resolver=resolve)
     return True
+
+
+def signed_view(envelope: etree._Element) -> etree._Element:
+    """A copy of the envelope as the ebMS XPath filter leaves it: without the elements
+    addressed to the next MSH. What the header signature covers, and so the only
+    version of the header that may be read (signxml does not apply the filter itself)."""
+    filtered = etree.fromstring(etree.tostring(envelope))
+    for actor in (NEXT_MSH, SOAP_NEXT):
+        for el in filtered.xpath("//*[@SOAP:actor=$a]", namespaces={"SOAP": SOAP}, a=actor):
+            el.getparent().remove(el)
+    return filtered
 
 
 def verify_msghead(
