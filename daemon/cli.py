@@ -291,11 +291,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         oldest = ledger.oldest_unanswered()
     finally:
         ledger.close()
-    inbox, settling = files.scan(settings.paths.inbox, settings.intake)
+    strays: list[str] = []
+    inbox, settling = files.scan(settings.paths.inbox, settings.intake, strays=strays)
     work = [p for p in settings.paths.work.iterdir()] if settings.paths.work.exists() else []
     rows = [("WHAT", "COUNT")]
     rows.append(("inbox (received, ready)", str(len(inbox))))
     rows.append(("inbox (still being written)", str(settling)))
+    rows.append(("inbox (never claimed: directories)", str(len(strays))))
     rows.append(("work (claimed, in hand)", str(len(work))))
     for key in ("claimed", "answered", "quarantined", "duplicates", "messages"):
         rows.append((f"ledger {key}", str(counts[key])))

@@ -131,3 +131,140 @@ def test_the_demo_claim_still_passes(sandbox):
     sandbox.drop(wrap_demo(demo_claim()), "ok.msg")
     sandbox.process()
     assert apprec_of(sandbox).find("ar:Status", AR).get("V") == "1"
+
+
+# ------------------------------------------- findings 5, 12, 15: what is claimed and read
+
+
+def _report(sandbox, name: str) -> dict:
+    (kept,) = sandbox.paths.quarantine.glob(f"*{name}")  # work/ names: stamp--name
+    return json.loads(kept.with_name(kept.name + ".err.json").read_text())
+
+
+def _bills(sandbox) -> int:
+    with sandbox.db() as db:
+        return db.execute("SELECT count(*) FROM bills").fetchone()[0]
+
+
+def _receipts(sandbox) -> dict[str, int]:
+    with sandbox.db() as db:
+        return dict(db.execute("SELECT state, count(*) FROM receipts GROUP BY state"))
+
+
+def test_a_symlink_swapped_in_after_the_claim_is_not_followed(sandbox, tmp_path, monkeypatch):
+    """The race: the scan saw a regular file, but by the time it is read, work/ holds a
+    symlink to a valid claim elsewhere. Before the fix that claim was read and paid."""
+    from daemon import files
+
+    outside = tmp_path / "outside.msg"
+    outside.write_bytes(wrap_demo(demo_claim()))
+    real_claim = files.claim
+
+    def claim_then_swap(candidate, work_dir, now):
+        target = real_claim(candidate, work_dir, now)
+        link = work_dir / ".swap"
+        link.symlink_to(outside)
+        os.replace(link, target)  # what a racing sender (or a bug) could leave there
+        return target
+
+    monkeypatch.setattr(files, "claim", claim_then_swap)
+    sandbox.drop(b"harmless", "race.msg")
+    sandbox.process()
+    assert sandbox.outbox() == []  # nothing answered from the other file's header
+    assert _bills(sandbox) == 0
+    report = _report(sandbox, "race.msg")
+    assert report["problems"][0]["code"] == "T01"
+    assert "symbolsk lenke" in report["problems"][0]["text"]
+    assert next(sandbox.paths.quarantine.glob("*--race.msg")).is_symlink()  # the link itself
+    assert outside.exists()
+    assert list(sandbox.paths.work.iterdir()) == []
+    assert _receipts(sandbox) == {"quarantined": 1}
+
+
+@pytest.mark.parametrize("where", ["inbox", "work"])
+def test_a_fifo_is_quarantined_with_a_reason_and_blocks_nothing(sandbox, where):
+    """A FIFO in the inbox or in work/: opening it for reading would block for good.
+    It is quarantined with a reason, and the good file beside it is answered."""
+    folder = sandbox.paths.inbox if where == "inbox" else sandbox.paths.work
+    fifo = folder / "pipe.msg"
+    os.mkfifo(fifo)
+    past = os.stat(fifo).st_mtime - 10
+    os.utime(fifo, (past, past), follow_symlinks=False)
+    sandbox.drop(wrap_demo(), "good.msg")
+    process_in_child(sandbox)
+    assert len(sandbox.outbox("apprec")) == 1
+    report = _report(sandbox, "pipe.msg")
+    assert report["problems"][0]["code"] == "T01" and "FIFO" in report["problems"][0]["text"]
+    assert list(sandbox.paths.work.iterdir()) == []
+    assert "pipe.msg" not in os.listdir(sandbox.paths.inbox)
+
+
+def test_symlinks_and_directories_in_work_are_quarantined(sandbox, tmp_path):
+    """Left in work/ (by a crash, an operator, a race): refused with a reason each, so
+    nothing stays there unanswered."""
+    secret = tmp_path / "secret.msg"
+    secret.write_bytes(wrap_demo())
+    (sandbox.paths.work / "link.msg").symlink_to(secret)
+    (sandbox.paths.work / "dir.msg").mkdir()
+    sandbox.process()
+    assert "symbolsk lenke" in _report(sandbox, "link.msg")["problems"][0]["text"]
+    assert "katalog" in _report(sandbox, "dir.msg")["problems"][0]["text"]
+    assert list(sandbox.paths.work.iterdir()) == []
+    assert sandbox.outbox() == [] and _bills(sandbox) == 0
+    assert _receipts(sandbox) == {"quarantined": 2}
+
+
+def test_symlink_in_the_inbox_is_quarantined_not_followed(sandbox, tmp_path):
+    """A symlink dropped in the inbox used to sit there forever, silently."""
+    secret = tmp_path / "secret.msg"
+    secret.write_bytes(wrap_demo())
+    link = sandbox.paths.inbox / "link.msg"
+    link.symlink_to(secret)
+    os.utime(link, (0, 0), follow_symlinks=False)
+    sandbox.process()
+    assert "symbolsk lenke" in _report(sandbox, "link.msg")["problems"][0]["text"]
+    assert sandbox.outbox() == [] and _bills(sandbox) == 0
+    assert secret.exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file of mode 000 anyway")
+def test_an_unreadable_file_is_quarantined_with_a_reason(sandbox):
+    path = sandbox.drop(wrap_demo(), "locked.msg")
+    path.chmod(0)
+    sandbox.process()
+    assert "ingen tilgang" in _report(sandbox, "locked.msg")["problems"][0]["text"]
+
+
+def test_a_directory_in_the_inbox_is_logged_once_and_counted_in_status(sandbox, capsys):
+    """Never claimed (it may be a sender's working folder), but not silent either: one
+    log line per directory, however many polls, and a count in `status`."""
+    from daemon import cli
+    from daemon.service import runner as service
+
+    (sandbox.paths.inbox / "subdir").mkdir()
+    intake = service.build(sandbox.settings)
+    try:
+        intake.poll()
+        intake.poll()
+    finally:
+        intake.ledger.close()
+    logged = [line for line in capsys.readouterr().out.splitlines() if "stray_in_inbox" in line]
+    assert len(logged) == 1 and "subdir" in logged[0]
+    assert (sandbox.paths.inbox / "subdir").is_dir()
+    assert cli.main(["--config", str(sandbox.config_path), "status"]) == 0
+    status = capsys.readouterr().out
+    assert any("never claimed" in line and line.split()[-1] == "1" for line in status.splitlines())
+
+
+def test_a_file_with_a_hidden_hard_link_is_refused(sandbox):
+    """Finding 12: a sender keeps a second name (hidden in the inbox) for the file it
+    drops, so it could rewrite our archived original. Refused with T99 (the header still
+    addresses the answer), not processed, not paid, not archived."""
+    path = sandbox.drop(wrap_demo(message_id="linked"), "linked.msg")
+    os.link(path, sandbox.paths.inbox / ".keep")
+    sandbox.process()
+    (err,) = errors(apprec_of(sandbox))
+    assert err["V"] == "T99" and "harde lenker" in err["DN"]
+    assert _bills(sandbox) == 0
+    assert list(sandbox.paths.archive.rglob("*linked.msg")) == []
+    assert len(list(sandbox.paths.quarantine.glob("*--linked.msg"))) == 1
