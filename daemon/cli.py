@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -662,7 +663,11 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+UMASK = 0o027  # folders 0750, files 0640 at most, whatever the service manager set
+
+
 def main(argv: list[str] | None = None) -> int:
+    os.umask(UMASK)
     args = parser().parse_args(argv)
     try:
         return args.func(args)

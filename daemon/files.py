@@ -36,13 +36,18 @@ class Candidate:
     mtime: float
 
 
-def ensure_folders(paths: Paths) -> None:
-    for folder in paths.folders():
-        folder.mkdir(parents=True, exist_ok=True)
-        folder.chmod(FOLDER_MODE)
-
-
 FOLDER_MODE = 0o750  # the service's user and group; nobody else reads claims
+FILE_MODE = 0o640  # what we write: outputs, reports
+SECRET_MODE = 0o600  # the ledger and private keys
+
+
+def ensure_folders(paths: Paths) -> None:
+    """Create the folders we need as 0750; a folder that exists keeps the mode its
+    operator gave it (an inbox may need group write for the sender's handler)."""
+    for folder in paths.folders():
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            folder.chmod(FOLDER_MODE)
 
 
 def _incomplete_name(name: str, intake: Intake) -> bool:

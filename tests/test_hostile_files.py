@@ -268,3 +268,41 @@ def test_a_file_with_a_hidden_hard_link_is_refused(sandbox):
     assert _bills(sandbox) == 0
     assert list(sandbox.paths.archive.rglob("*linked.msg")) == []
     assert len(list(sandbox.paths.quarantine.glob("*--linked.msg"))) == 1
+
+
+# --------------------------------------------------------------- finding 14: permissions
+
+
+def test_permissions_hold_under_a_loose_umask(tmp_path, monkeypatch):
+    """`init` and `process` under umask 022 (a service manager's default): the ledger and
+    the private key 0600, folders 0750, outputs and reports 0640."""
+    import stat
+
+    from daemon import cli
+    from tests.conftest import make_sandbox
+
+    previous = os.umask(0o022)
+    try:
+        box = make_sandbox(tmp_path / "box")
+        box.drop(wrap_demo(), "ok.msg")
+        box.drop(b"junk", "junk.msg")
+        assert cli.main(["--config", str(box.config_path), "process"]) == 0
+    finally:
+        os.umask(previous)
+
+    def mode(path):
+        return stat.S_IMODE(path.stat().st_mode)
+
+    paths = box.paths
+    assert mode(paths.ledger) == 0o600
+    for extra in (paths.ledger.with_name(paths.ledger.name + s) for s in ("-wal", "-shm")):
+        if extra.exists():
+            assert mode(extra) == 0o600, extra
+    assert mode(paths.private_key) == 0o600
+    for folder in (paths.inbox, paths.work, paths.outbox, paths.quarantine, paths.archive):
+        assert mode(folder) == 0o750, folder
+    (day,) = paths.archive.iterdir()
+    assert mode(day) == 0o750
+    outputs = [*paths.outbox.iterdir(), *paths.quarantine.glob("*.err.json")]
+    assert len(outputs) >= 2
+    assert {mode(p) for p in outputs} == {0o640}

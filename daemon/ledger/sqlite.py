@@ -18,9 +18,10 @@ implement it later for several workers on one inbox.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -275,6 +276,13 @@ class SqliteLedger:
     def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        # 0600 before SQLite opens it (its -wal and -shm files copy the mode): the
+        # ledger holds claims and answers, readable by the service's user only
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        elif path.stat().st_mode & 0o077:
+            with suppress(PermissionError):  # not ours (an operator's read-only `status`)
+                os.chmod(path, 0o600)
         # one thread at a time (the poll job has max_instances=1), but not always the same one
         self._db = sqlite3.connect(
             path, isolation_level=None, timeout=30.0, check_same_thread=False
