@@ -306,3 +306,45 @@ def test_permissions_hold_under_a_loose_umask(tmp_path, monkeypatch):
     outputs = [*paths.outbox.iterdir(), *paths.quarantine.glob("*.err.json")]
     assert len(outputs) >= 2
     assert {mode(p) for p in outputs} == {0o640}
+
+
+# ------------------------------------------------------- finding 9: small in, huge out
+
+
+def _unknown_codes_claim(regning_nr: str, codes: int) -> bytes:
+    from tests.claims import B, C, L, msghead
+
+    lines = tuple(L(f"ZZ{i:04d}", "10.00") for i in range(codes))
+    return wrap_demo(msghead(C(bills=(B(lines=lines, regning_nr=regning_nr),))))
+
+
+def test_a_megabyte_regningnr_times_300_codes_gives_a_small_answer(sandbox):
+    """1 MB regningNr and 300 unknown codes made a 300 MB AppRec, 600 MB of ledger and
+    1.5 GB of memory. Now: T02 naming the attribute, a few KB out, a small ledger, and
+    the child's peak memory far from those figures."""
+    sandbox.drop(_unknown_codes_claim("9" * 1_000_000, 300), "huge-nr.msg")
+    usage = process_in_child(sandbox)
+    (apprec_file,) = sandbox.outbox("apprec")
+    assert apprec_file.stat().st_size < 64_000
+    (err,) = errors(apprec_of(sandbox))
+    assert err["V"] == "T02" and "@regningNr" in err["OT"] and "1000000 tegn" in err["DN"]
+    assert sum(p.stat().st_size for p in sandbox.outbox()) < 128_000
+    assert sandbox.paths.ledger.stat().st_size < 2_000_000
+    assert usage["peak_kib"] < 400 * 1024, usage  # 1.5 GB before
+
+
+def test_echoed_values_and_the_number_of_errors_are_bounded(sandbox):
+    """A regningNr at the limit echoed in 1100 remarks: each OT cut to 100 characters,
+    at most 1000 Error lines plus one saying how many more there were."""
+    from daemon.claims.answer import MAX_ERRORS, MAX_REF
+
+    sandbox.drop(_unknown_codes_claim("7" * 256, MAX_ERRORS + 100), "many.msg")
+    sandbox.process()
+    apprec = apprec_of(sandbox)
+    listed = errors(apprec)
+    assert len(listed) == MAX_ERRORS + 1
+    assert all(len(e.get("OT", "")) <= MAX_REF for e in listed)
+    assert listed[0]["OT"].startswith("7" * (MAX_REF - 1)) and listed[0]["OT"].endswith("…")
+    assert "100 merknader til" in listed[-1]["DN"]
+    (apprec_file,) = sandbox.outbox("apprec")
+    assert apprec_file.stat().st_size < MAX_ERRORS * 1000
