@@ -348,3 +348,89 @@ def test_echoed_values_and_the_number_of_errors_are_bounded(sandbox):
     assert "100 merknader til" in listed[-1]["DN"]
     (apprec_file,) = sandbox.outbox("apprec")
     assert apprec_file.stat().st_size < MAX_ERRORS * 1000
+
+
+# ------------------------------------------------- finding 10: inflation and the OOM kill
+
+
+def test_23_kb_inflating_to_20_mb_of_tiny_elements_is_refused_with_bounded_memory(sandbox):
+    """A gzip payload of 23 KB that inflates to 20 MB of `<a/>` (5 million elements)
+    took 1.7 GB to parse. Now the markup is counted before a tree is built: T99, and
+    the child's peak RSS stays a small multiple of the inflated bytes."""
+    inner = b'<MsgHead xmlns="' + MSGHEAD_NS + b'">' + b"<a/>" * 5_000_000 + b"</MsgHead>"
+    raw = wrap_demo(inner, gzip=True, message_id="tiny-elements")
+    assert len(raw) < 64_000
+    sandbox.drop(raw, "bomb.msg")
+    usage = process_in_child(sandbox)
+    (err,) = errors(apprec_of(sandbox))
+    assert err["V"] == "T99" and "XML-noder" in err["DN"]
+    print("peak RSS of the child (KiB):", usage["peak_kib"])
+    assert usage["peak_kib"] < 300 * 1024, usage
+    assert len(list(sandbox.paths.quarantine.glob("*--bomb.msg"))) == 1
+
+
+def test_the_inflation_ceiling_follows_the_file_size_limit(sandbox):
+    """With max_file_bytes at 100 000, a payload may inflate to 400 000 bytes at most,
+    however high max_payload_bytes is set."""
+    text = sandbox.config_path.read_text()
+    sandbox.config_path.write_text(
+        text.replace("max_file_bytes = 52428800", "max_file_bytes = 100000")
+    )
+    padding = b"<!--" + b"x" * 1_000_000 + b"-->"
+    big = demo_claim().replace(b"<MsgHead", padding + b"<MsgHead", 1)
+    sandbox.drop(wrap_demo(big, gzip=True), "inflates.msg")
+    sandbox.process()
+    (err,) = errors(apprec_of(sandbox))
+    assert err["V"] == "T99" and "400000" in err["DN"]
+
+
+KILL_ON_MARKER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from daemon import cli
+    from daemon.service import intake
+
+    def out_of_memory(work, ctx):  # what the kernel's OOM killer does to a hungry parse
+        if b"KILL-ME" in work.raw:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return work
+
+    intake.STAGES = (out_of_memory, *intake.STAGES)
+    sys.exit(cli.main(["--config", sys.argv[1], "process"]))
+    """
+)
+
+
+def test_a_file_that_kills_every_start_is_set_aside_after_max_attempts(sandbox):
+    """A message whose handling kills the process (out of memory) must not kill every
+    start after it: after `max_attempts` starts without an outcome it is quarantined
+    unprocessed with X99 saying so, and the daemon carries on."""
+    sandbox.drop(
+        wrap_demo(demo_claim().replace(b"</MsgHead>", b"<!--KILL-ME--></MsgHead>")), "oom.msg"
+    )
+    sandbox.drop(wrap_demo(), "fine.msg")
+    limit = sandbox.settings.intake.max_attempts
+    codes = []
+    for _ in range(limit + 1):
+        done = subprocess.run(
+            [sys.executable, "-c", KILL_ON_MARKER, str(sandbox.config_path)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        codes.append(done.returncode)
+    assert codes == [-9] * limit + [0], codes
+    replies = [apprec_of_file(p) for p in sandbox.outbox("apprec")]
+    assert sorted(r.find("ar:Status", AR).get("V") for r in replies) == ["1", "2"]
+    (refused,) = [r for r in replies if r.find("ar:Status", AR).get("V") == "2"]
+    (err,) = [dict(e.attrib) for e in refused.findall("ar:Error", AR)]
+    assert err["V"] == "X99" and f"avbrutt {limit} ganger" in err["DN"]
+    assert len(list(sandbox.paths.quarantine.glob("*--oom.msg"))) == 1
+    assert list(sandbox.paths.work.iterdir()) == []
+
+
+def apprec_of_file(path):
+    from tests.test_intake import read_output
+
+    return read_output(path)[1]

@@ -33,7 +33,8 @@ _OVERLONG = etree.XPath(".//@*[string-length(.) > $n]")
 
 def validate(work: Work, ctx: Context) -> Work:
     problems: list[Problem] = list(xsd_validate(ctx.schemas.envelope, work.soap, Layer.ENVELOPE))
-    parsed = parse_untrusted(work.payload, Layer.MSGHEAD)
+    nodes = ctx.settings.intake.max_xml_nodes
+    parsed = parse_untrusted(work.payload, Layer.MSGHEAD, max_nodes=nodes, max_attributes=2 * nodes)
     if parsed.problem:
         return work.failed(*problems, parsed.problem)
     root = parsed.root

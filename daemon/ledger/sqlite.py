@@ -69,7 +69,8 @@ CREATE TABLE IF NOT EXISTS receipts (
     duplicate     INTEGER NOT NULL DEFAULT 0,
     received_at   TEXT NOT NULL,
     claimed_at    TEXT NOT NULL,
-    finished_at   TEXT
+    finished_at   TEXT,
+    attempts      INTEGER NOT NULL DEFAULT 1  -- handling started, with no outcome yet
 );
 CREATE INDEX IF NOT EXISTS receipts_state ON receipts (state);
 
@@ -262,6 +263,7 @@ class Conflict(Exception):
 class Ledger(Protocol):
     def claim(self, work_name: str, original_name: str, received_at: str, now: str) -> None: ...
     def receipt(self, work_name: str) -> Receipt | None: ...
+    def restart(self, work_name: str) -> int: ...
     def by_hash(self, content_hash: str) -> Stored | None: ...
     def by_id(self, message_id: int) -> Stored | None: ...
     def accepted(self, ebxml_message_id: str) -> tuple[str, str | None] | None: ...
@@ -299,6 +301,9 @@ class SqliteLedger:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(bill_lines)")}
         if "payee" not in columns:
             self._db.execute("ALTER TABLE bill_lines ADD COLUMN payee TEXT")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(receipts)")}
+        if "attempts" not in columns:
+            self._db.execute("ALTER TABLE receipts ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1")
 
     def close(self) -> None:
         self._db.close()
@@ -323,6 +328,20 @@ class SqliteLedger:
                 " claimed_at) VALUES (?, ?, 'claimed', ?, ?)",
                 (work_name, original_name, received_at, now),
             )
+
+    def restart(self, work_name: str) -> int:
+        """Count one more start of a claimed file's handling (committed before the
+        handling runs); returns how many starts there have been."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE receipts SET attempts = attempts + 1"
+                " WHERE work_name = ? AND state = 'claimed'",
+                (work_name,),
+            )
+            (attempts,) = db.execute(
+                "SELECT attempts FROM receipts WHERE work_name = ?", (work_name,)
+            ).fetchone()
+        return attempts
 
     def receipt(self, work_name: str) -> Receipt | None:
         row = self._db.execute(

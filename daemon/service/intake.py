@@ -218,11 +218,14 @@ class Intake:
             mtime = opened.mtime
         else:
             mtime = path.lstat().st_mtime
+        attempts = 1
         if receipt is None:
             received = datetime.fromtimestamp(mtime, UTC).isoformat()
             self.ledger.claim(name, files.original_name(name), received, now.isoformat())
             self.log.info("claimed")
-        elif receipt.state != "claimed":  # outcome recorded before a crash: deliver it
+        elif receipt.state == "claimed":  # a start before this one ended without outcome
+            attempts = self.ledger.restart(name)
+        else:  # outcome recorded before a crash: deliver it
             stored = self.ledger.by_id(receipt.message_id)
             self._deliver(path, stored)
             self._log_outcome("delivered", name, stored, None)
@@ -232,7 +235,7 @@ class Intake:
         started = time.perf_counter()
         for _attempt in range(3):
             try:
-                stored, duplicate, decision = self._process(path, opened, now)
+                stored, duplicate, decision = self._process(path, opened, now, attempts)
                 break
             except Conflict:  # another worker stored this content or MessageId first
                 now = self.clock()
@@ -272,17 +275,23 @@ class Intake:
         )
 
     def _process(
-        self, path: Path, opened: files.Opened | files.Refused, now: datetime
+        self, path: Path, opened: files.Opened | files.Refused, now: datetime, attempts: int = 1
     ) -> tuple[Stored, bool, Decision | None]:
         started = time.perf_counter()
         ctx = self.context(now)
-        if isinstance(opened, files.Refused):  # nothing we may read: the reason is the answer
+        limit = self.settings.intake.max_attempts
+        if attempts > limit and isinstance(opened, files.Opened):
+            # killed (out of memory, a watchdog) each time it was handled: never again,
+            # or it would kill every start; answered from its header when it has one
+            self.log.error("interrupted_too_often", attempts=attempts - 1)
+            work = _interrupted(opened, attempts - 1)
+        elif isinstance(opened, files.Refused):  # nothing we may read: the reason is the answer
             self.log.warning("refused_file", reason=opened.reason)
             work = Work(raw=b"", content_hash=content_hash(b"")).failed(
                 Problem(Layer.FILE, "T01", opened.reason)
             )
         else:
-            earlier = self.ledger.by_hash(opened.digest)
+            earlier = self.ledger.by_hash(opened.digest)  # (an earlier, final outcome)
             if earlier is not None:
                 self.ledger.record_duplicate(path.name, earlier, now.isoformat())
                 return earlier, True, None
@@ -385,6 +394,19 @@ def _oversized(opened: files.Opened, limit: int) -> Work:
     text = f"filen er {opened.size} byte, over grensen på {limit} byte; den er ikke lest"
     return Work(raw=b"", content_hash=opened.digest, header=header).failed(
         Problem(Layer.FILE, "T99", text)
+    )
+
+
+def _interrupted(opened: files.Opened, starts: int) -> Work:
+    """A file whose handling started `starts` times and never finished: quarantined
+    unprocessed (X99: ours to investigate; the same file sent again is tried again)."""
+    header = peek_header(opened.prefix)
+    text = (
+        f"behandlingen av filen ble avbrutt {starts} ganger uten resultat"
+        " (minne- eller tidsgrense hos mottaker); filen er satt til side"
+    )
+    return Work(raw=b"", content_hash=opened.digest, header=header).failed(
+        Problem(Layer.INTERNAL, "X99", text)
     )
 
 
