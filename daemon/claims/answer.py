@@ -86,7 +86,7 @@ class InvalidOutput(Exception):
     """We built an answer our own schema refuses: a bug, handled as an internal error."""
 
 
-MAX_TEXT = 300  # an error text (DN): a sentence naming what and where
+MAX_TEXT = 1000  # an error text (DN): what and where (our texts; quoted input cut)
 MAX_REF = 100  # a reference (OT: regningNr or a location), a name, an id
 MAX_ID = 256  # ebXML ids echoed in our envelopes (MessageId, ConversationId, CPAId ...)
 MAX_ERRORS = 1000  # Error lines in one AppRec; the rest are counted in one more line
