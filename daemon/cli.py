@@ -593,6 +593,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     rows = [("WHAT", "COUNT")]
     rows.append(("inbox (received, ready)", str(q["inbox_ready"])))
     rows.append(("inbox (still being written)", str(q["inbox_settling"])))
+    rows.append(("inbox (never claimed: directories)", str(q["inbox_never_claimed"])))
     rows.append(("work (claimed, in hand)", str(q["work"])))
     for key in ("claimed", "answered", "quarantined", "duplicates", "messages"):
         rows.append((f"ledger {key}", str(figures["ledger"][key])))
@@ -625,7 +626,8 @@ def status_figures(settings: Settings) -> dict:
         last = ledger.last_settlement()
     finally:
         ledger.close()
-    inbox, settling = files.scan(settings.paths.inbox, settings.intake)
+    strays: list[str] = []  # what scan never claims: directories in the inbox
+    inbox, settling = files.scan(settings.paths.inbox, settings.intake, strays=strays)
     if inbox:  # a ready file in the inbox is unanswered too, and older than any claim
         first = datetime.fromtimestamp(min(c.mtime for c in inbox), UTC).isoformat()
         oldest = min(oldest, first) if oldest else first
@@ -648,7 +650,12 @@ def status_figures(settings: Settings) -> dict:
     return {
         "config": str(settings.source),
         "now": now.isoformat(),
-        "queue": {"inbox_ready": len(inbox), "inbox_settling": settling, "work": len(work)},
+        "queue": {
+            "inbox_ready": len(inbox),
+            "inbox_settling": settling,
+            "inbox_never_claimed": len(strays),
+            "work": len(work),
+        },
         "ledger": ledger_counts,
         "oldest_unanswered": oldest,
         "undelivered": {
@@ -1330,10 +1337,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+UMASK = 0o027  # folders 0750, files 0640 at most, whatever the service manager set
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command. No traceback reaches an operator: a usage or configuration
     error is one line on stderr and exit 2; anything unexpected is one line naming the
     error and where (exit 1; KRAVMOTTAK_DEBUG=1 shows the traceback)."""
+    os.umask(UMASK)
     args = parser().parse_args(argv)  # argparse: exit 2 with usage on a bad argument
     from daemon.service.lock import Locked
 

@@ -65,6 +65,9 @@ class Paths:
         return (self.inbox, self.outbox, self.work, self.archive, self.quarantine)
 
 
+PAYLOAD_PER_FILE = 4  # an inflated payload's ceiling, in multiples of max_file_bytes
+
+
 @dataclass(frozen=True, slots=True)
 class Intake:
     __pydantic_config__ = FORBID
@@ -73,13 +76,25 @@ class Intake:
     # a file whose size or mtime changed within this many seconds is still being written
     stable_seconds: Annotated[float, Field(ge=0)] = 1.0
     max_file_bytes: PositiveInt = 50 * 1024 * 1024
-    # ceiling for a payload after gzip inflation (a gzip bomb is refused, not inflated)
+    # ceiling for a payload after gzip inflation (a gzip bomb is refused, not inflated);
+    # never more than PAYLOAD_PER_FILE times max_file_bytes, whatever is set here
     max_payload_bytes: PositiveInt = 200 * 1024 * 1024
+    # markup in one XML document: elements, comments and PIs ('<'), attributes ('=');
+    # over this it is refused before a tree is built (20 MB of <a/> took 1.7 GB)
+    max_xml_nodes: PositiveInt = 1_000_000
+    # a file whose handling started this many times without an outcome (the process
+    # was killed: out of memory, a watchdog) is quarantined at its next start
+    max_attempts: PositiveInt = 3
     # names a writer uses while a file is incomplete; never claimed
     temp_suffixes: tuple[str, ...] = (".tmp", ".part", ".partial", ".filepart")
     # a frozen "now" (ISO 8601) for rehearsals and tests: dates in rules, GenDate and
     # timestamps of answers all use it. Never set in production.
     fixed_time: str | None = None
+
+    @property
+    def payload_ceiling(self) -> int:
+        """Bytes a payload may inflate to: in proportion to the file size limit."""
+        return min(self.max_payload_bytes, PAYLOAD_PER_FILE * self.max_file_bytes)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,14 +6,21 @@
   temporary suffixes, and anything whose mtime is younger than `stable_seconds`.
 - Every file we write is written to a temporary name, fsynced, renamed, and its
   folder fsynced, so a reader never sees half a file and a crash never leaves one.
+- A claimed file is read only through a descriptor opened with `O_NOFOLLOW |
+  O_NONBLOCK` and checked with `fstat`: a regular file with exactly one link. A
+  symlink, FIFO, socket, device or directory swapped in between scan and rename, or
+  a file a sender keeps a hidden hard link to, is refused (`Refused`), never read.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import re
 import secrets
+import stat
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,9 +36,18 @@ class Candidate:
     mtime: float
 
 
+FOLDER_MODE = 0o750  # the service's user and group; nobody else reads claims
+FILE_MODE = 0o640  # what we write: outputs, reports
+SECRET_MODE = 0o600  # the ledger and private keys
+
+
 def ensure_folders(paths: Paths) -> None:
+    """Create the folders we need as 0750; a folder that exists keeps the mode its
+    operator gave it (an inbox may need group write for the sender's handler)."""
     for folder in paths.folders():
-        folder.mkdir(parents=True, exist_ok=True)
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            folder.chmod(FOLDER_MODE)
 
 
 def _incomplete_name(name: str, intake: Intake) -> bool:
@@ -44,6 +60,7 @@ def scan(
     now: float | None = None,
     seen: dict[str, tuple[int, float, float]] | None = None,
     complete: set[str] | frozenset[str] = frozenset(),
+    strays: list[str] | None = None,
 ) -> tuple[list[Candidate], int]:
     """Files ready to claim (oldest first), and how many are still settling.
 
@@ -51,12 +68,20 @@ def scan(
     (a writer with a skewed clock) is ready once its size and mtime have not changed
     for `stable_seconds` of our own time; `seen` carries those observations between
     scans (name → (size, mtime, first seen)). `complete`: names the inotify watcher saw
-    renamed into the inbox or closed after writing: whole, so ready without the wait."""
+    renamed into the inbox or closed after writing: whole, so ready without the wait.
+    `strays` collects the (safe) names of directories, which are never claimed: a
+    sender's own working folder, perhaps; `status` counts them and the intake logs them."""
     now = time.time() if now is None else now
     ready, settling = [], 0
     with os.scandir(inbox) as entries:
         for entry in entries:
-            if _incomplete_name(entry.name, intake) or not entry.is_file(follow_symlinks=False):
+            # directories are left alone (`strays`); symlinks, FIFOs, sockets and devices
+            # are claimed like files, so the claim's fstat check quarantines them
+            if _incomplete_name(entry.name, intake):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                if strays is not None:
+                    strays.append(safe_name(entry.name))
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
@@ -109,6 +134,82 @@ def claim(candidate: Candidate, work_dir: Path, now: datetime) -> Path | None:
     except FileNotFoundError:
         return None
     return target
+
+
+class Refused(Exception):
+    """A claimed entry we will not read, and why (a text for the sender and the log)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A claimed file as read through its checked descriptor."""
+
+    raw: bytes | None  # None when over the size limit (then only `prefix` was kept)
+    prefix: bytes  # the first `peek` bytes: enough for the ebXML header
+    size: int
+    mtime: float
+    digest: str  # sha256 of the whole content
+    links: int
+
+
+_KINDS = (
+    (stat.S_ISDIR, "en katalog"),
+    (stat.S_ISFIFO, "en FIFO (navngitt rør)"),
+    (stat.S_ISSOCK, "en socket"),
+    (stat.S_ISCHR, "en tegnenhet"),
+    (stat.S_ISBLK, "en blokkenhet"),
+)
+
+
+def _open_error(exc: OSError) -> Refused:
+    if exc.errno == errno.ELOOP:
+        return Refused("filen er en symbolsk lenke; den er ikke fulgt og ikke lest")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return Refused("filen kan ikke leses (ingen tilgang)")
+    if exc.errno == errno.ENXIO:  # a socket, or a device without a driver
+        return Refused("filen er ikke en vanlig fil; den er ikke lest")
+    return Refused(f"filen kan ikke leses ({errno.errorcode.get(exc.errno, 'I/O-feil')})")
+
+
+def read_claimed(path: Path, limit: int, peek: int) -> Opened:
+    """Read a file claimed into work/ without following links or blocking.
+
+    Raises `Refused` for anything but a readable regular file. A regular file with more
+    than one link is read (its header addresses the refusal) and flagged by `links`.
+    A file over `limit` bytes is hashed, and only its first `peek` bytes are kept."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise _open_error(exc) from None
+    try:
+        st = os.fstat(fd)
+        for test, kind in _KINDS:
+            if test(st.st_mode):
+                raise Refused(f"filen er {kind}, ikke en vanlig fil; den er ikke lest")
+        if not stat.S_ISREG(st.st_mode):
+            raise Refused("filen er ikke en vanlig fil; den er ikke lest")
+        keep = limit if st.st_size <= limit else peek
+        h, chunks, total = hashlib.sha256(), [], 0
+        while chunk := os.read(fd, 1 << 20):
+            h.update(chunk)
+            if total <= keep:
+                chunks.append(chunk)
+            total += len(chunk)
+    except OSError as exc:
+        raise _open_error(exc) from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    whole = total <= limit
+    return Opened(
+        data if whole else None, data[:peek], total, st.st_mtime, h.hexdigest(), st.st_nlink
+    )
 
 
 def fsync_dir(folder: Path) -> None:

@@ -12,10 +12,16 @@ certificate when its agreement says so.
 
 Each goes out as an ebMS 2.0 MIME message. Ids are derived from the inbound content
 hash, so the same input always gives the same answer.
+
+Every value echoed back is bounded (`bounded`: texts to MAX_TEXT, references such as
+regningNr, ids and names to MAX_REF characters) and an AppRec lists at most MAX_ERRORS
+errors, the rest summed up in one last line: a small hostile input cannot make a
+large answer (or a large ledger row: the problems stored are the bounded ones).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import re
 from dataclasses import dataclass
@@ -81,16 +87,51 @@ class InvalidOutput(Exception):
     """We built an answer our own schema refuses: a bug, handled as an internal error."""
 
 
+MAX_TEXT = 1000  # an error text (DN): what and where (our texts; quoted input cut)
+MAX_REF = 100  # a reference (OT: regningNr or a location), a name, an id
+MAX_ID = 256  # ebXML ids echoed in our envelopes (MessageId, ConversationId, CPAId ...)
+MAX_ERRORS = 1000  # Error lines in one AppRec; the rest are counted in one more line
+
+
+def bounded(value: str | None, limit: int) -> str | None:
+    """`value` cut to `limit` characters (an ellipsis marks the cut)."""
+    if value is None or len(value) <= limit:
+        return value
+    return value[: limit - 1] + "…"
+
+
+def _bounded_problem(p: Problem) -> Problem:
+    return dataclasses.replace(
+        p, text=bounded(p.text, MAX_TEXT), location=bounded(p.location, MAX_TEXT)
+    )
+
+
+def _bounded_fields(obj):
+    """A copy of a header (or party) dataclass with every string field bounded."""
+    changes = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, str) and len(value) > MAX_ID:
+            changes[f.name] = bounded(value, MAX_ID)
+        elif isinstance(value, PartyRef):
+            changes[f.name] = _bounded_fields(value)
+        elif isinstance(value, tuple) and any(isinstance(v, str) for v in value):
+            changes[f.name] = tuple(bounded(v, MAX_ID) for v in value[:MAX_ERRORS])
+    return dataclasses.replace(obj, **changes) if changes else obj
+
+
 def timestamp(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def answer(work: Work, ctx: Context) -> Answer:
-    problems = work.problems
+    problems = tuple(_bounded_problem(p) for p in work.problems[:MAX_ERRORS])
     state = "quarantined" if problems else "answered"
-    header = work.header
-    if header is None:  # nobody to answer: the quarantine's .err.json is the answer
+    if work.header is None:  # nobody to answer: the quarantine's .err.json is the answer
         return Answer(state, None, (), problems)
+    header = _bounded_fields(work.header)
+    dropped = len(work.problems) - len(problems)
+    work = work.with_(header=header, problems=problems)
     stamp = timestamp(ctx.now)
     us = PartyRef(ctx.settings.party.her_id, "HER", ctx.settings.party.role)
     outputs = []
@@ -108,7 +149,7 @@ def answer(work: Work, ctx: Context) -> Answer:
         outputs.append(_signal("ack", env, ctx))
     status = _status(work)
     apprec_id = work.ids.new("apprec")
-    apprec = build_apprec(work, ctx, status, apprec_id, stamp)
+    apprec = build_apprec(work, ctx, status, apprec_id, stamp, dropped=dropped)
     if not ctx.schemas.apprec.validate(apprec):  # never send what the schema refuses
         raise InvalidOutput(f"AppRec does not validate: {ctx.schemas.apprec.error_log.last_error}")
     route = ebms.reply_route(
@@ -202,7 +243,9 @@ def _inst(parent: etree._Element, name: str | None, ids: list[tuple[str, str]]) 
         _el(extra, "Type", V=id_type)
 
 
-def build_apprec(work: Work, ctx: Context, status: str, apprec_id: str, stamp: str):
+def build_apprec(
+    work: Work, ctx: Context, status: str, apprec_id: str, stamp: str, *, dropped: int = 0
+):
     party = ctx.settings.party
     header = work.header
     info = work.msghead_info
@@ -217,16 +260,26 @@ def build_apprec(work: Work, ctx: Context, status: str, apprec_id: str, stamp: s
     receiver_ids = list(info.sender_ids) if info and info.sender_ids else []
     if not any(t == "HER" for t, _ in receiver_ids):
         receiver_ids.append(("HER", header.from_party.party_id))
-    _inst(_el(root, "Receiver"), info.sender_name if info else None, receiver_ids)
+    receiver_ids = [(bounded(t, MAX_REF), bounded(v, MAX_REF)) for t, v in receiver_ids[:10]]
+    name = bounded(info.sender_name, MAX_REF) if info else None
+    _inst(_el(root, "Receiver"), name, receiver_ids)
     _el(root, "Status", V=status, DN=STATUS_TEXT[status])
+    listed = 0
     for p in work.problems:
         oid = OID_8223 if p.scheme == "8223" else OID_8221
-        _el(root, "Error", V=p.code, S=oid, DN=p.text, OT=p.where())
-    for r in _remarks(work):
-        _el(root, "Error", V=r.number, S=OID_8223, DN=r.text, OT=r.regning_nr)
+        _el(root, "Error", V=p.code, S=oid, DN=p.text, OT=bounded(p.where(), MAX_TEXT))
+        listed += 1
+    remarks = _remarks(work)
+    for r in remarks[: max(0, MAX_ERRORS - listed)]:
+        text, ref = bounded(r.text, MAX_TEXT), bounded(r.regning_nr, MAX_REF)
+        _el(root, "Error", V=r.number, S=OID_8223, DN=text, OT=ref)
+    left_out = dropped + len(work.problems) + len(remarks) - MAX_ERRORS
+    if left_out > 0:
+        text = f"{left_out} merknader til er ikke tatt med i svaret (høyst {MAX_ERRORS})"
+        _el(root, "Error", V="X99", S=OID_8221, DN=text)
     original = _el(root, "OriginalMsgId")
     if info and info.msg_type:
-        _el(original, "MsgType", V=info.msg_type)
+        _el(original, "MsgType", V=bounded(info.msg_type, MAX_REF))
     else:
         _el(original, "MsgType", V="POM", DN="ukjent; antatt poliklinisk oppgjørsmelding")
     if info and _valid_datetime(info.gen_date):
@@ -236,7 +289,7 @@ def build_apprec(work: Work, ctx: Context, status: str, apprec_id: str, stamp: s
     else:
         issued = stamp
     _el(original, "IssueDate", issued)
-    _el(original, "Id", info.msg_id if info and info.msg_id else header.message_id)
+    _el(original, "Id", bounded(info.msg_id if info and info.msg_id else header.message_id, MAX_ID))
     return root
 
 

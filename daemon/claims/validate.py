@@ -25,11 +25,17 @@ MH = {"mh": MSGHEAD}
 # MsgHead Type for claims: poliklinisk (POM) and laboratorie/røntgen (LROM) oppgjørsmelding
 CLAIM_TYPES = {"POM", "LROM"}
 CONTENT = "/MsgHead/Document/RefDoc/Content"
+# No NPR-BKM attribute (codes, ids, dates, amounts, regningNr) is anywhere near this
+# long; the XSD says only xs:string for several. A longer one is refused before it is
+# read, so it cannot be multiplied into remarks, traces and answers.
+MAX_VALUE = 256
+_OVERLONG = etree.XPath(".//@*[string-length(.) > $n]")
 
 
 def validate(work: Work, ctx: Context) -> Work:
     problems: list[Problem] = list(xsd_validate(ctx.schemas.envelope, work.soap, Layer.ENVELOPE))
-    parsed = parse_untrusted(work.payload, Layer.MSGHEAD)
+    nodes = ctx.settings.intake.max_xml_nodes
+    parsed = parse_untrusted(work.payload, Layer.MSGHEAD, max_nodes=nodes, max_attributes=2 * nodes)
     if parsed.problem:
         return work.failed(*problems, parsed.problem)
     root = parsed.root
@@ -50,8 +56,20 @@ def validate(work: Work, ctx: Context) -> Work:
         text = f"innholdet i MsgHead har ukjent navnerom {info.payload_namespace!r}"
         problems.append(Problem(Layer.PAYLOAD, "T10", text, CONTENT))
     else:
+        problems += _overlong(payloads[0])
         problems += _split_layers(xsd_validate(ctx.schemas.msghead, root, Layer.MSGHEAD))
     return work.failed(*problems) if problems else work
+
+
+def _overlong(payload: etree._Element, report: int = 10) -> list[Problem]:
+    """Attribute values longer than MAX_VALUE (the first `report` of them)."""
+    out = []
+    for value in _OVERLONG(payload, n=MAX_VALUE)[:report]:
+        owner = value.getparent()
+        where = f"{CONTENT}//{etree.QName(owner).localname}/@{value.attrname}"
+        text = f"verdien er {len(value)} tegn lang; høyst {MAX_VALUE} er tillatt"
+        out.append(Problem(Layer.PAYLOAD, "T02", text, where, owner.sourceline))
+    return out
 
 
 def _split_layers(problems: list[Problem]) -> list[Problem]:

@@ -18,9 +18,10 @@ implement it later for several workers on one inbox.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -68,7 +69,8 @@ CREATE TABLE IF NOT EXISTS receipts (
     duplicate     INTEGER NOT NULL DEFAULT 0,
     received_at   TEXT NOT NULL,
     claimed_at    TEXT NOT NULL,
-    finished_at   TEXT
+    finished_at   TEXT,
+    attempts      INTEGER NOT NULL DEFAULT 1  -- handling started, with no outcome yet
 );
 CREATE INDEX IF NOT EXISTS receipts_state ON receipts (state);
 
@@ -286,6 +288,7 @@ class Conflict(Exception):
 class Ledger(Protocol):
     def claim(self, work_name: str, original_name: str, received_at: str, now: str) -> None: ...
     def receipt(self, work_name: str) -> Receipt | None: ...
+    def restart(self, work_name: str) -> int: ...
     def by_hash(self, content_hash: str) -> Stored | None: ...
     def by_id(self, message_id: int) -> Stored | None: ...
     def accepted(self, ebxml_message_id: str) -> tuple[str, str | None] | None: ...
@@ -344,6 +347,13 @@ class SqliteLedger:
             self._db = open_readonly(path)
             return
         path.parent.mkdir(parents=True, exist_ok=True)
+        # 0600 before SQLite opens it (its -wal and -shm files copy the mode): the
+        # ledger holds claims and answers, readable by the service's user only
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        elif path.stat().st_mode & 0o077:
+            with suppress(PermissionError):  # not ours (an operator's read-only `status`)
+                os.chmod(path, 0o600)
         # one thread at a time (the poll job has max_instances=1), but not always the same one
         self._db = sqlite3.connect(
             path, isolation_level=None, timeout=30.0, check_same_thread=False
@@ -372,6 +382,9 @@ class SqliteLedger:
             "CREATE UNIQUE INDEX IF NOT EXISTS exams_identical ON exams (patient_key, day,"
             " instant, code, coalesce(side, ''), coalesce(tele, '')) WHERE active = 1"
         )
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(receipts)")}
+        if "attempts" not in columns:
+            self._db.execute("ALTER TABLE receipts ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1")
 
     def close(self) -> None:
         self._db.close()
@@ -423,6 +436,20 @@ class SqliteLedger:
                 " claimed_at) VALUES (?, ?, 'claimed', ?, ?)",
                 (work_name, original_name, received_at, now),
             )
+
+    def restart(self, work_name: str) -> int:
+        """Count one more start of a claimed file's handling (committed before the
+        handling runs); returns how many starts there have been."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE receipts SET attempts = attempts + 1"
+                " WHERE work_name = ? AND state = 'claimed'",
+                (work_name,),
+            )
+            (attempts,) = db.execute(
+                "SELECT attempts FROM receipts WHERE work_name = ?", (work_name,)
+            ).fetchone()
+        return attempts
 
     def receipt(self, work_name: str) -> Receipt | None:
         row = self._db.execute(

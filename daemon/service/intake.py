@@ -16,7 +16,6 @@ message is ever answered twice or lost.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 import traceback
@@ -99,6 +98,7 @@ class Intake:
         self.tariffs = tariffs
         self.log = get_logger()
         self._seen: dict[str, tuple[int, float, float]] = {}  # future-mtime files
+        self.strays: set[str] = set()  # directories in the inbox, each logged once
         self.complete = CompleteNames()  # files inotify saw completed (daemon.service.watch)
         self.metrics = metrics or Metrics(process=False)
         self.heartbeat = time.monotonic()  # last sign of life of the handling loop
@@ -186,12 +186,18 @@ class Intake:
         return len(ready) + in_work, age
 
     def _scan(self):
-        return files.scan(
+        strays: list[str] = []
+        found = files.scan(
             self.settings.paths.inbox,
             self.settings.intake,
             seen=self._seen,
             complete=self.complete.take(),
+            strays=strays,
         )
+        for name in sorted(set(strays) - self.strays):  # once per name while it stays
+            self.log.warning("stray_in_inbox", entry=name, reason="a directory: never claimed")
+        self.strays = set(strays)
+        return found
 
     def _handle_safely(self, path: Path, received_at: float | None = None) -> bool:
         """One file's failure (ledger locked, disk full, a bug in the shell) must not
@@ -226,20 +232,41 @@ class Intake:
 
     def handle(self, path: Path, received_at: float | None = None) -> None:
         """One file, with its name and (when its envelope says) the ebXML MessageId and
-        ConversationId on every log line written meanwhile."""
-        with structlog.contextvars.bound_contextvars(file=path.name, **_ids_of(path)):
-            self._handle(path, received_at)
+        ConversationId on every log line written meanwhile.
 
-    def _handle(self, path: Path, received_at: float | None = None) -> None:
+        The file is read once, through a descriptor that follows no link and blocks on
+        nothing (`files.read_claimed`); whatever is not a readable regular file with one
+        link is refused with a reason instead."""
+        try:
+            opened: files.Opened | files.Refused = files.read_claimed(
+                path, self.settings.intake.max_file_bytes, PEEK_BYTES
+            )
+        except files.Refused as refused:
+            opened = refused
+        ids = _ids_of(opened.prefix) if isinstance(opened, files.Opened) else {}
+        with structlog.contextvars.bound_contextvars(file=path.name, **ids):
+            self._handle(path, opened, received_at)
+
+    def _handle(
+        self, path: Path, opened: files.Opened | files.Refused, received_at: float | None = None
+    ) -> None:
         name = path.name
         now = self.clock()
         receipt = self.ledger.receipt(name)
-        mtime = received_at if received_at is not None else path.stat().st_mtime
+        if received_at is not None:
+            mtime = received_at
+        elif isinstance(opened, files.Opened):
+            mtime = opened.mtime
+        else:
+            mtime = path.lstat().st_mtime
+        attempts = 1
         if receipt is None:
             received = datetime.fromtimestamp(mtime, UTC).isoformat()
             self.ledger.claim(name, files.original_name(name), received, now.isoformat())
             self.log.info("claimed")
-        elif receipt.state != "claimed":  # outcome recorded before a crash: deliver it
+        elif receipt.state == "claimed":  # a start before this one ended without outcome
+            attempts = self.ledger.restart(name)
+        else:  # outcome recorded before a crash: deliver it
             stored = self.ledger.by_id(receipt.message_id)
             self._deliver(path, stored)
             self._log_outcome("delivered", name, stored, None, self.ledger.bill_totals(stored.id))
@@ -249,7 +276,7 @@ class Intake:
         started = time.perf_counter()
         for _attempt in range(3):
             try:
-                stored, duplicate, decision = self._process(path, now)
+                stored, duplicate, decision = self._process(path, opened, now, attempts)
                 break
             except Conflict:  # another worker stored this content or MessageId first
                 now = self.clock()
@@ -302,24 +329,33 @@ class Intake:
             patient_secret=self.patient_secret,
         )
 
-    def _process(self, path: Path, now: datetime) -> tuple[Stored, bool, Decision | None]:
+    def _process(
+        self, path: Path, opened: files.Opened | files.Refused, now: datetime, attempts: int = 1
+    ) -> tuple[Stored, bool, Decision | None]:
         started = time.perf_counter()
-        size = path.stat().st_size
-        limit = self.settings.intake.max_file_bytes
-        if size > limit:
-            digest, raw = _hash_file(path), b""
-        else:
-            raw = path.read_bytes()
-            digest = content_hash(raw)
-        earlier = self.ledger.by_hash(digest)
-        if earlier is not None:
-            self.ledger.record_duplicate(path.name, earlier, now.isoformat())
-            return earlier, True, None
         ctx = self.context(now)
-        if size > limit:
-            work = _oversized(path, digest, size, limit)
+        limit = self.settings.intake.max_attempts
+        if attempts > limit and isinstance(opened, files.Opened):
+            # killed (out of memory, a watchdog) each time it was handled: never again,
+            # or it would kill every start; answered from its header when it has one
+            self.log.error("interrupted_too_often", attempts=attempts - 1)
+            work = _interrupted(opened, attempts - 1)
+        elif isinstance(opened, files.Refused):  # nothing we may read: the reason is the answer
+            self.log.warning("refused_file", reason=opened.reason)
+            work = Work(raw=b"", content_hash=content_hash(b"")).failed(
+                Problem(Layer.FILE, "T01", opened.reason)
+            )
         else:
-            work = self._run(Work(raw=raw, content_hash=digest), ctx)
+            earlier = self.ledger.by_hash(opened.digest)  # (an earlier, final outcome)
+            if earlier is not None:
+                self.ledger.record_duplicate(path.name, earlier, now.isoformat())
+                return earlier, True, None
+            if opened.links != 1:  # a hidden hard link could rewrite the archived original
+                work = _refused_links(opened)
+            elif opened.raw is None:
+                work = _oversized(opened, self.settings.intake.max_file_bytes)
+            else:
+                work = self._run(Work(raw=opened.raw, content_hash=opened.digest), ctx)
         if work.retransmission_of:  # same MessageId and payload in a new envelope
             earlier = self.ledger.by_hash(work.retransmission_of)
             self.ledger.record_duplicate(path.name, earlier, now.isoformat())
@@ -395,28 +431,16 @@ def _totals(decision: Decision) -> tuple[int, Decimal, Decimal]:
     return len(bills), sum((b.claimed for b in bills), zero), sum((b.approved for b in bills), zero)
 
 
-def _hash_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 _MESSAGE_ID = re.compile(rb"<(?:[\w.-]+:)?MessageId>\s*([^<\s]{1,200})\s*</")
 _CONVERSATION_ID = re.compile(rb"<(?:[\w.-]+:)?ConversationId>\s*([^<\s]{1,200})\s*</")
 
 
-def _ids_of(path: Path) -> dict[str, str]:
+def _ids_of(prefix: bytes) -> dict[str, str]:
     """The ebXML MessageId and ConversationId from the start of the file, for the log
     lines of its handling. A plain search of the first bytes (the SOAP part comes
     first), not a parse: these are labels for the log, trusted for nothing, and a
     second MIME parse per message cost 3 ms (benchmarks/throughput.py, cProfile)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(IDS_PEEK_BYTES)
-    except OSError:  # an unreadable file: its handling will say so
-        return {}
+    head = prefix[:IDS_PEEK_BYTES]
     ids = {}
     for key, pattern in (("message_id", _MESSAGE_ID), ("conversation_id", _CONVERSATION_ID)):
         found = pattern.search(head)
@@ -425,12 +449,37 @@ def _ids_of(path: Path) -> dict[str, str]:
     return ids
 
 
-def _oversized(path: Path, digest: str, size: int, limit: int) -> Work:
+def _oversized(opened: files.Opened, limit: int) -> Work:
     """Too big to read: answer from the header in the first megabyte, if we find it."""
-    with open(path, "rb") as fh:
-        prefix = fh.read(PEEK_BYTES)
-    header = peek_header(prefix)
-    text = f"filen er {size} byte, over grensen på {limit} byte; den er ikke lest"
-    return Work(raw=b"", content_hash=digest, header=header).failed(
+    header = peek_header(opened.prefix)
+    text = f"filen er {opened.size} byte, over grensen på {limit} byte; den er ikke lest"
+    return Work(raw=b"", content_hash=opened.digest, header=header).failed(
+        Problem(Layer.FILE, "T99", text)
+    )
+
+
+def _interrupted(opened: files.Opened, starts: int) -> Work:
+    """A file whose handling started `starts` times and never finished: quarantined
+    unprocessed (X99: ours to investigate; the same file sent again is tried again)."""
+    header = peek_header(opened.prefix)
+    text = (
+        f"behandlingen av filen ble avbrutt {starts} ganger uten resultat"
+        " (minne- eller tidsgrense hos mottaker); filen er satt til side"
+    )
+    return Work(raw=b"", content_hash=opened.digest, header=header).failed(
+        Problem(Layer.INTERNAL, "X99", text)
+    )
+
+
+def _refused_links(opened: files.Opened) -> Work:
+    """A file with more than one hard link: someone holds another name for it and could
+    rewrite the original after we archived it. Not processed; the header addresses the
+    refusal so the sender can send it again as a file of its own."""
+    header = peek_header(opened.prefix)
+    text = (
+        f"filen har {opened.links} harde lenker; bare filer med én lenke tas imot"
+        " (skriv til et midlertidig navn og gi det nytt navn)"
+    )
+    return Work(raw=b"", content_hash=opened.digest, header=header).failed(
         Problem(Layer.FILE, "T99", text)
     )

@@ -70,6 +70,7 @@ def generate(
         serialization.NoEncryption(),
     )
     fd = os.open(private_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # also when an older file was there with looser bits
     with os.fdopen(fd, "wb") as fh:
         fh.write(pem)
     certificate.write_bytes(cert.public_bytes(serialization.Encoding.PEM))

@@ -32,7 +32,10 @@ def open_envelope(work: Work, ctx: Context) -> Work:
     multipart, problem = mime.parse(work.raw)
     if problem:
         return work.failed(problem)
-    parsed = parse_untrusted(multipart.start.data, Layer.ENVELOPE)
+    nodes = ctx.settings.intake.max_xml_nodes
+    parsed = parse_untrusted(
+        multipart.start.data, Layer.ENVELOPE, max_nodes=nodes, max_attributes=2 * nodes
+    )
     if parsed.problem:
         return work.with_(multipart=multipart).failed(parsed.problem)
     header, problems = ebms.read_header(parsed.root)
@@ -46,7 +49,7 @@ def open_envelope(work: Work, ctx: Context) -> Work:
 
 def extract_payload(work: Work, ctx: Context) -> Work:
     """The part eb:Manifest points at, decrypted and inflated."""
-    limit = ctx.settings.intake.max_payload_bytes
+    limit = ctx.settings.intake.payload_ceiling
     must_encrypt = work.partner is not None and work.partner.encrypts_to_us
     payload, problem = payload_of(
         work.multipart, work.header.manifest, limit, keys=ctx.keys, must_encrypt=must_encrypt
