@@ -209,9 +209,13 @@ def test_unknown_partner_gets_message_error_and_apprec(sandbox):
 
 
 def test_half_written_files_are_left_alone(sandbox):
-    """Temp names and files changed within the last second are not claimed."""
+    """Temp names and files changed within `stable_seconds` are not claimed (an hour
+    here, so a slow machine between the write and the poll changes nothing)."""
     from daemon import files
 
+    cfg = sandbox.config_path
+    cfg.write_text(cfg.read_text().replace("stable_seconds = 1.0", "stable_seconds = 3600.0"))
+    assert sandbox.settings.intake.stable_seconds == 3600.0
     inbox = sandbox.paths.inbox
     (inbox / "upload.msg.part").write_bytes(b"partial")
     (inbox / ".hidden.msg").write_bytes(b"partial")
