@@ -10,8 +10,6 @@ Encrypted payloads (CMS enveloped-data) are opened with our key (`daemon.transpo
 
 from __future__ import annotations
 
-import email
-import email.policy
 import hashlib
 import zlib
 
@@ -59,13 +57,9 @@ def peek_header(prefix: bytes):
 
     Used only to address the refusal; returns None when the header is not there.
     """
-    msg = email.message_from_bytes(prefix, policy=email.policy.compat32)
-    if not msg.is_multipart():
+    data = mime.first_part(prefix)
+    if data is None:
         return None
-    parts = msg.get_payload()
-    if not parts:
-        return None
-    data = parts[0].get_payload(decode=True) or b""
     parsed = parse_untrusted(data, Layer.ENVELOPE)
     if parsed.problem:
         return None
