@@ -63,6 +63,11 @@ class Intake:
     # a frozen "now" (ISO 8601) for rehearsals and tests: dates in rules, GenDate and
     # timestamps of answers all use it. Never set in production.
     fixed_time: str | None = None
+    # group commit: the outcomes of up to this many messages go into one ledger
+    # transaction (one fsync) and their answers share one round of fsyncs; a batch also
+    # closes once it has been open this long, so no answer waits longer for the others
+    commit_batch_messages: int = 32
+    commit_batch_ms: float = 50.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +198,8 @@ def from_mapping(raw: dict, path: Path) -> Settings:
         metrics = MetricsSettings(**raw.get("metrics", {}))
     except TypeError as exc:  # unknown or missing keys in a table
         raise ConfigError(f"{path}: {exc}") from exc
+    if intake.commit_batch_messages < 1 or intake.commit_batch_ms < 0:
+        raise ConfigError(f"{path}: [intake] commit_batch_messages >= 1, commit_batch_ms >= 0")
     if intake.poll_interval_seconds <= 0 or intake.max_file_bytes <= 0:
         raise ConfigError(f"{path}: intake intervals and limits must be positive")
     return Settings(
