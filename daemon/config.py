@@ -68,6 +68,8 @@ class Intake:
     # closes once it has been open this long, so no answer waits longer for the others
     commit_batch_messages: int = 32
     commit_batch_ms: float = 50.0
+    # a message with at least this many bills logs `progress` every this many bills
+    progress_every_bills: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +200,8 @@ def from_mapping(raw: dict, path: Path) -> Settings:
         metrics = MetricsSettings(**raw.get("metrics", {}))
     except TypeError as exc:  # unknown or missing keys in a table
         raise ConfigError(f"{path}: {exc}") from exc
+    if intake.progress_every_bills < 1:
+        raise ConfigError(f"{path}: [intake] progress_every_bills must be at least 1")
     if intake.commit_batch_messages < 1 or intake.commit_batch_ms < 0:
         raise ConfigError(f"{path}: [intake] commit_batch_messages >= 1, commit_batch_ms >= 0")
     if intake.poll_interval_seconds <= 0 or intake.max_file_bytes <= 0:

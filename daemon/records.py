@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
@@ -118,6 +119,9 @@ class Context:
     history: History = field(default_factory=NoHistory)
     keys: KeyPair | None = None  # ours: decrypts inbound, signs outbound
     tariffs: Tariffs | None = None  # NLK codes and rates (None: every lab line is unknown)
+    # told (stage, bills done, bills in all) every `[intake] progress_every_bills` bills of
+    # a long message: the shell logs it and counts it as a sign of life (watchdog)
+    progress: Callable[[str, int, int], None] | None = None
 
 
 @dataclass(frozen=True)

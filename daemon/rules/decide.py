@@ -16,6 +16,7 @@ has been paid (a negative amount). A correction pays only the difference.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from decimal import Decimal
 
@@ -60,12 +61,24 @@ def rule_context(claim: Claim, ctx: Context, sender: Partner | None = None) -> R
 
 def decide(work: Work, ctx: Context) -> Work:
     rc = rule_context(work.claim, ctx, work.partner)
-    problems, decision = evaluate(work.claim, rc, RULEBOOK)
+    every = ctx.settings.intake.progress_every_bills
+    progress = None
+    if ctx.progress is not None and len(work.claim.bills) >= every:
+        total, tell = len(work.claim.bills), ctx.progress
+
+        def progress(done: int) -> None:
+            if done % every == 0:
+                tell("decide", done, total)
+
+    problems, decision = evaluate(work.claim, rc, RULEBOOK, progress)
     work = work.with_(decision=decision)
     return work.failed(*problems) if problems else work
 
 
-def evaluate(claim: Claim, rc: RuleContext, book: Rulebook) -> tuple[list[Problem], Decision]:
+def evaluate(
+    claim: Claim, rc: RuleContext, book: Rulebook, progress: Callable[[int], None] | None = None
+) -> tuple[list[Problem], Decision]:
+    """`progress(n)` is called after each bill (n bills judged) when given."""
     trace = Trace()
     problems = []
     for fn in book.claim:
@@ -76,7 +89,14 @@ def evaluate(claim: Claim, rc: RuleContext, book: Rulebook) -> tuple[list[Proble
             problems.append(Problem(Layer.PAYLOAD, info.number, text, KRAV, scheme="8223"))
     if problems:
         return problems, Decision((), tuple(trace.fired), trace.count)
-    bills = tuple(_bill(bill, rc, book, trace) for bill in claim.bills)
+    if progress is None:
+        bills = tuple(_bill(bill, rc, book, trace) for bill in claim.bills)
+    else:
+        judged = []
+        for n, bill in enumerate(claim.bills, start=1):
+            judged.append(_bill(bill, rc, book, trace))
+            progress(n)
+        bills = tuple(judged)
     return [], Decision(bills, tuple(trace.fired), trace.count)
 
 

@@ -289,7 +289,13 @@ class Intake:
             history=self.ledger,
             keys=self.keys,
             tariffs=self.tariffs,
+            progress=self._progress,
         )
+
+    def _progress(self, stage: str, done: int, total: int) -> None:
+        """A long message's progress: a log line, and a sign of life for the watchdog."""
+        self.heartbeat = time.monotonic()
+        self.log.info("progress", stage=stage, bills=done, of=total)
 
     def _process(self, path: Path, now: datetime) -> tuple[Stored, bool, Decision | None]:
         started = time.perf_counter()
