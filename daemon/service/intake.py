@@ -24,6 +24,8 @@ commit, every file of the group is still in work/ without an outcome (as before 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
 import re
 import time
@@ -111,6 +113,7 @@ class Intake:
         self._group: list[tuple[Path, Stored, Callable[[], None]]] | None = None
         self._group_files = 0
         self._group_opened = 0.0
+        self._big = False  # the message in hand is over GROUP_MAX_BYTES
 
     # ------------------------------------------------------------------ passes
 
@@ -311,6 +314,7 @@ class Intake:
             self.ledger.record_duplicate(path.name, earlier, now.isoformat())
             return earlier, True, None
         ctx = self.context(now)
+        self._big = size > GROUP_MAX_BYTES
         if size > limit:
             work = _oversized(path, digest, size, limit)
         else:
@@ -334,6 +338,8 @@ class Intake:
         """Each stage timed into the metrics; the heartbeat says the loop is alive
         (the systemd watchdog is fed only while it moves)."""
         self.heartbeat = time.monotonic()
+        if stage == "decide" and self._big:
+            _return_freed_memory()  # the big claim's XML trees, let go of by `read`
         try:
             return self.metrics.around(stage, call)
         finally:
@@ -432,6 +438,16 @@ class Intake:
             # are durable; if a power cut undoes this rename, the file is back in
             # work/ and recovery re-delivers the stored answer (same bytes) and moves it
             files.move(path, paths.archive / day, sync_folder=False)
+
+
+def _return_freed_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc `malloc_trim`). lxml's
+    tree of a big claim lives in malloc'd memory that glibc keeps after it is freed, and
+    Python's objects come from separate arenas, so without this the rules' objects are
+    added on top of the dead tree's pages: about 4 kB per bill (benchmarks/big_message.py).
+    Elsewhere than glibc this does nothing."""
+    with contextlib.suppress(AttributeError, OSError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _hash_file(path: Path) -> str:
