@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 
+from benchmarks.common import apprec_status
 from daemon import config
 from daemon.transport import mime
 from tests.conftest import ROOT, wrap_demo
@@ -122,13 +124,24 @@ print(json.dumps({"cpu_seconds": cpu}))
 """
 
 
-def test_forty_thousand_parts_are_refused_in_bounded_cpu(tmp_path):
-    """#14.6: 40 000 MIME parts (2.7 MB) took 19 s of CPU before any agreement check.
-    Now they are refused (T01, quarantined with the reason) and the next file is
+def with_extra_parts(raw: bytes, count: int) -> bytes:
+    """A real ebMS message with `count` tiny parts added before its close delimiter."""
+    boundary = re.search(rb'boundary="([^"]+)"', raw).group(1)
+    close = b"--" + boundary + b"--"
+    extra = b"".join(
+        b"--%s\r\nContent-ID: <x%06d@x>\r\n\r\nx\r\n" % (boundary, i) for i in range(count)
+    )
+    return raw.replace(close, extra + close)
+
+
+def test_forty_thousand_parts_are_refused_in_bounded_cpu_and_answered(tmp_path):
+    """#14.6: 40 000 MIME parts (2.7 MB) took 16-19 s of CPU before any agreement check.
+    Now the message is refused (T01 naming the cap), its sender is told (MessageError
+    and AppRec, addressed from the SOAP header in the first part) and the next file is
     answered; CPU time, not wall-clock, measured in a child process."""
     attack = tmp_path / "parts.msg"
-    attack.write_bytes(many_parts(40_000))
-    assert 2_500_000 < attack.stat().st_size < 3_000_000
+    attack.write_bytes(with_extra_parts(wrap_demo(message_id="many-parts"), 40_000))
+    assert 2_500_000 < attack.stat().st_size < 4_000_000
     box = tmp_path / "box"
     run = subprocess.run(
         [sys.executable, "-c", MEASURE, str(box), str(attack)],
@@ -144,4 +157,16 @@ def test_forty_thousand_parts_are_refused_in_bounded_cpu(tmp_path):
     report = json.loads(kept.with_name(kept.name + ".err.json").read_text())
     (problem,) = report["problems"]
     assert problem["code"] == "T01" and "flere enn 100 MIME-deler" in problem["text"]
-    assert len(list(paths.outbox.glob("apprec-*"))) == 1  # the good file, answered
+    (error,) = paths.outbox.glob("error-*")
+    assert b"MimeProblem" in error.read_bytes() and b"many-parts" in error.read_bytes()
+    statuses = sorted(apprec_status(p) for p in paths.outbox.glob("apprec-*"))
+    assert statuses == ["1", "2"]  # the attack refused to its sender, the good file OK
+
+
+def test_content_ids_echoed_in_a_refusal_are_printable_and_bounded():
+    """The refusal now reaches the sender's AppRec: no control characters (the XML
+    would refuse them) and no unbounded sender text."""
+    twice = many_parts(3).replace(b"part-000002", b"part-000001")
+    hostile = twice.replace(b"part-000001", b"p\x01" + b"y" * 200)
+    text = _refusal(hostile)
+    assert "\x01" not in text and "p?yyy" in text and len(text) < 140

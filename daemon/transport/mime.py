@@ -66,6 +66,7 @@ _FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 _PARAM = re.compile(r';\s*([^\s=;"]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
 _QUOTED_PAIR = re.compile(r"\\(.)")
 _TOKEN = re.compile(r"[a-z0-9-]{1,20}")
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 
 
 def _headers(data: bytes, pos: int, end: int) -> tuple[dict[str, str], int, bool]:
@@ -208,7 +209,7 @@ def parse(data: bytes, *, max_parts: int = MAX_PARTS) -> tuple[Multipart | None,
         return None, _not_mime("ingen MIME-struktur")
     ctype, params = _content_type(fields["content-type"])
     if ctype != "multipart/related":
-        return None, _not_mime(ctype)
+        return None, _not_mime(_shown(ctype))
     if not separated:
         return None, _broken("hodene slutter uten en tom linje")
     try:
@@ -223,15 +224,22 @@ def parse(data: bytes, *, max_parts: int = MAX_PARTS) -> tuple[Multipart | None,
         if part.content_id:
             (repeated if part.content_id in seen else seen).add(part.content_id)
     if repeated:
-        text = f"Content-ID brukt av flere deler: {', '.join(sorted(repeated))}"
+        text = f"Content-ID brukt av flere deler: {', '.join(_shown(c) for c in sorted(repeated))}"
         return None, Problem(Layer.MIME, "T01", text, "Content-ID")
     start_cid = _strip_brackets(params.get("start"))
     start = next((p for p in parts if start_cid and p.content_id == start_cid), None)
     if start_cid and start is None:
-        text = f"start-delen <{start_cid}> finnes ikke i meldingen"
+        text = f"start-delen <{_shown(start_cid)}> finnes ikke i meldingen"
         return None, Problem(Layer.MIME, "T01", text, "Content-Type;start")
     start = start or parts[0]
     return Multipart(start, tuple(p for p in parts if p is not start)), None
+
+
+def _shown(value: str, limit: int = 80) -> str:
+    """A sender's Content-ID as it may appear in an answer: printable ASCII only (the
+    text goes into the AppRec's XML and the log), and bounded."""
+    cleaned = _UNPRINTABLE.sub("?", value)
+    return cleaned if len(cleaned) <= limit else cleaned[:limit] + "…"
 
 
 def _not_mime(found: str) -> Problem:

@@ -23,13 +23,18 @@ GZIP_TYPES = {"application/gzip", "application/x-gzip"}
 CMS_TYPES = {"application/pkcs7-mime", "application/x-pkcs7-mime"}
 XML_TYPES = {"text/xml", "application/xml"}
 PAYLOAD_TYPES = XML_TYPES | GZIP_TYPES | CMS_TYPES | {"application/octet-stream"}
+PEEK_BYTES = 1024 * 1024  # where the SOAP header of a broken message is looked for
 
 
 def open_envelope(work: Work, ctx: Context) -> Work:
     """MIME → SOAP envelope → ebXML header (who sent it, to whom, under which CPA)."""
     multipart, problem = mime.parse(work.raw)
     if problem:
-        return work.failed(problem)
+        # a broken structure (too many parts, a repeated Content-ID, cut short): the
+        # sender is still told when the SOAP header in the first part can be read, as
+        # for a file over the size limit; the header is used only to address the refusal
+        header = peek_header(work.raw[:PEEK_BYTES]) if problem.code == "T01" else None
+        return work.with_(header=header).failed(problem)
     parsed = parse_untrusted(multipart.start.data, Layer.ENVELOPE)
     if parsed.problem:
         return work.with_(multipart=multipart).failed(parsed.problem)
