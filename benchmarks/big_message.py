@@ -1,6 +1,6 @@
 """One big message: is it processed within bounded memory, or refused cleanly?
 
-    .venv/bin/python benchmarks/big_message.py [--mb 100 20]
+    .venv/bin/python benchmarks/big_message.py [--mb 100 20] [--max-file-mb 50]
 
 For each size it builds one claim with as many lab bills as make an ebMS file of about
 that many megabytes, drops it into a fresh sandbox and runs `kravmottak process` as a
@@ -9,13 +9,15 @@ child's peak RSS. A file over `[intake] max_file_bytes` (50 MB by default) is re
 unread: only its SHA-256 is computed (streamed) and the header is read from its first
 megabyte, so memory stays flat. Below the limit the whole message is parsed (lxml
 builds the tree: XSD validation and XML signatures need the whole document).
+
+The outcome is asserted, not just printed: a file within the limit must be answered
+with status 1 and every bill approved (unique patients, valid lines); a file over it
+must be refused with status 2 and T99.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import re
 import subprocess
 import sys
@@ -26,9 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from daemon import cli, config  # noqa: E402
+from benchmarks.common import assert_all_approved, machine, sandbox  # noqa: E402
+from daemon import config  # noqa: E402
 from daemon.tools.wrap import wrap  # noqa: E402
-from daemon.transport import keys  # noqa: E402
 from tests.claims import B, C, L, msghead, person_number  # noqa: E402
 
 BYTES_PER_BILL = 430  # an EnkeltRegning and its Pasient with one Takst, measured
@@ -58,33 +60,26 @@ def big_claim(bills: int) -> bytes:
     return msghead(C(specs))
 
 
-def sandbox(root: Path) -> Path:
-    with contextlib.redirect_stdout(io.StringIO()):
-        cli.main(["init", str(root)])
-    (root / "partners.toml").write_text((ROOT / "config" / "partners.toml").read_text())
-    (root / "institutions.toml").write_text((ROOT / "config" / "institutions.toml").read_text())
-    cfg = root / "kravmottak.toml"
-    text = cfg.read_text().replace("[intake]\n", '[intake]\nfixed_time = "2026-11-23T12:00:00Z"\n')
-    cfg.write_text(text.replace("stable_seconds = 1.0", "stable_seconds = 0.0"))
-    s = config.load(cfg)
-    keys.generate(s.paths.private_key, s.paths.certificate, her_id="79768", orgnr="889640782",
-                  name="HELFO", days=3650)  # fmt: skip
-    return cfg
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=float, nargs="+", default=[100.0, 20.0])
+    ap.add_argument("--max-file-mb", type=float, default=50.0, help="[intake] max_file_bytes")
     args = ap.parse_args()
-    print(f"{'file MB':>8} {'bills':>8} {'outcome':>22} {'seconds':>8} {'peak RSS MB':>12}")
+    limit = int(args.max_file_mb * 1024 * 1024)
+    print(f"machine: {machine()}")
+    print(
+        f"{'file MB':>8} {'bills':>8} {'outcome':>22} {'seconds':>8} {'bills/s':>8} "
+        f"{'peak RSS MB':>12}"
+    )
     for mb in args.mb:
         bills = int(mb * 1_000_000 / BYTES_PER_BILL)
         raw = wrap(big_claim(bills), from_her="90001", cpa_id="kravmottak:demo:1",
                    message_id=f"big-{mb:g}")  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = sandbox(Path(tmp) / "sb")
+            cfg = sandbox(Path(tmp) / "sb", stable_seconds=0.0, max_file_bytes=limit)
             paths = config.load(cfg).paths
             (paths.inbox / "big.msg").write_bytes(raw)
+            within = len(raw) <= limit
             del raw
             started = time.perf_counter()
             done = subprocess.run(
@@ -105,7 +100,15 @@ def main() -> int:
             code = re.search(rb'<Error V="([A-Z0-9]+)"', text)
             outcome = f"status {status.group(1).decode() if status else '?'}"
             outcome += f" {code.group(1).decode()}" if code else ""
-        print(f"{size / 1e6:>8.1f} {bills:>8} {outcome:>22} {took:>8.1f} {rss / 1024:>12.0f}")
+            if within:  # read and judged: every bill approved
+                assert outcome == "status 1", outcome
+                assert_all_approved(cfg, 1, bills)
+            else:  # refused unread
+                assert outcome == "status 2 T99", outcome
+        rate = f"{bills / took:>8.0f}" if within else f"{'-':>8}"
+        print(
+            f"{size / 1e6:>8.1f} {bills:>8} {outcome:>22} {took:>8.1f} {rate} {rss / 1024:>12.0f}"
+        )
     return 0
 
 

@@ -90,6 +90,13 @@ class Intake:
     # a frozen "now" (ISO 8601) for rehearsals and tests: dates in rules, GenDate and
     # timestamps of answers all use it. Never set in production.
     fixed_time: str | None = None
+    # group commit: the outcomes of up to this many messages go into one ledger
+    # transaction (one fsync) and their answers share one round of fsyncs; a batch also
+    # closes once it has been open this long, so no answer waits longer for the others
+    commit_batch_messages: PositiveInt = 32
+    commit_batch_ms: Annotated[float, Field(ge=0)] = 50.0
+    # a message with at least this many bills logs `progress` every this many bills
+    progress_every_bills: PositiveInt = 10_000
 
     @property
     def payload_ceiling(self) -> int:

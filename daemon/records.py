@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
@@ -130,6 +131,9 @@ class Context:
     # the secret patient pseudonyms are made with ([keys] patient_secret); None: bills
     # carry no patient key (pure-core callers that consult no history)
     patient_secret: bytes | None = field(default=None, repr=False)
+    # told (stage, bills done, bills in all) every `[intake] progress_every_bills` bills of
+    # a long message: the shell logs it and counts it as a sign of life (watchdog)
+    progress: Callable[[str, int, int], None] | None = None
 
 
 @dataclass(frozen=True)

@@ -315,7 +315,7 @@ def test_recover_processes_a_file_claimed_in_the_ledger_without_an_outcome(sandb
     assert len(outbox_bytes(sandbox)) == 2
 
 
-@pytest.mark.parametrize("step", ["write_if_changed", "move"])
+@pytest.mark.parametrize("step", ["write_all_atomic", "move"])
 def test_recover_redelivers_a_recorded_outcome_byte_for_byte(sandbox, monkeypatch, step):
     """Killed after the record, in delivery: recover delivers the ledger's bytes, no new row."""
     message_id, raw = distinct_message()
@@ -347,7 +347,7 @@ def test_recover_redelivers_a_recorded_outcome_byte_for_byte(sandbox, monkeypatc
     assert [r[2] for r in before["outputs"]] == ["ack", "apprec"]
     stored = stored_outputs(sandbox)
     delivered = outbox_bytes(sandbox)
-    assert delivered == ({} if step == "write_if_changed" else stored)
+    assert delivered == ({} if step == "write_all_atomic" else stored)
     inodes = {p.name: os.stat(p).st_ino for p in sandbox.outbox()}
 
     # a later clock: regenerating the answer would change GenDate and timestamps

@@ -299,6 +299,9 @@ class Ledger(Protocol):
     def bill_totals(self, message_id: int) -> tuple[int, Decimal, Decimal]: ...
     def undelivered_outputs(self, work_names: list[str]) -> Undelivered: ...
     def close(self) -> None: ...
+    def begin_group(self) -> None: ...
+    def commit_group(self) -> None: ...
+    def rollback_group(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +366,7 @@ class SqliteLedger:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
         self._migrate()
+        self._group = False  # inside begin_group/commit_group
 
     def _migrate(self) -> None:
         """Columns added after a ledger was first created (CREATE IF NOT EXISTS keeps
@@ -416,8 +420,45 @@ class SqliteLedger:
                 changed += db.execute("DELETE FROM exams WHERE patient_key = ?", (old,)).rowcount
         return changed
 
+    # ------------------------------------------------------------------ group commit
+
+    def begin_group(self) -> None:
+        """Open one transaction for several messages (group commit): every write until
+        `commit_group` goes into it, each in its own savepoint, so one message's failure
+        undoes only its own writes. Reads on this connection see the group's writes (a
+        message sees the bills of the one before it). Nothing is durable before
+        `commit_group`: a kill in between leaves every file of the group in work/
+        without an outcome, and recovery processes them again."""
+        self._db.execute("BEGIN IMMEDIATE")
+        self._group = True
+
+    def commit_group(self) -> None:
+        """One COMMIT (one WAL fsync) for the whole group; rolled back if it fails."""
+        self._group = False
+        try:
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+    def rollback_group(self) -> None:
+        self._group = False
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        if self._group:  # inside a group: a savepoint, committed with the group
+            self._db.execute("SAVEPOINT one")
+            try:
+                yield self._db
+                self._db.execute("RELEASE one")
+            except BaseException:
+                self._db.execute("ROLLBACK TO one")
+                self._db.execute("RELEASE one")
+                raise
+            return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db

@@ -18,6 +18,7 @@ has been paid (a negative amount). A correction pays only the difference.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC
 from decimal import Decimal
@@ -65,15 +66,27 @@ def rule_context(claim: Claim, ctx: Context, sender: Partner | None = None) -> R
 
 def decide(work: Work, ctx: Context) -> Work:
     rc = rule_context(work.claim, ctx, work.partner)
-    problems, decision = evaluate(work.claim, rc, RULEBOOK)
+    every = ctx.settings.intake.progress_every_bills
+    progress = None
+    if ctx.progress is not None and len(work.claim.bills) >= every:
+        total, tell = len(work.claim.bills), ctx.progress
+
+        def progress(done: int) -> None:
+            if done % every == 0:
+                tell("decide", done, total)
+
+    problems, decision = evaluate(work.claim, rc, RULEBOOK, progress)
     work = work.with_(decision=decision)
     return work.failed(*problems) if problems else work
 
 
-def evaluate(claim: Claim, rc: RuleContext, book: Rulebook) -> tuple[list[Problem], Decision]:
+def evaluate(
+    claim: Claim, rc: RuleContext, book: Rulebook, progress: Callable[[int], None] | None = None
+) -> tuple[list[Problem], Decision]:
     """Claim rules; then every bill's bill and line rules; then the same-day judgement
     of the radiology lines that passed them, in the judgement order (`_same_day`); then
-    the exam rules, which read that judgement."""
+    the exam rules, which read that judgement. `progress(n)` is called after each bill
+    (n bills judged) when given."""
     trace = Trace()
     problems = []
     for fn in book.claim:
@@ -85,7 +98,11 @@ def evaluate(claim: Claim, rc: RuleContext, book: Rulebook) -> tuple[list[Proble
             problems.append(Problem(layer, info.number, text, KRAV, scheme="8223"))
     if problems:
         return problems, Decision((), tuple(trace.fired), trace.count)
-    judged = [_judge(bill, rc, book, trace) for bill in claim.bills]
+    judged = []
+    for n, bill in enumerate(claim.bills, start=1):
+        judged.append(_judge(bill, rc, book, trace))
+        if progress is not None:
+            progress(n)
     outcomes, basis = _same_day(judged, rc)
     rc = replace(rc, same_day=outcomes)
     bills = tuple(_finish(j, rc, book, trace) for j in judged)

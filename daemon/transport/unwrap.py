@@ -10,8 +10,6 @@ Encrypted payloads (CMS enveloped-data) are opened with our key (`daemon.transpo
 
 from __future__ import annotations
 
-import email
-import email.policy
 import hashlib
 import zlib
 
@@ -25,13 +23,18 @@ GZIP_TYPES = {"application/gzip", "application/x-gzip"}
 CMS_TYPES = {"application/pkcs7-mime", "application/x-pkcs7-mime"}
 XML_TYPES = {"text/xml", "application/xml"}
 PAYLOAD_TYPES = XML_TYPES | GZIP_TYPES | CMS_TYPES | {"application/octet-stream"}
+PEEK_BYTES = 1024 * 1024  # where the SOAP header of a broken message is looked for
 
 
 def open_envelope(work: Work, ctx: Context) -> Work:
     """MIME → SOAP envelope → ebXML header (who sent it, to whom, under which CPA)."""
     multipart, problem = mime.parse(work.raw)
     if problem:
-        return work.failed(problem)
+        # a broken structure (too many parts, a repeated Content-ID, cut short): the
+        # sender is still told when the SOAP header in the first part can be read, as
+        # for a file over the size limit; the header is used only to address the refusal
+        header = peek_header(work.raw[:PEEK_BYTES]) if problem.code == "T01" else None
+        return work.with_(header=header).failed(problem)
     nodes = ctx.settings.intake.max_xml_nodes
     parsed = parse_untrusted(
         multipart.start.data, Layer.ENVELOPE, max_nodes=nodes, max_attributes=2 * nodes
@@ -62,13 +65,9 @@ def peek_header(prefix: bytes):
 
     Used only to address the refusal; returns None when the header is not there.
     """
-    msg = email.message_from_bytes(prefix, policy=email.policy.compat32)
-    if not msg.is_multipart():
+    data = mime.first_part(prefix)
+    if data is None:
         return None
-    parts = msg.get_payload()
-    if not parts:
-        return None
-    data = parts[0].get_payload(decode=True) or b""
     parsed = parse_untrusted(data, Layer.ENVELOPE)
     if parsed.problem:
         return None
