@@ -64,3 +64,46 @@ def open_claim_with_error() -> bytes:
 
     # a schema error whose message quotes the patient's identity value
     return demo_claim().replace(b'typeId="FNR" id="15057810014"', b'id="15057810014"')
+
+
+def test_the_configured_logger_masks_every_form(capsys):
+    """The processor is in the configuration, not only a function: a line logged through
+    `configure`'s logger has every fødselsnummer form masked (and other numbers kept)."""
+    logs.configure("info")
+    try:
+        logs.get().info(
+            "claimed 010453-42227",
+            file="krav 160980 38063.msg",
+            message_id="m-01045342227",
+            other="160980.38063",
+            nested={"ids": ["24117412345"]},
+            orgnr="983974678",
+            long="123456789012",
+            when="2026-11-23T12:00:00Z",
+            fnr="x",
+        )
+    finally:
+        logs.configure("info")
+    (line,) = capsys.readouterr().out.splitlines()
+    event = json.loads(line)
+    assert event["event"] == "claimed ***********"
+    assert event["file"] == "krav ***********.msg"
+    assert event["message_id"] == "m-***********"
+    assert event["other"] == "***********"
+    assert event["nested"] == {"ids": ["***********"]}
+    assert event["fnr"] == "[masked]"
+    assert (event["orgnr"], event["long"]) == ("983974678", "123456789012")
+    assert event["when"] == "2026-11-23T12:00:00Z"
+
+
+def test_masking_forms():
+    from daemon.masking import mask, mask_optional
+
+    assert mask("a01045342227b") == "a***********b"
+    assert mask("010453-42227 and 160980 38063") == "*********** and ***********"
+    assert mask("0104534222") == "0104534222"  # 10 digits
+    assert mask("010453422271") == "010453422271"  # 12 digits
+    assert mask("010453--42227") == "010453--42227"  # two separators: not one number
+    assert mask("1010453-42227") == "1010453-42227"  # part of a longer number
+    assert mask("20261123T120000123456Z") == "20261123T120000123456Z"
+    assert mask_optional(None) is None and mask_optional("16098038063") == "***********"
