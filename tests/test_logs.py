@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+
+import structlog
 
 from daemon import logs
 from tests.conftest import wrap_demo
@@ -68,7 +71,10 @@ def open_claim_with_error() -> bytes:
 
 def test_the_configured_logger_masks_every_form(capsys):
     """The processor is in the configuration, not only a function: a line logged through
-    `configure`'s logger has every fødselsnummer form masked (and other numbers kept)."""
+    `configure`'s logger has every fødselsnummer form masked (and other numbers kept).
+    structlog's defaults are restored first, so nothing an earlier test configured can
+    stand in for what `configure` leaves out."""
+    structlog.reset_defaults()
     logs.configure("info")
     try:
         logs.get().info(
@@ -107,3 +113,89 @@ def test_masking_forms():
     assert mask("1010453-42227") == "1010453-42227"  # part of a longer number
     assert mask("20261123T120000123456Z") == "20261123T120000123456Z"
     assert mask_optional(None) is None and mask_optional("16098038063") == "***********"
+
+
+def _lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_configure_writes_json_lines_with_level_time_and_context():
+    structlog.reset_defaults()
+    stream = io.StringIO()
+    logs.configure("info", stream)
+    try:
+        structlog.contextvars.bind_contextvars(message_id="m-1")
+        logs.get().info("answered", status="1")
+        logs.get().debug("not shown")
+    finally:
+        structlog.contextvars.clear_contextvars()
+        logs.configure("info")
+    (line,) = _lines(stream.getvalue())
+    assert line["event"] == "answered" and line["status"] == "1" and line["level"] == "info"
+    assert line["message_id"] == "m-1"
+    assert line["timestamp"].endswith("Z") and line["timestamp"][10] == "T"
+
+
+def test_configure_filters_by_level():
+    structlog.reset_defaults()
+    stream = io.StringIO()
+    logs.configure("warning", stream)
+    try:
+        logs.get().info("quiet")
+        logs.get().warning("loud")
+    finally:
+        logs.configure("info")
+    assert [x["event"] for x in _lines(stream.getvalue())] == ["loud"]
+    stream = io.StringIO()
+    logs.configure("no-such-level", stream)  # an unknown level: info
+    try:
+        logs.get().debug("quiet")
+        logs.get().info("shown")
+    finally:
+        logs.configure("info")
+    assert [x["event"] for x in _lines(stream.getvalue())] == ["shown"]
+
+
+def test_an_exception_is_rendered_as_text_and_masked():
+    structlog.reset_defaults()
+    stream = io.StringIO()
+    logs.configure("info", stream)
+    try:
+        try:
+            raise ValueError("bad 010453-42227 ø")
+        except ValueError:
+            logs.get().exception("failed")
+    finally:
+        logs.configure("info")
+    (line,) = _lines(stream.getvalue())
+    assert "Traceback" in line["exception"] and "ValueError: bad *********** ø" in line["exception"]
+    assert "ø" in stream.getvalue()  # JSON without ASCII escapes, for journald readers
+
+
+def test_the_log_follows_sys_stdout_as_it_is_when_a_line_is_written():
+    structlog.reset_defaults()
+    logs.configure("info")
+    first, second = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(first):
+        logs.get().info("one")
+    with contextlib.redirect_stdout(second):
+        logs.get().info("two")
+    assert [x["event"] for x in _lines(first.getvalue())] == ["one"]
+    assert [x["event"] for x in _lines(second.getvalue())] == ["two"]
+
+
+def test_a_logger_made_before_a_reconfiguration_follows_it():
+    """Modules take their logger at import; a later `configure` (a reload, a test's
+    stream) must still reach them: loggers are not cached on first use."""
+    structlog.reset_defaults()
+    log = logs.get()
+    first, second = io.StringIO(), io.StringIO()
+    try:
+        logs.configure("info", first)
+        log.info("one")
+        logs.configure("info", second)
+        log.info("two")
+    finally:
+        logs.configure("info")
+    assert [x["event"] for x in _lines(first.getvalue())] == ["one"]
+    assert [x["event"] for x in _lines(second.getvalue())] == ["two"]
