@@ -13,6 +13,8 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from daemon import files
 from daemon.config import Intake
 
@@ -173,7 +175,86 @@ def test_ensure_folders_makes_every_folder(tmp_path):
     from tests.conftest import make_sandbox
 
     paths = make_sandbox(tmp_path / "box").paths
-    for folder in paths.folders():
-        shutil.rmtree(folder, ignore_errors=True)
+    assert {f.parent for f in paths.folders()} == {tmp_path / "box" / "var"}
+    shutil.rmtree(tmp_path / "box" / "var")  # the folders and their parent
     files.ensure_folders(paths)
+    files.ensure_folders(paths)  # again: the folders are there, nothing to do
     assert all(Path(f).is_dir() for f in paths.folders())
+
+
+def test_write_atomic_makes_missing_folders(tmp_path):
+    target = tmp_path / "a" / "b" / "c.msg"
+    files.write_atomic(target, b"x")
+    assert target.read_bytes() == b"x"
+
+
+def test_a_write_killed_before_its_rename_leaves_a_temp_that_start_up_removes(tmp_path):
+    """The rename fails (here: a folder stands at the target name), as if the process
+    died just before it: what is left is a temp file, never a partial target, and it
+    has the name `remove_stale_temps` looks for."""
+    (tmp_path / "apprec.msg").mkdir()
+    (tmp_path / "apprec.msg" / "keep").write_bytes(b"")
+    with pytest.raises(OSError):
+        files.write_atomic(tmp_path / "apprec.msg", b"whole")
+    (left,) = [p.name for p in tmp_path.iterdir() if p.name != "apprec.msg"]
+    assert left.startswith(".apprec.msg.") and left.endswith(".tmp")
+    assert files.remove_stale_temps(tmp_path) == [left]
+    assert [p.name for p in tmp_path.iterdir()] == ["apprec.msg"]
+
+
+def test_fsync_dir_opens_a_folder_only(tmp_path):
+    files.fsync_dir(tmp_path)
+    (tmp_path / "f").write_bytes(b"")
+    with pytest.raises(NotADirectoryError):
+        files.fsync_dir(tmp_path / "f")
+
+
+def test_scan_without_a_clock_uses_the_time_now(tmp_path):
+    old = tmp_path / "old.msg"
+    old.write_bytes(b"x")
+    os.utime(old, (1_000_000.0, 1_000_000.0))
+    (tmp_path / "new.msg").write_bytes(b"x")
+    ready, settling = files.scan(tmp_path, _intake(stable_seconds=60.0))
+    assert [c.path.name for c in ready] == ["old.msg"] and settling == 1
+
+
+def test_scan_counts_every_settling_file_and_remembers_none_of_the_past(tmp_path):
+    """An mtime in the past is judged by age alone, also when `seen` is kept: a file
+    0.5 s old with stable_seconds 0.4 is ready at the first scan."""
+    now = 1_000_000.0
+    for name, age in (("a.msg", 1), ("b.msg", 2), ("c.msg", 0.5)):
+        (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, (now - age, now - age))
+    assert files.scan(tmp_path, _intake(stable_seconds=10.0), now=now, seen={})[1] == 3
+    ready, settling = files.scan(tmp_path, _intake(stable_seconds=0.4), now=now, seen={})
+    assert [c.path.name for c in ready] == ["b.msg", "a.msg", "c.msg"] and settling == 0
+
+
+def test_work_names_are_utc_stamped_and_keep_the_original_whole(tmp_path, monkeypatch):
+    import re
+    import time
+    from datetime import timedelta, timezone
+
+    monkeypatch.setenv("TZ", "Europe/Oslo")
+    time.tzset()
+    try:
+        oslo = datetime(2026, 11, 23, 13, 0, 0, 5, tzinfo=timezone(timedelta(hours=1)))
+        name = files.work_name_for("krav--nr--1.msg", oslo)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert re.fullmatch(r"20261123T120000000005Z-[0-9a-f]{8}--krav--nr--1\.msg", name), name
+    assert files.original_name(name) == "krav--nr--1.msg"
+
+
+def test_safe_name_strips_only_dots_and_underscores_at_the_ends():
+    assert files.safe_name("X.file.msgX") == "X.file.msgX"
+    assert files.safe_name("_.x._") == "x"
+
+
+def test_moves_into_a_new_nested_folder_and_into_an_existing_one(tmp_path):
+    for name in ("a.msg", "b.msg"):
+        (tmp_path / name).write_bytes(name.encode())
+    dest = tmp_path / "var" / "archive"
+    assert files.move(tmp_path / "a.msg", dest).read_bytes() == b"a.msg"
+    assert files.move(tmp_path / "b.msg", dest).read_bytes() == b"b.msg"
