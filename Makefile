@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= config/kravmottak.toml
 
-.PHONY: run test lint venv clean
+.PHONY: run test lint venv clean mutate
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +24,15 @@ test: $(STAMP)
 	$(BIN)/ruff check daemon tests benchmarks
 	$(BIN)/python -m pytest -q
 
+## mutate: mutation testing of the money and trust paths (not part of `make test`; slow)
+##   make mutate                      a sample of 40 mutants per target
+##   make mutate ARGS="--sample 0"    every mutant;  ARGS="logs files": some targets
+mutate: $(STAMP)
+	$(BIN)/python -m tests.mutation $(ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check daemon tests benchmarks
 	$(BIN)/ruff format --check daemon tests benchmarks
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache mutants
