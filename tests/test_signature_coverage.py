@@ -191,3 +191,13 @@ def test_msghead_signature_with_more_than_one_reference_is_refused(sandbox, part
     err = refusal(sandbox, partner)
     assert err["V"] == "S01" and "nøyaktig én Reference" in err["DN"], err
     assert err["OT"].startswith("msghead") or "MsgHead" in err["DN"]
+
+
+def test_a_partner_that_need_not_sign_may_send_an_unsigned_msghead(sandbox, tmp_path):
+    """The other side of `required`: with `--no-require-signature` a signed envelope
+    around an unsigned MsgHead is approved (a required signature is not invented)."""
+    pair = make_pair(tmp_path, "optional")
+    register(sandbox, cert_path(tmp_path, "optional"), extra=("--no-require-signature",))
+    frame = _signed_message(sandbox, pair, signed_claim(None))
+    _send_edited(sandbox, frame, etree.fromstring(frame.start.data))
+    assert decrypted_apprec(sandbox, pair).find("{*}Status").get("V") == "1"
