@@ -199,3 +199,16 @@ def test_a_logger_made_before_a_reconfiguration_follows_it():
         logs.configure("info")
     assert [x["event"] for x in _lines(first.getvalue())] == ["one"]
     assert [x["event"] for x in _lines(second.getvalue())] == ["two"]
+
+
+def test_uuids_and_hashes_keep_their_digits():
+    """A UUID or a hash with eleven digits in a row is not a person: an answer must
+    still name the message it answers."""
+    from daemon.masking import mask
+
+    uuid = "513b7c4f-d711-4ad0-85c8-d82545899289"
+    digest = "ab" + "12345678901" + "cd" * 10
+    assert mask(uuid) == uuid and mask(f"msg {{{uuid.upper()}}}") == f"msg {{{uuid.upper()}}}"
+    assert mask(digest) == digest
+    assert mask(f"{uuid} 01045342227") == f"{uuid} ***********"
+    assert mask("x-01045342227-y") == "x-***********-y"
