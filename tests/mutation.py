@@ -13,7 +13,8 @@ function, then runs, for each mutant, only the tests that reach its function. A 
 is killed when a test fails (or times out). Printed per target: `mutation score: K/N
 killed` over the mutants that were run, and the survivors by name (in the target's
 folder, `../../../.venv/bin/mutmut show NAME` prints the change; `mutmut.log` the run).
-Results are kept: a second run only runs mutants whose function changed.
+Results are kept: a second run runs the mutants whose function changed and the
+survivors (a test added since may kill them).
 
 `--sample N` runs N mutants per target, chosen with a fixed seed, so two runs of the same
 code compare; 0 runs all. Not part of `make test`: a full run takes hours on 2 cores.
@@ -123,6 +124,18 @@ def _results(folder: Path) -> dict[str, int | None]:
     return found
 
 
+def _retest_survivors(folder: Path, names: set[str]) -> None:
+    """mutmut keeps every verdict until the mutated function changes; a survivor may
+    have been killed by a test added since, so survivors are run again every time."""
+    for meta in (folder / "mutants").rglob("*.py.meta"):
+        data = json.loads(meta.read_text())
+        codes = data["exit_code_by_key"]
+        stale = [n for n in names & set(codes) if codes[n] in SURVIVED | NO_TESTS]
+        if stale:
+            codes.update(dict.fromkeys(stale))
+            meta.write_text(json.dumps(data))
+
+
 def _of(target: Target, names) -> list[str]:
     return sorted(n for n in names if any(fnmatch.fnmatch(n, p) for p in target.names))
 
@@ -166,6 +179,7 @@ def run_target(name: str, args: argparse.Namespace) -> dict[str, int | None]:
     if not names:
         print(f"{name}: no mutants (is mutmut installed? `make venv`)", file=sys.stderr)
         return {}
+    _retest_survivors(folder, set(names))
     print(f"{name}: {len(names)} mutants, tests {' '.join(target.tests)}", flush=True)
     log = folder / "mutmut.log"
     with open(log, "w") as out:

@@ -201,3 +201,19 @@ def test_a_partner_that_need_not_sign_may_send_an_unsigned_msghead(sandbox, tmp_
     frame = _signed_message(sandbox, pair, signed_claim(None))
     _send_edited(sandbox, frame, etree.fromstring(frame.start.data))
     assert decrypted_apprec(sandbox, pair).find("{*}Status").get("V") == "1"
+
+
+def test_a_partner_that_need_not_sign_may_send_an_unsigned_envelope(sandbox, tmp_path):
+    pair = make_pair(tmp_path, "optional")
+    register(sandbox, cert_path(tmp_path, "optional"), extra=("--no-require-signature",))
+    raw = wrap(
+        signed_claim(pair),
+        from_her=PARTNER_HER,
+        cpa_id=PARTNER_CPA,
+        gzip=True,
+        signer=None,
+        encrypt_to=our_keys(sandbox).certificate,
+    )
+    sandbox.drop(raw)
+    sandbox.process()
+    assert decrypted_apprec(sandbox, pair).find("{*}Status").get("V") == "1"
