@@ -217,3 +217,31 @@ def test_a_partner_that_need_not_sign_may_send_an_unsigned_envelope(sandbox, tmp
     sandbox.drop(raw)
     sandbox.process()
     assert decrypted_apprec(sandbox, pair).find("{*}Status").get("V") == "1"
+
+
+def test_two_envelope_signatures_are_refused(sandbox, partner):
+    """A second ds:Signature beside the partner's in SOAP:Header (which one would a
+    verifier pick?): S01 naming the count."""
+    frame = _signed_message(sandbox, partner)
+    soap = etree.fromstring(frame.start.data)
+    signature = _header_signature(soap)
+    signature.addnext(etree.fromstring(etree.tostring(signature)))
+    _send_edited(sandbox, frame, soap)
+    err = refusal(sandbox, partner)
+    assert err["V"] == "S01" and "meldingen har 2 signaturer" in err["DN"], err
+
+
+def test_a_payload_encrypted_to_someone_else_is_named_as_a_mime_problem(sandbox, partner, tmp_path):
+    other = make_pair(tmp_path, "elsewhere")
+    raw = wrap(
+        signed_claim(partner),
+        from_her=PARTNER_HER,
+        cpa_id=PARTNER_CPA,
+        gzip=True,
+        signer=partner,
+        encrypt_to=other.certificate,
+    )
+    sandbox.drop(raw)
+    sandbox.process()
+    err = refusal(sandbox, partner)
+    assert err["V"] == "S99" and err["OT"].startswith("mime application/pkcs7-mime"), err
