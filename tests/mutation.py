@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -185,7 +186,29 @@ def run_target(name: str, args: argparse.Namespace) -> dict[str, int | None]:
     with open(log, "w") as out:
         subprocess.run([str(MUTMUT), "run", *names], cwd=folder, stdout=out, stderr=out)
     results = _results(folder)
-    return {n: results.get(n) for n in names}
+    found = {n: results.get(n) for n in names}
+    _confirm_survivors(folder, target, found)
+    return found
+
+
+def _confirm_survivors(folder: Path, target: Target, found: dict[str, int | None]) -> None:
+    """mutmut runs, per mutant, the tests it saw reach the function; a call made while a
+    module-scoped fixture is built counts for the first test only (test_radiology_rules
+    processes every case in one fixture), so a survivor is run again against the
+    target's whole test files before it is called a survivor."""
+    env = dict(os.environ)
+    for name, code in found.items():
+        if code not in SURVIVED | NO_TESTS:
+            continue
+        env["MUTANT_UNDER_TEST"] = name
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *target.tests],
+            cwd=folder / "mutants",
+            env=env,
+            capture_output=True,
+        )
+        if done.returncode == 1:
+            found[name] = 1
 
 
 def main(argv: list[str] | None = None) -> int:
