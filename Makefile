@@ -35,4 +35,4 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check daemon tests benchmarks
 
 clean:
-	rm -rf $(VENV) var .pytest_cache mutants
+	rm -rf $(VENV) var .pytest_cache mutants build/mutation
