@@ -13,7 +13,7 @@ LOCK_VENV := .venv-lock
 COMPILE   := $(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes --strip-extras \
              --no-emit-index-url --no-emit-find-links
 
-.PHONY: run test lint venv lock clean
+.PHONY: run test lint venv lock clean mutate
 
 # the dependencies from the lock (hashes checked), then the project itself without any
 $(STAMP): pyproject.toml $(LOCK) $(TEST_LOCK)
@@ -35,6 +35,12 @@ test: $(STAMP)
 	$(BIN)/ruff check daemon tests benchmarks
 	$(BIN)/python -m pytest -q
 
+## mutate: mutation testing of the money and trust paths (not part of `make test`; slow)
+##   make mutate                      a sample of 40 mutants per target
+##   make mutate ARGS="--sample 0"    every mutant;  ARGS="logs files": some targets
+mutate: $(STAMP)
+	$(BIN)/python -m tests.mutation $(ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check daemon tests benchmarks
 	$(BIN)/ruff format --check daemon tests benchmarks
@@ -47,4 +53,4 @@ lock:
 	$(COMPILE) --upgrade --extra test --constraint $(LOCK) --output-file $(TEST_LOCK) pyproject.toml
 
 clean:
-	rm -rf $(VENV) $(LOCK_VENV) var .pytest_cache
+	rm -rf $(VENV) $(LOCK_VENV) var .pytest_cache mutants build/mutation

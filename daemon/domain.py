@@ -15,6 +15,8 @@ from enum import StrEnum
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+from daemon.masking import mask
+
 # --------------------------------------------------------------------------- problems
 
 
@@ -50,6 +52,12 @@ class Problem:
     line: int | None = None
     column: int | None = None
     scheme: str = "8221"  # the code list `code` is from: 8221 technical, 8223 our remarks
+
+    def __post_init__(self) -> None:
+        # a text may quote what the sender wrote; it goes to the AppRec, the ledger and
+        # the .err.json: never with a fødselsnummer in it
+        object.__setattr__(self, "text", mask(self.text))
+        object.__setattr__(self, "location", mask(self.location))
 
     def where(self) -> str:
         """A short human location, e.g. `payload /Melding/Institusjon[1] line 12`."""
@@ -302,6 +310,10 @@ class Remark:
     text: str
     regning_nr: str
     line: int | None = None
+
+    def __post_init__(self) -> None:  # see Problem: what we write never holds an fnr
+        object.__setattr__(self, "text", mask(self.text))
+        object.__setattr__(self, "regning_nr", mask(self.regning_nr))
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from daemon.config import Intake, Paths
+from daemon.masking import mask
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +114,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 def safe_name(original: str, limit: int = 120) -> str:
     """The original name as plain ASCII of bounded length: senders' names may hold
     undecodable bytes (surrogates) or be near the file system's 255-byte limit."""
-    cleaned = _UNSAFE.sub("_", original).strip("_.") or "file"
+    cleaned = _UNSAFE.sub("_", mask(original)).strip("_.") or "file"
     return cleaned[-limit:]
 
 

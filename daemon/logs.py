@@ -1,21 +1,22 @@
 """Structured JSON logs for journald, with personal data masked on the way out.
 
 The rule is that code never logs personal data; `mask_personal_data` is the belt to
-that braces: every 11-digit run (fødselsnummer, D-nummer) in any value becomes
-`***********`, and keys that name a person (`name`, `fnr`, `etternavn`, ...) are
-dropped to `[masked]` whatever they hold.
+that braces: every fødselsnummer-shaped value (11 digits, or `DDMMYY-NNNNN`,
+`DDMMYY NNNNN`: `daemon.masking`) in any value becomes `***********`, and keys that
+name a person (`name`, `fnr`, `etternavn`, ...) are dropped to `[masked]` whatever they
+hold. `configure` always puts it last before the renderer.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from typing import Any, TextIO
 
 import structlog
 
-ELEVEN_DIGITS = re.compile(r"(?<!\d)\d{11}(?!\d)")
+from daemon.masking import mask
+
 PERSONAL_KEYS = frozenset(
     {
         "fnr",
@@ -38,7 +39,7 @@ PERSONAL_KEYS = frozenset(
 
 def _scrub(value: Any) -> Any:
     if isinstance(value, str):
-        return ELEVEN_DIGITS.sub("*" * 11, value)
+        return mask(value)
     if isinstance(value, int) and not isinstance(value, bool) and len(str(abs(value))) == 11:
         return "*" * 11
     if isinstance(value, dict):

@@ -18,6 +18,7 @@ from lxml import etree
 
 from daemon import resources
 from daemon.domain import Layer, Problem
+from daemon.masking import mask
 
 SCHEMA_DIR = resources.schema_dir()
 
@@ -84,13 +85,31 @@ def readable_path(root: etree._Element, path: str | None) -> str:
 NAMESPACE_IN_MESSAGE = re.compile(r"\{(?:https?|urn):[^}]*\}")
 
 
+# libxml2 quotes the offending value; the sender has it, and it may be a fødselsnummer
+# put in the wrong field (komNrHjem, uuid): the answer names the element, the attribute
+# and the rule broken, never the value
+QUOTED_VALUES = (
+    (re.compile(r"The value '[^']*'"), "The value"),
+    (re.compile(r"(: )'[^']*'( is not a valid value)"), r"\1the value\2"),
+    (re.compile(r"key-sequence \[[^\]]*\]"), "key-sequence"),
+)
+
+
+def error_text(message: str) -> str:
+    """libxml2's message without namespaces and without the values it quotes."""
+    text = NAMESPACE_IN_MESSAGE.sub("", message)
+    for pattern, replacement in QUOTED_VALUES:
+        text = pattern.sub(replacement, text)
+    return mask(text)
+
+
 def validate(schema: etree.XMLSchema, root: etree._Element, layer: Layer) -> list[Problem]:
     """Every schema error of `root`, each with its path, line and column."""
     if schema.validate(root):
         return []
     problems = []
     for entry in schema.error_log:
-        text = NAMESPACE_IN_MESSAGE.sub("", entry.message)
+        text = error_text(entry.message)
         problems.append(
             Problem(
                 layer,

@@ -2,9 +2,9 @@
 
 Each case is a real NPR-behandlerkravmelding with `Prosedyre/Kode Kodeverk="R"` lines
 (tests/claims.py), wrapped in ebMS, processed by the real intake in one sandbox; the
-verdicts are read back from the ledger and the AppRec. Amounts are built from the
-shipped register's rate for the code's category, so the tests hold when an operator
-imports Helfo's real table (the shipped one is an example).
+verdicts are read back from the ledger and the AppRec. Expected amounts come from a
+table written in this file (the category of each code, the kroner of each category) and
+the rule text's own figures, never from the register or the functions under test.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from lxml import etree
 
 from daemon import cli
 from daemon.ledger.sqlite import SqliteLedger
-from daemon.registers import tariffs
 from daemon.transport import mime
 from tests.claims import DEMO_HF, B, C, I, P, msghead, person_number, registry
 from tests.conftest import Sandbox, make_sandbox, wrap_demo
@@ -36,27 +35,77 @@ INSTITUTIONS = registry(
     I(LAB, "Privatlab AS", "Helse Vest RHF", ("private-driftsavtale",)),
 )
 
-REGISTER = tariffs.load(tariffs.SHIPPED_DIR).radiology
 CENT = Decimal("0.01")
+
+# The figures every expected amount is computed from, written here and not read from the
+# register the rules use (a test that asks the code under test what to expect cannot
+# catch it). The category of each code the cases use, and the kroner of each category
+# and sector: the shipped example register's figures (config/tariffs/ncrp-codes.csv and
+# radiology-rates.csv, the EXAMPLE rows); AMBULANT is the rule text's 100 kr (RAD-11,
+# §6.6), TELE-NM the fixed nuclear secondary reading, 380 kr (RAD-12, §6.7).
+CATEGORY = {
+    "SNG0AA": "D01",  # RG Kne
+    "SSC0AA": "D01",  # RG Toraks
+    "SHA0AA": "D01",  # RG Mammografi
+    "SNF0AA": "D01",  # RG Hofte
+    "SBA0AK": "D07",  # UL Tyreoidea
+    "SDX0AD": "D09",  # CT Bihuler
+    "SAA0AD": "D09",  # CT Caput
+    "SBC0AD": "D09",  # CT Binyrer
+    "SNA0AD": "D09",  # CT Cervikalkolumna
+    "SNB0BD": "D09",  # CT Skulder
+    "SNG0AD": "D09",  # CT Kne
+    "SSB0AD": "D09",  # CT Hals
+    "SSC0AD": "D09",  # CT Toraks
+    "SSD0AD": "D09",  # CT Abdomen
+    "SSE0AD": "D09",  # CT Bekken
+    "SSZ0XD": "D09",  # CT Uspesifisert
+    "SSH0AD": "D10",  # CT Hode og hals
+    "SAA0AG": "D13",  # MR Caput
+    "SHA0AG": "D13",  # MR Mamma
+    "SNA0AG": "D13",  # MR Cervikalkolumna
+    "SNB0BG": "D13",  # MR Skulder
+    "SNG0AG": "D13",  # MR Kne
+    "SSB0AG": "D13",  # MR Hals
+    "SSC0AG": "D13",  # MR Toraks
+    "SSD0AG": "D13",  # MR Abdomen
+    "SSE0AG": "D13",  # MR Bekken
+    "SSZ0XG": "D13",  # MR Uspesifisert
+    "TAA0AN": "N01",  # NM Hjerneperfusjonscintigrafi
+    "TBA0AN": "N01",  # NM Tyreoideascintigrafi
+    "TFY0AN": "N01",  # NM Myokardscintigrafi
+    "TPJ0DN": "N01",  # NM Vaktpostlymfeknute
+    "TSY0AN": "N02",  # NM Skjelettscintigrafi
+    "AAB06K": "I1",  # UL-veiledet biopsi
+    "AAI20K": "I1",  # UL-veiledet injeksjon
+    "PHX35": "I4",  # Fjerning av vaskulær injeksjonsport
+    "JUK02": "I4",  # ERCP
+    "JUK05": "I4",  # ERCP med biopsi
+}
+KRONER = {
+    ("D01", "stat"): Decimal("250.00"),
+    ("D01", "privat"): Decimal("225.00"),
+    ("D07", "stat"): Decimal("350.00"),
+    ("D09", "stat"): Decimal("900.00"),
+    ("D09", "privat"): Decimal("810.00"),
+    ("D10", "stat"): Decimal("1400.00"),
+    ("D13", "stat"): Decimal("1300.00"),
+    ("N01", "stat"): Decimal("900.00"),
+    ("N02", "stat"): Decimal("1300.00"),
+    ("I1", "stat"): Decimal("900.00"),
+    ("I4", "stat"): Decimal("2200.00"),
+    ("AMBULANT", "stat"): Decimal("100.00"),
+    ("TELE-NM", "stat"): Decimal("380.00"),
+}
 
 
 def rate(code: str, sector: str = "stat") -> Decimal:
-    """The shipped register's kroner for the code's category on DAY."""
-    from datetime import date
-
-    entry = REGISTER.code(code)
-    assert entry is not None and entry.category, code
-    found = REGISTER.rate(entry.category, sector, date.fromisoformat(DAY))
-    assert found is not None, (code, entry.category, sector)
-    return found
+    """The kroner of the code's category on DAY, from the tables above."""
+    return KRONER[(CATEGORY[code], sector)]
 
 
 def fixed(category: str, sector: str = "stat") -> Decimal:
-    from datetime import date
-
-    found = REGISTER.rate(category, sector, date.fromisoformat(DAY))
-    assert found is not None, category
-    return found
+    return KRONER[(category, sector)]
 
 
 def kr(value: Decimal) -> str:
@@ -272,6 +321,32 @@ CASES = [
 ]
 
 
+# RAD-10/11/12 amounts with the figures worked out by hand from the tables above: what
+# the line is worth, and a claim of some other amount that a careless change to
+# `amount_for` would pay (the ambulant add-on doubled with a bilateral exam, a nuclear
+# primary reading paid the fixed secondary amount, the add-on scaled by the split)
+AMOUNTS = [
+    # (case id, code string, amount claimed, approved?, institution)
+    ("amount-ct-head", CT_HEAD, "900.00", True, None),
+    ("amount-private-knee", KNEE, "225.00", True, PRIVATE),  # the privat rate
+    ("amount-bilateral", f"{KNEE}/ZTX0XC", "500.00", True, None),  # 2 × 250
+    ("amount-bilateral-ambulant", f"{KNEE}/ZTX0XC//ZTX0AD", "600.00", True, None),  # 2×250+100
+    ("amount-bilateral-ambulant-doubled", f"{KNEE}/ZTX0XC//ZTX0AD", "700.00", False, None),
+    ("amount-bilateral-image", f"{KNEE}/ZTX0XC/ZTX0BA", "166.67", True, None),  # 500 / 3
+    ("amount-primary-ambulant", f"{CT_CHEST}//ZTX0BB/ZTX0AD", "700.00", True, None),  # 600+100
+    ("amount-primary-ambulant-scaled", f"{CT_CHEST}//ZTX0BB/ZTX0AD", "666.67", False, None),
+    ("amount-nuclear-image", f"{BONE_SCAN}//ZTX0BA/V09BA01", "433.33", True, None),  # 1300/3
+    ("amount-nuclear-primary", f"{BONE_SCAN}//ZTX0BB/V09BA01", "866.67", True, None),  # ×2/3
+    ("amount-nuclear-primary-fixed", f"{BONE_SCAN}//ZTX0BB/V09BA01", "380.00", False, None),
+    ("amount-nuclear-secondary", f"{BONE_SCAN}//ZTX0BC/V09BA01", "380.00", True, None),
+    ("amount-nuclear-secondary-split", f"{BONE_SCAN}//ZTX0BC/V09BA01", "866.67", False, None),
+]
+AMOUNT_CASES = [
+    (case_id, "RAD-14", not ok, C((_b(P(code, amount)),), institution=inst or HF))
+    for case_id, code, amount, ok, inst in AMOUNTS
+]
+
+
 def _explain(box: Sandbox, message_id: str) -> dict:
     ledger = SqliteLedger(box.paths.ledger)
     try:
@@ -296,12 +371,12 @@ def _apprecs(box: Sandbox) -> dict[str, etree._Element]:
 @pytest.fixture(scope="module")
 def processed(tmp_path_factory) -> dict[str, dict]:
     box = make_sandbox(tmp_path_factory.mktemp("rad") / "sandbox", INSTITUTIONS)
-    for case_id, _rule, _fires, claim in CASES:
+    for case_id, _rule, _fires, claim in CASES + AMOUNT_CASES:
         box.drop(wrap_demo(msghead(claim), message_id=case_id), f"{case_id}.msg")
     box.process()
     apprecs = _apprecs(box)
     results = {}
-    for case_id, *_ in CASES:
+    for case_id, *_ in CASES + AMOUNT_CASES:
         results[case_id] = _explain(box, case_id)
         results[case_id]["apprec"] = apprecs[case_id]
     return results
@@ -329,6 +404,21 @@ def test_rule_case(processed, case_id, rule_id, fires, claim):
         bills = result["bills"]
         assert all(b["verdict"] == "approved" for b in bills)
         assert sum(Decimal(b["approved"]) for b in bills) == sum(b.total() for b in claim.bills)
+
+
+@pytest.mark.parametrize(
+    ("case_id", "code", "amount", "ok", "_inst"), AMOUNTS, ids=[a[0] for a in AMOUNTS]
+)
+def test_amount(processed, case_id, code, amount, ok, _inst):
+    """The hand-computed amount is paid, exactly; any other is refused by RAD-14."""
+    result = processed[case_id]
+    (bill,) = result["bills"]
+    if ok:
+        assert bill["verdict"] == "approved", bill["remarks"]
+        assert Decimal(bill["approved"]) == Decimal(amount)
+    else:
+        assert bill["verdict"] == "rejected" and Decimal(bill["approved"]) == 0
+        assert [r[0] for r in bill["remarks"]] == ["RAD-14"], bill["remarks"]
 
 
 def test_three_bills_in_one_message_pay_the_first_two(processed):
@@ -367,7 +457,7 @@ def test_payee_follows_the_patients_municipality(processed):
 def test_amount_remark_explains_the_computation(processed):
     (bill,) = processed["rad14-wrong"]["bills"]
     (remark,) = bill["remarks"]
-    category = REGISTER.code(KNEE).category
+    category = CATEGORY[KNEE]
     assert f"{category} {rate(KNEE):.2f}" in remark[2] and f"= {rate(KNEE):.2f}" in remark[2]
 
 

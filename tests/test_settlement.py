@@ -327,3 +327,22 @@ def test_the_scheduled_batch_runs_once_and_not_on_a_day_off(tmp_path):
         intake.ledger.close()
     assert last["key"] == "batch:2026-11-23T15:00:00+00:00" and last["kind"] == "scheduled"
     assert len(box.outbox("vedtak")) == 2
+
+
+def test_payments_answered_after_the_cut_off_wait_for_the_next_batch(tmp_path):
+    """The cut-off selects: claims answered (at the sandbox's fixed 2026-11-23 12:00Z)
+    after a batch's cut-off are not in it, and are in the first batch after them."""
+    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS)
+    _send(box, [C((_b(OSMO),))], "late")
+    intake = box.intake()
+    try:
+        before = datetime(2026, 11, 23, 11, 59, 59, tzinfo=UTC)
+        early = settle.settle(intake, cutoff=before, kind="manual")
+        assert early.vedtak == 0 and box.outbox("vedtak") == []
+        after = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)  # answered at this instant
+        on_time = settle.settle(intake, cutoff=after, kind="manual")
+        assert on_time.vedtak == 1
+    finally:
+        intake.ledger.close()
+    ((_nr, lines),) = vedtak_files(box)[SOUTH_EAST]["vedtak"]
+    assert [g for *_, g, _ in lines] == [Decimal("6.96")]

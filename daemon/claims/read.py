@@ -25,6 +25,7 @@ from daemon.domain import (
     Unit,
     pseudonym,
 )
+from daemon.masking import mask
 from daemon.records import Context, Work
 
 N = f"{{{NPR_BKM}}}"
@@ -108,7 +109,7 @@ def _unit(enhet: etree._Element, episodes: dict[str, Episode]) -> Unit:
 def _bill(r: etree._Element, episodes: dict[str, Episode]) -> Bill:
     episode_id = r.get("episodeID")
     return Bill(
-        regning_nr=r.get("regningNr", ""),
+        regning_nr=mask(r.get("regningNr", "")),  # echoed in AppRec and vedtak
         uuid=r.get("uuid").strip().upper() if r.get("uuid") else None,  # GUIDs: any case
         transaction_type=r.get("typeTransaksjon", ""),
         claimed_at=r.get("TransDatoTid", ""),

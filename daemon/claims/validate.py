@@ -12,6 +12,7 @@ from __future__ import annotations
 from lxml import etree
 
 from daemon.domain import Layer, MsgHeadInfo, Problem
+from daemon.masking import mask
 from daemon.records import Context, Work
 from daemon.schemas import validate as xsd_validate
 from daemon.transport.ebms import text_of
@@ -106,7 +107,7 @@ def msghead_info(root: etree._Element) -> MsgHeadInfo:
     payload_ns = etree.QName(payload).namespace if payload is not None else None
     return MsgHeadInfo(
         msg_type=type_el.get("V", "") if type_el is not None else "",
-        msg_id=_first_text(root, "mh:MsgInfo/mh:MsgId") or "",
+        msg_id=mask(_first_text(root, "mh:MsgInfo/mh:MsgId") or ""),
         gen_date=_first_text(root, "mh:MsgInfo/mh:GenDate") or "",
         sender_name=name,
         sender_ids=tuple(ids),

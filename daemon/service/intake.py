@@ -45,6 +45,7 @@ from daemon.config import Settings
 from daemon.domain import Decision, Layer, Problem
 from daemon.ledger.sqlite import Conflict, Ledger, Stored
 from daemon.logs import get as get_logger
+from daemon.masking import mask
 from daemon.records import Context, Work, content_hash
 from daemon.registers.registry import Registry
 from daemon.registers.tariffs import Tariffs
@@ -561,7 +562,7 @@ def _ids_of(prefix: bytes) -> dict[str, str]:
     for key, pattern in (("message_id", _MESSAGE_ID), ("conversation_id", _CONVERSATION_ID)):
         found = pattern.search(head)
         if found:
-            ids[key] = found.group(1).decode("ascii", "replace")
+            ids[key] = mask(found.group(1).decode("ascii", "replace"))
     return ids
 
 

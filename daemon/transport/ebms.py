@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from lxml import etree
 
 from daemon.domain import EbxmlHeader, Layer, PartyRef, Problem
+from daemon.masking import mask, mask_optional
 
 SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
 EB = "http://www.oasis-open.org/committees/ebxml-msg/schema/msg-header-2_0.xsd"
@@ -101,7 +102,7 @@ def read_header(root: etree._Element) -> tuple[EbxmlHeader | None, list[Problem]
         value = _text(mh, path)
         if not value:
             problems.append(Problem(Layer.ENVELOPE, "E10", f"{path} mangler", f"{base}/{path}"))
-        values[key] = value or ""
+        values[key] = mask(value) if value else ""  # never echo a fødselsnummer
     # enough to address an answer: who, to whom, under which agreement, about what
     addressable = ("cpa_id", "conversation_id", "message_id")
     if from_party is None or to_party is None or not all(values[k] for k in addressable):
@@ -116,7 +117,7 @@ def read_header(root: etree._Element) -> tuple[EbxmlHeader | None, list[Problem]
         from_party=from_party,
         to_party=to_party,
         service_type=service_el.get(f"{{{EB}}}type"),
-        ref_to_message_id=_text(mh, "eb:MessageData/eb:RefToMessageId"),
+        ref_to_message_id=mask_optional(_text(mh, "eb:MessageData/eb:RefToMessageId")),
         ack_requested=ack is not None,
         ack_signed=ack is not None and ack.get(f"{{{EB}}}signed") == "true",
         duplicate_elimination=mh.find("eb:DuplicateElimination", NS) is not None,

@@ -1,0 +1,232 @@
+"""`make mutate`: mutation testing of the money and trust paths with mutmut.
+
+    .venv/bin/python -m tests.mutation                   # every target, a sample of each
+    .venv/bin/python -m tests.mutation --sample 0        # every mutant (hours on 2 cores)
+    .venv/bin/python -m tests.mutation logs files        # some targets only
+    .venv/bin/python -m tests.mutation --report          # the score of the last run
+
+Each target (TARGETS below: the modules, and the fast test files that cover them) runs in
+its own copy of the project, `build/mutation/TARGET/`, whose pyproject.toml gets a
+`[tool.mutmut]` for that target. mutmut makes every mutant of the target's modules (in
+`mutants/` there), runs the target's tests once to learn which tests reach which
+function, then runs, for each mutant, only the tests that reach its function. A mutant
+is killed when a test fails (or times out). Printed per target: `mutation score: K/N
+killed` over the mutants that were run, and the survivors by name (in the target's
+folder, `../../../.venv/bin/mutmut show NAME` prints the change; `mutmut.log` the run).
+Results are kept: a second run runs the mutants whose function changed and the
+survivors (a test added since may kill them).
+
+`--sample N` runs N mutants per target, chosen with a fixed seed, so two runs of the same
+code compare; 0 runs all. Not part of `make test`: a full run takes hours on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRATCH = ROOT / "build" / "mutation"
+MUTMUT = Path(sys.executable).with_name("mutmut")
+
+
+@dataclass(frozen=True)
+class Target:
+    files: tuple[str, ...]  # what mutmut mutates (only_mutate)
+    names: tuple[str, ...]  # which of its mutants count (mutmut names, fnmatch)
+    tests: tuple[str, ...]  # the fast test files that cover it
+
+
+# the ledger's selection queries: what decides what is paid, once
+LEDGER = (
+    "_open_payments",
+    "settle",
+    "paid_bill",
+    "paid_bills",
+    "paid_by_payee",
+    "accepted",
+    "by_hash",
+    "undelivered",
+    "exams_on",
+)
+TRUST_TESTS = ("tests/test_trust.py", "tests/test_signature_coverage.py")
+TARGETS: dict[str, Target] = {
+    "rules": Target(
+        ("daemon/rules/*",),
+        ("daemon.rules.*",),
+        ("tests/test_rules.py", "tests/test_lab_rules.py", "tests/test_radiology_rules.py"),
+    ),
+    "trust": Target(("daemon/transport/trust.py",), ("daemon.transport.trust.*",), TRUST_TESTS),
+    "verify": Target(("daemon/transport/verify.py",), ("daemon.transport.verify.*",), TRUST_TESTS),
+    "settlement": Target(
+        ("daemon/settlement/*",),
+        ("daemon.settlement.*",),
+        ("tests/test_settlement.py", "tests/test_vedtak.py"),
+    ),
+    "ledger": Target(
+        ("daemon/ledger/sqlite.py",),
+        tuple(f"daemon.ledger.sqlite.xǁSqliteLedgerǁ{n}__mutmut_*" for n in LEDGER),
+        ("tests/test_settlement.py", "tests/test_lab_rules.py", "tests/test_radiology_rules.py"),
+    ),
+    "files": Target(("daemon/files.py",), ("daemon.files.*",), ("tests/test_files.py",)),
+    "logs": Target(
+        ("daemon/logs.py", "daemon/masking.py"),
+        ("daemon.logs.*", "daemon.masking.*"),
+        ("tests/test_logs.py", "tests/test_masking.py"),
+    ),
+}
+KILLED = {1, 3, 36, 37, -24, 24, 152, 255}  # a failing test, pytest error, timeout
+SURVIVED = {0}
+NO_TESTS = {5, 33}
+
+
+def _config(target: Target) -> str:
+    """pyproject.toml's [tool.mutmut] for one target (mutmut reads it from the cwd)."""
+    return (
+        "[tool.mutmut]\n"
+        'source_paths = ["daemon/"]\n'
+        f"only_mutate = {json.dumps(list(target.files))}\n"
+        'also_copy = ["schemas/", "config/", "daemon/data/", "README.md"]\n'
+        f"pytest_add_cli_args_test_selection = {json.dumps(list(target.tests))}\n"
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x"]\n'
+    )
+
+
+def _workspace(name: str, target: Target, fresh: bool) -> Path:
+    """A copy of the project for one target, with its own mutmut configuration: each
+    target's mutants are then run against its own fast tests only."""
+    folder = SCRATCH / name
+    if fresh:
+        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for sub in ("daemon", "tests", "schemas", "config"):  # the code as it is now
+        shutil.copytree(ROOT / sub, folder / sub, ignore=ignore, dirs_exist_ok=True)
+    shutil.copy(ROOT / "README.md", folder / "README.md")
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    (folder / "pyproject.toml").write_text(text + "\n" + _config(target), encoding="utf-8")
+    return folder
+
+
+def _results(folder: Path) -> dict[str, int | None]:
+    """Every mutant's exit code from mutmut's meta files (None: not run)."""
+    found: dict[str, int | None] = {}
+    for meta in (folder / "mutants").rglob("*.py.meta"):
+        found.update(json.loads(meta.read_text())["exit_code_by_key"])
+    return found
+
+
+def _retest_survivors(folder: Path, names: set[str]) -> None:
+    """mutmut keeps every verdict until the mutated function changes; a survivor may
+    have been killed by a test added since, so survivors are run again every time."""
+    for meta in (folder / "mutants").rglob("*.py.meta"):
+        data = json.loads(meta.read_text())
+        codes = data["exit_code_by_key"]
+        stale = [n for n in names & set(codes) if codes[n] in SURVIVED | NO_TESTS]
+        if stale:
+            codes.update(dict.fromkeys(stale))
+            meta.write_text(json.dumps(data))
+
+
+def _of(target: Target, names) -> list[str]:
+    return sorted(n for n in names if any(fnmatch.fnmatch(n, p) for p in target.names))
+
+
+def report(scores: dict[str, dict[str, int | None]]) -> None:
+    total_killed = total_run = 0
+    for name, results in scores.items():
+        ran = sorted(n for n, code in results.items() if code is not None)
+        killed = [n for n in ran if results[n] in KILLED]
+        survived = [n for n in ran if results[n] in SURVIVED]
+        untested = [n for n in ran if results[n] in NO_TESTS]
+        other = Counter(results[n] for n in ran if n not in killed + survived + untested)
+        total_killed += len(killed)
+        total_run += len(ran)
+        share = f"{100 * len(killed) / len(ran):.0f} %" if ran else "-"
+        print(
+            f"{name:11} mutation score: {len(killed)}/{len(ran)} killed ({share}); "
+            f"{len(results)} chosen, {len(survived)} survived, {len(untested)} reached by no "
+            "test" + (f", other exit codes {dict(other)}" if other else "")
+        )
+        for mutant in survived + untested:
+            print(f"    {'survived' if mutant in survived else 'no tests'}: {mutant}")
+    if len(scores) > 1 and total_run:
+        print(f"{'all':11} mutation score: {total_killed}/{total_run} killed")
+
+
+def run_target(name: str, args: argparse.Namespace) -> dict[str, int | None]:
+    target = TARGETS[name]
+    folder = _workspace(name, target, args.fresh)
+    if args.report:
+        every = _results(folder)
+        return {n: every[n] for n in _of(target, every)}
+    # mutmut makes the mutants and learns which tests reach which function at the start
+    # of a run; a filter that matches nothing stops it right after that
+    subprocess.run(
+        [str(MUTMUT), "run", "no-such-mutant"], cwd=folder, capture_output=True, text=True
+    )
+    names = _of(target, _results(folder))
+    if args.sample and len(names) > args.sample:
+        names = sorted(random.Random(f"{args.seed}:{name}").sample(names, args.sample))
+    if not names:
+        print(f"{name}: no mutants (is mutmut installed? `make venv`)", file=sys.stderr)
+        return {}
+    _retest_survivors(folder, set(names))
+    print(f"{name}: {len(names)} mutants, tests {' '.join(target.tests)}", flush=True)
+    log = folder / "mutmut.log"
+    with open(log, "w") as out:
+        subprocess.run([str(MUTMUT), "run", *names], cwd=folder, stdout=out, stderr=out)
+    results = _results(folder)
+    found = {n: results.get(n) for n in names}
+    _confirm_survivors(folder, target, found)
+    return found
+
+
+def _confirm_survivors(folder: Path, target: Target, found: dict[str, int | None]) -> None:
+    """mutmut runs, per mutant, the tests it saw reach the function; a call made while a
+    module-scoped fixture is built counts for the first test only (test_radiology_rules
+    processes every case in one fixture), so a survivor is run again against the
+    target's whole test files before it is called a survivor."""
+    env = dict(os.environ)
+    for name, code in found.items():
+        if code not in SURVIVED | NO_TESTS:
+            continue
+        env["MUTANT_UNDER_TEST"] = name
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *target.tests],
+            cwd=folder / "mutants",
+            env=env,
+            capture_output=True,
+        )
+        if done.returncode == 1:
+            found[name] = 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("targets", nargs="*", metavar="TARGET", help=", ".join(TARGETS))
+    parser.add_argument("--sample", type=int, default=40, help="mutants per target; 0: all")
+    parser.add_argument("--seed", type=int, default=20)
+    parser.add_argument("--report", action="store_true", help="print the last run's scores")
+    parser.add_argument("--fresh", action="store_true", help="forget earlier results")
+    args = parser.parse_args(argv)
+    targets = args.targets or list(TARGETS)
+    unknown = sorted(set(targets) - set(TARGETS))
+    if unknown:
+        parser.error(f"unknown target {', '.join(unknown)}; choose from {', '.join(TARGETS)}")
+    scores = {name: run_target(name, args) for name in targets}
+    report(scores)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
