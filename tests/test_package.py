@@ -151,14 +151,14 @@ def test_installed_service_end_to_end_outside_the_checkout(installed: Path, tmp_
     )  # fmt: skip
     run(
         [*k, *c, "institution", "add", "--orgnr", INSTITUTION, "--name", "Demo sykehus HF",
-         "--rhf", "Helse Sør-Øst RHF", "--kind", "hf"],
+         "--rhf", "Helse Sør-Øst RHF", "--service", "lab"],
         elsewhere, env,
     )  # fmt: skip
     table = tmp_path / "radiologi.csv"
     table.write_text("kode,navn,refusjonskategori,belop\nSNG0AA,RG Kne,R1,312.50\n")
     report = run(
         [*k, *c, "tariff", "import", "--kind", "radiologi", str(table),
-         "--valid-from", "2026-01-01"],
+         "--valid-from", "2026-01-01", "--force"],  # one row replaces 1 378: forced
         elsewhere, env,
     )  # fmt: skip
     assert (box / "var" / "tariffs").is_dir(), report
@@ -186,7 +186,7 @@ def test_installed_service_end_to_end_outside_the_checkout(installed: Path, tmp_
     assert apprec.findall("ar:Error", AR) == []
 
     # settle: a vedtak per payee, which `validate` accepts
-    settled = run([*k, *c, "settle", "--cutoff", "2026-11-24T00:00:00+01:00"], elsewhere, env)
+    settled = run([*k, *c, "settle", "--cutoff", "2026-11-23T12:00:00+00:00"], elsewhere, env)
     vedtak = sorted(outbox.glob("vedtak-*.msg"))
     assert vedtak, settled
     for path in vedtak:

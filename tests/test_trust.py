@@ -390,6 +390,7 @@ def test_real_2023_capture_end_to_end_stops_at_our_missing_nav_key(sandbox):
         "--encrypts-to-us",
         "--certificate",
         str(folder / "2023_08_29T12_56_58_328.cer"),
+        "--force",  # it ran out in 2025: registered anyway, to reach the payload
     ]
     assert cli.main(args) == 0
     sandbox.drop((folder / "2023_08_29T12_56_58_328.msg").read_bytes())

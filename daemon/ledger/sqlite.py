@@ -286,7 +286,9 @@ class Conflict(Exception):
 
 
 class Ledger(Protocol):
-    def claim(self, work_name: str, original_name: str, received_at: str, now: str) -> None: ...
+    def claim(
+        self, work_name: str, original_name: str, received_at: str, now: str, attempts: int = 1
+    ) -> None: ...
     def receipt(self, work_name: str) -> Receipt | None: ...
     def restart(self, work_name: str) -> int: ...
     def by_hash(self, content_hash: str) -> Stored | None: ...
@@ -470,12 +472,15 @@ class SqliteLedger:
 
     # ------------------------------------------------------------------ receipts
 
-    def claim(self, work_name: str, original_name: str, received_at: str, now: str) -> None:
+    def claim(
+        self, work_name: str, original_name: str, received_at: str, now: str, attempts: int = 1
+    ) -> None:
+        """A claimed file's receipt; `attempts`: the starts of its handling so far."""
         with self._tx() as db:
             db.execute(
                 "INSERT OR IGNORE INTO receipts (work_name, original_name, state, received_at,"
-                " claimed_at) VALUES (?, ?, 'claimed', ?, ?)",
-                (work_name, original_name, received_at, now),
+                " claimed_at, attempts) VALUES (?, ?, 'claimed', ?, ?, ?)",
+                (work_name, original_name, received_at, now, attempts),
             )
 
     def restart(self, work_name: str) -> int:

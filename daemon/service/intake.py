@@ -136,7 +136,7 @@ class Intake:
         names = sorted(p for p in self.settings.paths.work.iterdir() if not p.name.startswith("."))
         for path in names:
             self.log.info("recovering", file=path.name)
-            self._handle_safely(path)
+            self._handle_safely(path, recovering=True)
         return len(names)
 
     def in_work(self) -> list[Path]:
@@ -240,11 +240,13 @@ class Intake:
         self.strays = set(strays)
         return found
 
-    def _handle_safely(self, path: Path, received_at: float | None = None) -> bool:
+    def _handle_safely(
+        self, path: Path, received_at: float | None = None, *, recovering: bool = False
+    ) -> bool:
         """One file's failure (ledger locked, disk full, a bug in the shell) must not
         stop the others: it stays in work/ and is re-driven by the next recovery."""
         try:
-            self.handle(path, received_at)
+            self.handle(path, received_at, recovering=recovering)
             return True
         except Exception as exc:
             frame = traceback.extract_tb(exc.__traceback__)[-1]
@@ -271,7 +273,9 @@ class Intake:
 
     # ------------------------------------------------------------------ one file
 
-    def handle(self, path: Path, received_at: float | None = None) -> None:
+    def handle(
+        self, path: Path, received_at: float | None = None, *, recovering: bool = False
+    ) -> None:
         """One file, with its name and (when its envelope says) the ebXML MessageId and
         ConversationId on every log line written meanwhile.
 
@@ -286,10 +290,14 @@ class Intake:
             opened = refused
         ids = _ids_of(opened.prefix) if isinstance(opened, files.Opened) else {}
         with structlog.contextvars.bound_contextvars(file=path.name, **ids):
-            self._handle(path, opened, received_at)
+            self._handle(path, opened, received_at, recovering)
 
     def _handle(
-        self, path: Path, opened: files.Opened | files.Refused, received_at: float | None = None
+        self,
+        path: Path,
+        opened: files.Opened | files.Refused,
+        received_at: float | None = None,
+        recovering: bool = False,
     ) -> None:
         name = path.name
         now = self.clock()
@@ -302,8 +310,14 @@ class Intake:
             mtime = path.lstat().st_mtime
         attempts = 1
         if receipt is None:
+            # found in work/ at start with no receipt: a handling began before (in a
+            # commit group that never committed, or killed right after the rename), so
+            # this start is its second (the claim is durable before the handling runs)
+            attempts = 2 if recovering else 1
             received = datetime.fromtimestamp(mtime, UTC).isoformat()
-            self.ledger.claim(name, files.original_name(name), received, now.isoformat())
+            self.ledger.claim(
+                name, files.original_name(name), received, now.isoformat(), attempts=attempts
+            )
             self.log.info("claimed")
         elif receipt.state == "claimed":  # a start before this one ended without outcome
             attempts = self.ledger.restart(name)
