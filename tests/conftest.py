@@ -113,6 +113,20 @@ class Sandbox:
     def intake(self) -> Intake:
         return service.build(self.settings)
 
+    def accept_official_sample(self, sender_orgnr: str) -> None:
+        """Replay an official 2009 sample through the demo partner (HER 90001): no limit
+        on how far its Timestamp and GenDate lie before receipt, and the organisation
+        its MsgHead names as Sender registered as one the partner sends for (MsgHead
+        Sender = eb:From's party, or an institution it may send for)."""
+        from daemon.registers import registry
+
+        cfg = self.config_path
+        cfg.write_text(cfg.read_text() + "\n[trust]\nmax_message_age_days = 36500\n")
+        sender = registry.Institution(
+            sender_orgnr, "Official sample sender", "Helse Sør-Øst RHF", senders=("90001",)
+        )
+        registry.upsert_institution(self.paths.institutions, sender)
+
     def process(self) -> None:
         intake = self.intake()
         try:

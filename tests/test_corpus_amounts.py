@@ -35,6 +35,11 @@ def _in_decision_order(bill) -> list:
     return [x for x in bill.lines if isinstance(x, L)] + [x for x in bill.lines if isinstance(x, P)]
 
 
+# lines paid less than they claim, by the rule text's own figures: RAD-11's 100 kr comes
+# once per contact, so the second ambulant exam of a contact is paid 350 - 100 kr
+REDUCED = {("rad-rad11-twice-in-one-contact.msg", "SNG0AA/ZTX0XB//ZTX0AD"): Decimal("250.00")}
+
+
 @pytest.mark.parametrize(("name", "rule_id", "fires", "claim"), ROWS, ids=[r[0] for r in ROWS])
 def test_recorded_amounts_match_the_tests_own_figures(name, rule_id, fires, claim):
     decision = json.loads((EXPECTED / name / "decision.json").read_text())
@@ -55,7 +60,8 @@ def test_recorded_amounts_match_the_tests_own_figures(name, rule_id, fires, clai
             if isinstance(line, P) and code in CATEGORY and x.get("category"):
                 assert x["category"] == CATEGORY[code], (name, code)
             if x["verdict"] == "approved":
-                assert Decimal(x["approved"]) == _claimed(line), (name, code)
+                paid = REDUCED.get((name, line.code), _claimed(line))
+                assert Decimal(x["approved"]) == paid, (name, code)
             else:
                 assert Decimal(x["approved"]) == 0, (name, code)
         if not fires:

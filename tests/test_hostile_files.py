@@ -248,7 +248,7 @@ def test_a_directory_in_the_inbox_is_logged_once_and_counted_in_status(sandbox, 
         intake.poll()
     finally:
         intake.ledger.close()
-    logged = [line for line in capsys.readouterr().out.splitlines() if "stray_in_inbox" in line]
+    logged = [line for line in capsys.readouterr().err.splitlines() if "stray_in_inbox" in line]
     assert len(logged) == 1 and "subdir" in logged[0]
     assert (sandbox.paths.inbox / "subdir").is_dir()
     assert cli.main(["--config", str(sandbox.config_path), "status"]) == 0

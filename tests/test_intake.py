@@ -242,6 +242,7 @@ def test_official_sample_wrapped_gets_valid_apprec(sandbox):
     # the demo partner need not sign, so the sample is sent without it
     root = etree.fromstring(sample)
     root.remove(root.find("{http://www.w3.org/2000/09/xmldsig#}Signature"))
+    sandbox.accept_official_sample("981793758")  # its MsgHead Sender
     sandbox.drop(wrap_demo(etree.tostring(root, xml_declaration=True, encoding="UTF-8")))
     sandbox.process()
     apprec = apprec_of(sandbox)

@@ -90,7 +90,7 @@ def test_the_configured_logger_masks_every_form(capsys):
         )
     finally:
         logs.configure("info")
-    (line,) = capsys.readouterr().out.splitlines()
+    (line,) = capsys.readouterr().err.splitlines()
     event = json.loads(line)
     assert event["event"] == "claimed ***********"
     assert event["file"] == "krav ***********.msg"
@@ -172,13 +172,13 @@ def test_an_exception_is_rendered_as_text_and_masked():
     assert "ø" in stream.getvalue()  # JSON without ASCII escapes, for journald readers
 
 
-def test_the_log_follows_sys_stdout_as_it_is_when_a_line_is_written():
+def test_the_log_follows_sys_stderr_as_it_is_when_a_line_is_written():
     structlog.reset_defaults()
     logs.configure("info")
     first, second = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(first):
+    with contextlib.redirect_stderr(first):
         logs.get().info("one")
-    with contextlib.redirect_stdout(second):
+    with contextlib.redirect_stderr(second):
         logs.get().info("two")
     assert [x["event"] for x in _lines(first.getvalue())] == ["one"]
     assert [x["event"] for x in _lines(second.getvalue())] == ["two"]

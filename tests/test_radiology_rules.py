@@ -634,15 +634,18 @@ def test_bilateral_then_one_side_later_is_rejected(tmp_path):
     assert later["verdict"] == "rejected" and later["remarks"][0][0] == "RAD-10"
 
 
-def test_the_official_ncrp_sample_is_answered_line_by_line(sandbox):
-    """The 2009 NCRP sample (old five-letter codes, institusjonID 'String'): every bill
-    gets an answer naming what is wrong; nothing crashes, nothing is paid blindly."""
+def test_the_official_ncrp_sample_is_refused_for_its_dates(sandbox):
+    """The 2009 NCRP sample (old five-letter codes, institusjonID 'String') is dated
+    2009-11-24 but claims for services in 2011: a message dated before the services it
+    claims for is refused whole (#14 finding 2), naming the Timestamp and the date."""
     from tests.conftest import shared_or_skip
 
     sample = shared_or_skip("samples/npr-bkm-0.78/npr-bkm-ncrp-eksempel-kith.xml")
+    sandbox.accept_official_sample("997755332")  # its MsgHead Sender
     sandbox.drop(wrap_demo(sample.read_bytes(), message_id="ncrp-sample"))
     sandbox.process()
     result = _explain(sandbox, "ncrp-sample")
-    assert result["state"] == "answered" and len(result["bills"]) == 20
-    assert all(b["verdict"] == "rejected" for b in result["bills"])
-    assert "SCOPE-01" not in _fired(result)  # radiology lines are judged by RAD rules
+    assert result["state"] == "quarantined" and result["bills"] == []
+    (problem,) = result["problems"]
+    assert problem["code"] == "E10" and "før tjenestene" in problem["text"]
+    assert "2011-03-01" in problem["text"] and problem["location"].endswith("eb:Timestamp")

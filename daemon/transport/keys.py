@@ -15,6 +15,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+# what our key is for: signing answers (and non-repudiation), receiving CMS
+OUR_KEY_USAGE = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=True,
+    key_encipherment=True,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=False,
+    crl_sign=False,
+    encipher_only=False,
+    decipher_only=False,
+)
+
 
 def generate(
     private_key: Path,
@@ -47,17 +60,7 @@ def generate(
         .not_valid_after(start + timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=True,
-                key_encipherment=True,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            OUR_KEY_USAGE,
             critical=True,
         )
         .sign(key, hashes.SHA256())
@@ -244,17 +247,7 @@ def signing_request(
         x509.CertificateSigningRequestBuilder()
         .subject_name(party_name(her_id=her_id, orgnr=orgnr, name=name))
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=True,
-                key_encipherment=True,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            OUR_KEY_USAGE,
             critical=True,
         )
         .sign(key, hashes.SHA256())

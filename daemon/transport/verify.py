@@ -132,12 +132,13 @@ def _other_sender(work: Work, ctx: Context) -> Problem | None:
         return None
     hers = {value for kind, value in info.sender_ids if kind == "HER"}
     orgnrs = {value for kind, value in info.sender_ids if kind == "ENH"}
-    ours = partner.her_id in hers or (partner.orgnr is not None and partner.orgnr in orgnrs)
 
     def sends_for(orgnr: str) -> bool:
         institution = ctx.registry.institution(orgnr)
         return institution is not None and institution.may_be_claimed_by(partner)
 
+    # the partner itself, or an institution it is registered to send for (a hub)
+    ours = partner.her_id in hers or any(o == partner.orgnr or sends_for(o) for o in orgnrs)
     others = [o for o in orgnrs if o != partner.orgnr and not sends_for(o)]
     if ours and not others:
         return None
