@@ -625,6 +625,22 @@ def test_a_credited_exam_no_longer_counts(tmp_path):
     assert _send(box, C((knee,)), "c-3")["bills"][0]["verdict"] == "approved"
 
 
+def test_an_exam_credited_in_the_same_message_no_longer_counts(tmp_path):
+    """Two CT exams paid; one message credits the first and claims a third that day:
+    the credit frees its slot for the new exam in the same message (#20: a mutant that
+    still counted exams credited in the same message survived)."""
+    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS)
+    head, chest, knee = same_day(CT_HEAD, CT_CHEST, CT_KNEE)
+    head = B(
+        head.lines, fnr=head.fnr, date=head.date, uuid="{AAAAAAAA-0000-4000-8000-000000000002}"
+    )
+    _send(box, C((head, chest)), "s-1")
+    credit = B(head.lines, fnr=head.fnr, date=head.date, uuid=head.uuid, transaction_type="5")
+    credited, third = _send(box, C((credit, knee)), "s-2")["bills"]
+    assert Decimal(credited["approved"]) == -rate(CT_HEAD)
+    assert third["verdict"] == "approved" and Decimal(third["approved"]) == rate(CT_KNEE)
+
+
 def test_bilateral_then_one_side_later_is_rejected(tmp_path):
     box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS)
     both, right = same_day(f"{KNEE}/ZTX0XC", f"{KNEE}/ZTX0XA")
