@@ -55,6 +55,17 @@ def sample(text: str, name: str, **labels: str) -> float:
     raise AssertionError(f"{name}{labels} not in the metrics")
 
 
+def counted(port: int, answered: int) -> bool:
+    """Have `answered` outcomes been counted? A message is counted once its answer is
+    delivered (group commit: after the group's commit and delivery), so an AppRec can
+    be visible a moment before its figures are."""
+    try:
+        text = get(port, "/metrics")[1]
+        return sample(text, "kravmottak_messages_total", outcome="answered") >= answered
+    except AssertionError:
+        return False
+
+
 @pytest.mark.slow
 def test_daemon_runs_live_serves_metrics_reloads_and_stops(sandbox, tmp_path):
     # a poll every 5 s: the files must be found by inotify, not by the poll
@@ -79,7 +90,7 @@ def test_daemon_runs_live_serves_metrics_reloads_and_stops(sandbox, tmp_path):
             sandbox.drop(wrap_demo(msghead(claim("6.96")), message_id=message_id), settle=False)
             sent[message_id] = "1"
         wait_for(lambda: len(sandbox.outbox("apprec-")) == 100, 120, "100 AppRecs")
-
+        wait_for(lambda: counted(port, 100), 60, "the 100 outcomes counted")
         status, text = get(port, "/metrics")
         assert status == 200
         assert sample(text, "kravmottak_messages_total", outcome="answered") == 100
@@ -101,6 +112,7 @@ def test_daemon_runs_live_serves_metrics_reloads_and_stops(sandbox, tmp_path):
         sandbox.drop(wrap_demo(msghead(claim("6.96")), message_id="after-old"), settle=False)
         sent.update({"after-new": "1", "after-old": "3"})
         wait_for(lambda: len(sandbox.outbox("apprec-")) == 102, 60, "the last AppRecs")
+        wait_for(lambda: counted(port, 102), 60, "the last outcomes counted")
         status, text = get(port, "/metrics")
         assert sample(text, "kravmottak_reloads_total", result="ok") == 1
         assert sample(text, "kravmottak_rule_findings_total", rule="LAB-09") == 1
