@@ -65,7 +65,7 @@ from daemon.registers.tariffs import NlkCode, Tariffs  # noqa: E402
 from daemon.rules import lab as lab_rules  # noqa: E402
 from daemon.rules import radiology as radiology_rules  # noqa: E402
 from daemon.tools.wrap import wrap  # noqa: E402
-from daemon.transport import trust  # noqa: E402
+from daemon.transport import keys, trust  # noqa: E402
 
 TODAY = date(2026, 11, 23)  # the sandboxes' fixed day (`[intake] fixed_time`)
 DEMO_HER, DEMO_CPA = "90001", "kravmottak:demo:1"
@@ -916,17 +916,7 @@ def sender_keys(
         .not_valid_after(CERTS_FROM + timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=True,
-                key_encipherment=True,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            keys.OUR_KEY_USAGE,  # a partner's enterprise certificate: the same uses
             critical=True,
         )
         .sign(key, hashes.SHA256())

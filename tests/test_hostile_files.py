@@ -238,9 +238,10 @@ def test_an_unreadable_file_is_quarantined_with_a_reason(sandbox):
 def test_a_directory_in_the_inbox_is_logged_once_and_counted_in_status(sandbox, capsys):
     """Never claimed (it may be a sender's working folder), but not silent either: one
     log line per directory, however many polls, and a count in `status`."""
-    from daemon import cli
+    from daemon import cli, logs
     from daemon.service import runner as service
 
+    logs.configure("info")  # JSON on stderr, as the daemon logs (not structlog's default)
     (sandbox.paths.inbox / "subdir").mkdir()
     intake = service.build(sandbox.settings)
     try:

@@ -582,35 +582,34 @@ def _ids_of(prefix: bytes) -> dict[str, str]:
 
 def _oversized(opened: files.Opened, limit: int) -> Work:
     """Too big to read: answer from the header in the first megabyte, if we find it."""
-    header = peek_header(opened.prefix)
     text = f"filen er {opened.size} byte, over grensen på {limit} byte; den er ikke lest"
-    return Work(raw=b"", content_hash=opened.digest, header=header).failed(
-        Problem(Layer.FILE, "T99", text)
-    )
+    return _unread(opened, Problem(Layer.FILE, "T99", text))
 
 
 def _interrupted(opened: files.Opened, starts: int) -> Work:
     """A file whose handling started `starts` times and never finished: quarantined
     unprocessed (X99: ours to investigate; the same file sent again is tried again)."""
-    header = peek_header(opened.prefix)
     text = (
         f"behandlingen av filen ble avbrutt {starts} ganger uten resultat"
         " (minne- eller tidsgrense hos mottaker); filen er satt til side"
     )
-    return Work(raw=b"", content_hash=opened.digest, header=header).failed(
-        Problem(Layer.INTERNAL, "X99", text)
-    )
+    return _unread(opened, Problem(Layer.INTERNAL, "X99", text))
 
 
 def _refused_links(opened: files.Opened) -> Work:
     """A file with more than one hard link: someone holds another name for it and could
     rewrite the original after we archived it. Not processed; the header addresses the
     refusal so the sender can send it again as a file of its own."""
-    header = peek_header(opened.prefix)
     text = (
         f"filen har {opened.links} harde lenker; bare filer med én lenke tas imot"
         " (skriv til et midlertidig navn og gi det nytt navn)"
     )
-    return Work(raw=b"", content_hash=opened.digest, header=header).failed(
-        Problem(Layer.FILE, "T99", text)
+    return _unread(opened, Problem(Layer.FILE, "T99", text))
+
+
+def _unread(opened: files.Opened, problem: Problem) -> Work:
+    """A file refused without processing it: answered to the sender its ebXML header
+    names (read from the first bytes only), with `problem` as the reason."""
+    return Work(raw=b"", content_hash=opened.digest, header=peek_header(opened.prefix)).failed(
+        problem
     )
