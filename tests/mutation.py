@@ -58,7 +58,12 @@ LEDGER = (
     "undelivered",
     "exams_on",
 )
-TRUST_TESTS = ("tests/test_trust.py", "tests/test_signature_coverage.py")
+# test_trust_attacks: the trust decisions through the real pipeline (dates, who may sign)
+TRUST_TESTS = (
+    "tests/test_trust.py",
+    "tests/test_signature_coverage.py",
+    "tests/test_trust_attacks.py",
+)
 TARGETS: dict[str, Target] = {
     "rules": Target(
         ("daemon/rules/*",),
@@ -85,8 +90,10 @@ TARGETS: dict[str, Target] = {
     ),
 }
 KILLED = {1, 3, 36, 37, -24, 24, 152, 255}  # a failing test, pytest error, timeout
+TIMEOUT = {36, -24, 24, 152, 255}
 SURVIVED = {0}
 NO_TESTS = {5, 33}
+HANG = 120  # seconds: a confirming run this long is a genuine hang (the tests take seconds)
 
 
 def _config(target: Target) -> str:
@@ -98,6 +105,10 @@ def _config(target: Target) -> str:
         'also_copy = ["schemas/", "config/", "daemon/data/", "README.md"]\n'
         f"pytest_add_cli_args_test_selection = {json.dumps(list(target.tests))}\n"
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x"]\n'
+        # each mutant in a child of a fresh fork server: children forked from the
+        # process that ran the clean tests (mutmut's default) inherit its threads' locks
+        # and some stall until the timeout, a kill no test made
+        'process_isolation = "forkserver"\n'
     )
 
 
@@ -127,11 +138,12 @@ def _results(folder: Path) -> dict[str, int | None]:
 
 def _retest_survivors(folder: Path, names: set[str]) -> None:
     """mutmut keeps every verdict until the mutated function changes; a survivor may
-    have been killed by a test added since, so survivors are run again every time."""
+    have been killed by a test added since, so survivors are run again every time, and
+    so are timeouts (a loaded machine may have caused one)."""
     for meta in (folder / "mutants").rglob("*.py.meta"):
         data = json.loads(meta.read_text())
         codes = data["exit_code_by_key"]
-        stale = [n for n in names & set(codes) if codes[n] in SURVIVED | NO_TESTS]
+        stale = [n for n in names & set(codes) if codes[n] in SURVIVED | NO_TESTS | TIMEOUT]
         if stale:
             codes.update(dict.fromkeys(stale))
             meta.write_text(json.dumps(data))
@@ -195,20 +207,45 @@ def _confirm_survivors(folder: Path, target: Target, found: dict[str, int | None
     """mutmut runs, per mutant, the tests it saw reach the function; a call made while a
     module-scoped fixture is built counts for the first test only (test_radiology_rules
     processes every case in one fixture), so a survivor is run again against the
-    target's whole test files before it is called a survivor."""
+    target's whole test files before it is called a survivor.
+
+    A timeout is confirmed too: mutmut's forked children sometimes stall on this shared
+    machine where the same mutant fails in two seconds in a fresh process, and a stall
+    is no test failure. Each timeout is run again in a fresh pytest against the same
+    files: it counts as killed when a test fails or the run hangs past HANG seconds,
+    and as a survivor when every test passes."""
     env = dict(os.environ)
+    tests = list(target.tests)
     for name, code in found.items():
-        if code not in SURVIVED | NO_TESTS:
+        if code not in SURVIVED | NO_TESTS | TIMEOUT:
             continue
         env["MUTANT_UNDER_TEST"] = name
-        done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *target.tests],
-            cwd=folder / "mutants",
-            env=env,
-            capture_output=True,
-        )
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                cwd=folder / "mutants",
+                env=env,
+                capture_output=True,
+                timeout=HANG,
+            )
+        except subprocess.TimeoutExpired:
+            found[name] = 36  # a genuine hang: killed by the timeout
+            continue
         if done.returncode == 1:
             found[name] = 1
+        elif done.returncode == 0 and code in TIMEOUT:
+            found[name] = 0  # every test passed: the timeout was mutmut's, not the mutant's
+        _record(folder, name, found[name])
+
+
+def _record(folder: Path, name: str, code: int | None) -> None:
+    """Keep a confirmed verdict in mutmut's meta file (`--report` then shows it)."""
+    for meta in (folder / "mutants").rglob("*.py.meta"):
+        data = json.loads(meta.read_text())
+        if name in data["exit_code_by_key"]:
+            data["exit_code_by_key"][name] = code
+            meta.write_text(json.dumps(data))
+            return
 
 
 def main(argv: list[str] | None = None) -> int:
