@@ -6,7 +6,9 @@ import os
 import threading
 import time
 
-from daemon.service.watch import CompleteNames, InboxWatcher
+from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
+
+from daemon.service.watch import MOVE_PAIRING_SECONDS, CompleteNames, InboxWatcher
 
 # No fixed sleeps: watchdog adds the inotify watch in `start()`, and inotify reports a
 # folder's events in order, so a later drop seen means every earlier event was handled.
@@ -71,24 +73,19 @@ def test_renamed_in_place_moved_in_and_closed_files_are_whole(tmp_path):
 
 
 def test_a_claim_does_not_hold_back_the_next_drop(tmp_path):
-    """watchdog holds a move out of the folder to pair it; ours is cut to 10 ms, so a
-    file dropped right after a claim is seen at once, not half a second later. The
-    hold is a lower bound on every try; the best of a few tries is what a loaded
-    machine cannot spoil."""
+    """watchdog holds a move out of the folder for 0.5 s to pair it, and the events
+    behind it wait too; ours is cut to 10 ms, so a file dropped right after a claim is
+    seen at once. No wall-clock bound here (a loaded machine may pause any thread):
+    the hold itself is checked, and a drop behind each claim is seen (waited for).
+    The latency is measured by `benchmarks/watch_latency.py`."""
     inbox, elsewhere, complete, _woken, watcher = _watching(tmp_path)
     try:
-        best = float("inf")
-        for n in range(5):
+        assert InotifyMoveEventGrouper.delay == MOVE_PAIRING_SECONDS <= 0.05
+        for n in range(3):
             _drop(elsewhere, inbox, f"first-{n}.msg")
             _until(complete, f"first-{n}.msg")
             os.rename(inbox / f"first-{n}.msg", elsewhere / f"first-{n}.msg")  # a claim
-            (elsewhere / f"second-{n}.msg").write_bytes(b"2")
-            started = time.monotonic()
-            os.rename(elsewhere / f"second-{n}.msg", inbox / f"second-{n}.msg")
-            _until(complete, f"second-{n}.msg")
-            best = min(best, time.monotonic() - started)
-            if best < 0.4:
-                break
-        assert best < 0.4, f"the drop waited {best:.2f} s behind the claim"
+            _drop(elsewhere, inbox, f"second-{n}.msg")
+            assert _until(complete, f"second-{n}.msg") == {f"second-{n}.msg"}
     finally:
         watcher.stop()
