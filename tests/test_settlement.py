@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from datetime import UTC, date, datetime
+import time
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from lxml import etree
+from structlog.testing import capture_logs
 
 from daemon import cli
-from daemon.config import Settlement
+from daemon.config import ConfigError, Settlement
 from daemon.settlement import settle
 from daemon.transport import mime
 from tests.claims import DEMO_HF, B, C, I, L, P, msghead, person_number, registry
@@ -346,3 +348,112 @@ def test_payments_answered_after_the_cut_off_wait_for_the_next_batch(tmp_path):
         intake.ledger.close()
     ((_nr, lines),) = vedtak_files(box)[SOUTH_EAST]["vedtak"]
     assert [g for *_, g, _ in lines] == [Decimal("6.96")]
+
+
+# --------------------------------------------------------------------------- edges of the calendar
+# (#20: survivors of the full mutation run of daemon/settlement)
+
+
+@pytest.fixture
+def host_zone(monkeypatch):
+    """Set the process's local time zone: what `astimezone()` without a zone would use.
+    The batch instants and their keys must not depend on it."""
+
+    def set_zone(name: str) -> None:
+        monkeypatch.setenv("TZ", name)
+        time.tzset()
+
+    yield set_zone
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_a_batch_key_is_its_instant_in_utc_whatever_the_host_zone(tmp_path, host_zone):
+    """On a host whose zone is Oslo: the missed Friday batch is made up once, its key is
+    the instant in UTC, and the scheduled job firing for that same instant later does
+    not run it again (the make-up and the schedule share the key)."""
+    host_zone("Europe/Oslo")
+    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS)
+    intake = box.intake()
+    try:
+        cal = settle.Calendar.from_settings(box.settings)
+        made = settle.make_up(intake, cal)
+        assert made is not None and made.run == 1
+        assert settle.make_up(intake, cal) is None  # covered: nothing to make up
+        last = intake.ledger.last_settlement()
+        friday = datetime(2026, 11, 20, 16, 0, 3, tzinfo=OSLO)  # the job fires late
+        again = settle.scheduled_batch(intake, cal, friday)
+        assert again is not None and again.run is None and again.vedtak == 0
+    finally:
+        intake.ledger.close()
+    assert last["key"] == "batch:2026-11-20T15:00:00+00:00" and last["kind"] == "make-up"
+
+
+def test_the_day_off_is_the_calendar_zone_s_day_not_the_host_s(tmp_path, host_zone):
+    """24 December 23:30 UTC is Christmas Day 00:30 in Oslo: a day off there, so the
+    job does nothing (on a UTC host, whose date is still the 24th, a working day) and
+    says why in the log."""
+    host_zone("UTC")
+    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS)
+    _send(box, a_day(), "b")
+    intake = box.intake()
+    try:
+        cal = settle.Calendar.from_settings(box.settings)
+        assert cal.zone == OSLO
+        with capture_logs() as logged:
+            found = settle.scheduled_batch(intake, cal, datetime(2026, 12, 24, 23, 30, tzinfo=UTC))
+        assert found is None and intake.ledger.last_settlement() is None
+    finally:
+        intake.ledger.close()
+    assert box.outbox("vedtak") == []
+    assert {"event": "settlement_skipped", "reason": "day off", "log_level": "info"} in logged
+
+
+MARCH_2 = datetime(2026, 3, 2, 16, 0, tzinfo=OSLO)  # a Monday; the yearly cron's one run
+
+
+def test_runs_between_is_after_start_up_to_and_with_end():
+    """`runs_between(start, end)` is (start, end]: a run at `start` is the last batch's,
+    one at `end` is in, even a microsecond away."""
+    cal = calendar()
+    monday = datetime(2026, 11, 23, 16, 0, tzinfo=OSLO)
+    tuesday = datetime(2026, 11, 24, 16, 0, tzinfo=OSLO)
+    assert list(cal.runs_between(monday, tuesday)) == [tuesday]
+    tiny = timedelta(microseconds=1)
+    assert list(cal.runs_between(monday - tiny, monday)) == [monday]
+    assert list(cal.runs_between(monday - tiny, tuesday - tiny)) == [monday]
+
+
+def test_last_run_looks_a_month_back_and_next_run_two_months_ahead():
+    """A cron that runs once a year (2 March): `last_run` finds it up to 31 days after
+    (a make-up after a month down), `next_run` up to 62 days before; outside those
+    windows there is no run (None, not an error)."""
+    cal = calendar(cron="0 16 2 3 *")
+    hour = timedelta(hours=1)
+    assert cal.last_run(MARCH_2 + timedelta(days=31) - hour) == MARCH_2
+    assert cal.last_run(MARCH_2 + timedelta(days=31) + hour) is None
+    assert cal.next_run(MARCH_2 - timedelta(days=62) + hour) == MARCH_2
+    assert cal.next_run(MARCH_2 - timedelta(days=62) - hour) is None
+
+
+def test_no_holiday_country_means_only_the_configured_days_off():
+    cal = calendar(holidays_country="", extra_holidays=("2026-12-24",))
+    assert cal.days_off is None
+    assert cal.working_day(date(2026, 12, 25)) and not cal.working_day(date(2026, 12, 24))
+    assert cal.next_run(datetime(2026, 12, 24, 17, 0, tzinfo=OSLO)) == datetime(
+        2026, 12, 25, 16, 0, tzinfo=OSLO
+    )
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ({"cron": "61 16 * * *"}, "61"),
+        ({"timezone": "Europe/Nowhere"}, "Europe/Nowhere"),
+        ({"holidays_country": "XX"}, "XX"),
+        ({"extra_holidays": ("2026-02-30",)}, ""),
+    ],
+)
+def test_a_bad_settlement_setting_is_a_config_error_naming_the_section(setting, named):
+    with pytest.raises(ConfigError, match=r"^\[settlement\] .*" + re.escape(named)):
+        calendar(**setting)
