@@ -14,6 +14,7 @@ import contextlib
 import gzip
 import io
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -346,6 +347,68 @@ def test_message_dated_before_the_services_it_claims_is_refused(sandbox):
     assert status(apprec) == "2" and codes(apprec) == ["E10"], texts(apprec)
     assert "før tjenestene" in texts(apprec)
     assert paid_bills(sandbox) == 0
+
+
+def _serviced(day: str, period_from: str, gen_date: str) -> bytes:
+    """One lab bill on `day`, the period from `period_from` to 30 November, `gen_date`."""
+    claim = msghead(C((B((L("NOR05003", "6.96"),), date=f"{day}T09:00:00"),)))  # a valid code
+    claim = claim.replace(
+        b'fraDatoPeriode="2026-10-01"', f'fraDatoPeriode="{period_from}"'.encode()
+    )
+    claim = claim.replace(b'tilDatoPeriode="2026-10-31"', b'tilDatoPeriode="2026-11-30"')
+    return _dated(claim, gen_date)
+
+
+@pytest.mark.parametrize(
+    ("gen_date", "timestamp", "named"),
+    [
+        ("2026-11-03T08:00:00+01:00", RECEIVED, "GenDate 2026-11-03T08:00:00+01:00"),
+        ("2026-11-20T08:00:00+01:00", datetime(2026, 11, 3, 7, 0, tzinfo=UTC), "eb:Timestamp"),
+    ],
+)
+def test_either_date_alone_before_the_services_is_refused_by_its_name(
+    sandbox, gen_date, timestamp, named
+):
+    """#20: the GenDate alone, or the envelope Timestamp alone, before every service:
+    each is checked, and the refusal names the one that is backdated."""
+    claim = _serviced("2026-11-10", "2026-11-05", gen_date)
+    apprec = answer_to(sandbox, wrap_demo(claim, timestamp=timestamp))
+    assert status(apprec) == "2" and codes(apprec) == ["E10"], texts(apprec)
+    assert f"{named}" in texts(apprec) and "før tjenestene" in texts(apprec)
+    assert paid_bills(sandbox) == 0
+
+
+def test_dates_on_the_first_service_day_in_oslo_within_the_skew_are_accepted(sandbox, monkeypatch):
+    """#20: the first service day is an Oslo day. On a UTC host, a Timestamp of 23:30
+    UTC the evening before is 00:30 that day in Oslo, and a GenDate three minutes
+    before Oslo midnight is within the 300 s clock skew: both are accepted."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        claim = _serviced("2026-11-10", "2026-11-10", "2026-11-09T23:57:00+01:00")
+        stamp = datetime(2026, 11, 9, 23, 30, tzinfo=UTC)
+        apprec = answer_to(sandbox, wrap_demo(claim, timestamp=stamp))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert status(apprec) == "1", texts(apprec)
+
+
+def test_a_service_before_the_period_start_counts_as_the_first_day(sandbox):
+    """#20: a message dated after its earliest service is not backdated, even when the
+    claimed period starts later (the bill's own date counts, not only the period)."""
+    claim = _serviced("2026-11-04", "2026-11-05", "2026-11-04T12:00:00+01:00")
+    apprec = answer_to(sandbox, wrap_demo(claim))
+    assert "før tjenestene" not in texts(apprec), texts(apprec)
+
+
+def test_a_period_start_with_a_zone_is_answered_not_a_crash(sandbox):
+    """#20: `2026-11-05Z` is a valid xs:date that Python's date parser refuses: the
+    period start then does not count, and the message is answered as usual."""
+    claim = _serviced("2026-11-10", "2026-11-05Z", "2026-11-10T12:00:00+01:00")
+    apprec = answer_to(sandbox, wrap_demo(claim))
+    assert status(apprec) == "1", texts(apprec)
+    assert paid_bills(sandbox) == 1
 
 
 # --------------------------------------------------------------------------- finding 7
