@@ -23,6 +23,7 @@ code compare; 0 runs all. Not part of `make test`: a full run takes hours on 2 c
 from __future__ import annotations
 
 import argparse
+import ast
 import fnmatch
 import json
 import os
@@ -128,9 +129,38 @@ def _workspace(name: str, target: Target, fresh: bool) -> Path:
     for sub in ("daemon", "tests", "schemas", "config"):  # the code as it is now
         shutil.copytree(ROOT / sub, folder / sub, ignore=ignore, dirs_exist_ok=True)
     shutil.copy(ROOT / "README.md", folder / "README.md")
+    for pattern in target.files:
+        for path in sorted(folder.glob(pattern)):
+            if path.suffix == ".py":
+                path.write_text(_undecorated(path.read_text(encoding="utf-8")), "utf-8")
     text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     (folder / "pyproject.toml").write_text(text + "\n" + _config(target), encoding="utf-8")
     return folder
+
+
+def _undecorated(source: str) -> str:
+    """mutmut leaves every decorated function alone, and the rules are all `@rule(...)`:
+    the copy gets `def f(...)` then `f = rule(...)(f)` instead, which registers the same
+    function in the same order, so the rules themselves are mutated too."""
+    tree = ast.parse(source)
+    lines = source.splitlines(keepends=True)
+    found = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef)
+        and len(node.decorator_list) == 1
+        and isinstance(call := node.decorator_list[0], ast.Call)
+        and isinstance(call.func, ast.Name)
+        and call.func.id == "rule"
+    ]
+    for node in reversed(found):  # bottom up: earlier line numbers stay valid
+        call = node.decorator_list[0]
+        first, last = call.lineno - 1, call.end_lineno  # the decorator's lines (0-based, end)
+        decorator = "".join(lines[first:last]).strip().removeprefix("@")
+        after = f"{node.name} = {decorator}({node.name})\n"
+        lines[node.end_lineno : node.end_lineno] = [after]
+        del lines[first:last]
+    return "".join(lines)
 
 
 def _results(folder: Path) -> dict[str, int | None]:
