@@ -411,6 +411,19 @@ def test_a_period_start_with_a_zone_is_answered_not_a_crash(sandbox):
     assert paid_bills(sandbox) == 1
 
 
+def test_a_gen_date_python_cannot_read_is_refused_by_name(sandbox):
+    """#20: `24:00:00` is a valid xs:dateTime (midnight at the end of the day) that the
+    date parser refuses: the message is refused (T02) naming the GenDate and its value,
+    at the MsgHead's GenDate, not paid and not a crash."""
+    claim = _dated(unique_claim(), "2026-11-22T24:00:00+01:00")
+    apprec = answer_to(sandbox, wrap_demo(claim, timestamp=RECEIVED))
+    assert status(apprec) == "2" and codes(apprec) == ["T02"], texts(apprec)
+    assert "GenDate '2026-11-22T24:00:00+01:00' er ikke et tidspunkt" in texts(apprec)
+    (error,) = apprec.findall("ar:Error", AR)
+    assert error.get("OT") == "msghead /MsgHead/MsgInfo/GenDate"
+    assert paid_bills(sandbox) == 0
+
+
 # --------------------------------------------------------------------------- finding 7
 
 
