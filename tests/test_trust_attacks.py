@@ -424,6 +424,18 @@ def test_a_gen_date_python_cannot_read_is_refused_by_name(sandbox):
     assert paid_bills(sandbox) == 0
 
 
+@pytest.mark.parametrize(
+    "timestamp",
+    [RECEIVED + timedelta(seconds=300), RECEIVED - timedelta(days=30)],
+    ids=["clock-skew-exactly", "max-age-exactly"],
+)
+def test_a_timestamp_exactly_at_either_edge_of_the_window_is_accepted(sandbox, timestamp):
+    """#20: the window is closed: a Timestamp exactly `clock_skew_seconds` (300) after
+    receipt, or exactly `max_message_age_days` (30) before it, is accepted."""
+    apprec = answer_to(sandbox, wrap_demo(unique_claim(), timestamp=timestamp))
+    assert status(apprec) == "1", texts(apprec)
+
+
 # --------------------------------------------------------------------------- finding 7
 
 
