@@ -457,3 +457,38 @@ def test_no_holiday_country_means_only_the_configured_days_off():
 def test_a_bad_settlement_setting_is_a_config_error_naming_the_section(setting, named):
     with pytest.raises(ConfigError, match=r"^\[settlement\] .*" + re.escape(named)):
         calendar(**setting)
+
+
+def test_the_ledger_answers_what_a_bill_has_been_paid(tmp_path, capsys):
+    """The ledger's questions behind COM-06/07 (a uuid paid before) and the payee split
+    of a correction: an original, then its credit the next day; a rejected bill and a
+    uuid never seen are None (never paid), a credited one 0.00 (paid, taken back).
+    Amounts from the lab table above: NOR05003 6.96 + NPU01685 2 × 23.18 = 53.32."""
+    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS)
+    uid, bad = "{5E771E00-0000-4000-8000-000000000002}", "{5E771E00-0000-4000-8000-000000000003}"
+    paid = _b(OSMO, INR, uuid=uid)
+    claim = C((paid, _b(BAD_LAB, uuid=bad)))
+    _send(box, [claim], "p1")
+    inst, other = claim.institution, "999000777"
+    ledger = box.intake().ledger
+    try:
+        assert ledger.paid_bill(inst, uid) == Decimal("53.32")
+        assert ledger.paid_bill(inst, bad) is None  # LAB-09: rejected, never paid
+        assert ledger.paid_bill(inst, "{never}") is None
+        assert ledger.paid_bill(other, uid) is None  # a uuid is the institution's own
+        assert ledger.paid_bills(inst, [uid, bad, "{never}"]) == {uid: Decimal("53.32")}
+        assert ledger.paid_by_payee(inst, uid) == {"RHF:Helse Sør-Øst RHF": Decimal("53.32")}
+    finally:
+        ledger.close()
+    _settle(box, capsys)
+    text = box.config_path.read_text()
+    box.config_path.write_text(text.replace("2026-11-23T12:00:00Z", "2026-11-24T12:00:00Z"))
+    credit = B(paid.lines, uuid=uid, fnr=paid.fnr, date=paid.date, transaction_type="5")
+    _send(box, [C((credit,))], "p2")
+    ledger = box.intake().ledger
+    try:
+        assert ledger.paid_bill(inst, uid) == Decimal("0.00")
+        assert ledger.paid_bills(inst, [uid]) == {uid: Decimal("0.00")}
+        assert ledger.paid_by_payee(inst, uid) == {}  # nothing left with any payee
+    finally:
+        ledger.close()
