@@ -492,3 +492,20 @@ def test_the_ledger_answers_what_a_bill_has_been_paid(tmp_path, capsys):
         assert ledger.paid_by_payee(inst, uid) == {}  # nothing left with any payee
     finally:
         ledger.close()
+
+
+def test_every_bill_s_remarks_reach_its_vedtak_line(tmp_path, capsys):
+    """What the AppRec told the sender about a bill is in the vedtak's Regning as
+    Merknad, for every bill, the first one too (LAB-09: 9.99 claimed where the table
+    says 6.96)."""
+    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS)
+    _send(box, [C((_b(BAD_LAB), _b(OSMO), _b(BAD_LAB)))], "r")
+    _settle(box, capsys)
+    (path,) = box.outbox("vedtak")
+    multipart, _ = mime.parse(path.read_bytes())
+    body = etree.fromstring(multipart.attachments[0].data).find(".//m22:Oppgjorsresultat", M22)
+    merknader = [
+        [m.text for m in r.iterfind("m22:Merknad", M22)] for r in body.findall("m22:Regning", M22)
+    ]
+    lab09 = "krevd 9.99, sats 6.96 [LAB-09]"
+    assert [[lab09 in m for m in ms] for ms in merknader] == [[True], [], [True]], merknader
