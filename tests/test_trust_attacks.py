@@ -14,6 +14,7 @@ import contextlib
 import gzip
 import io
 import json
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -592,6 +593,23 @@ def test_msghead_sender_other_than_ebxml_from_is_refused(tmp_path, orgnr, her, a
     assert status(apprec) == "2" and codes(apprec) == ["E10"], texts(apprec)
     assert "MsgHead-avsender" in texts(apprec) and ORGNR_B in texts(apprec)
     assert paid_bills(sandbox) == 0
+
+
+@pytest.mark.parametrize(("her", "accepted"), [(DEMO_HER, True), (HER_B, False)])
+def test_msghead_sender_named_by_her_id_alone(tmp_path, her, accepted):
+    """#20: a MsgHead Sender with only a HER-id (no organisation number) is the partner
+    when it is the partner's own HER-id, and refused when it is another's."""
+    sandbox = make_sandbox(tmp_path / "sandbox", registry(DEMO_HF))
+    claim = unique_claim()
+    ident = re.compile(rb"<Ident><Id>983974678</Id><TypeId V=\"ENH\"[^>]*/></Ident>")
+    claim, n = ident.subn(b"", claim, count=1)
+    assert n == 1
+    claim = claim.replace(b"<Id>90001</Id>", f"<Id>{her}</Id>".encode(), 1)
+    apprec = answer_to(sandbox, wrap(claim, from_her=DEMO_HER, cpa_id=DEMO_CPA))
+    if accepted:
+        assert status(apprec) == "1", texts(apprec)
+    else:
+        assert codes(apprec) == ["E10"] and f"HER {HER_B}" in texts(apprec), texts(apprec)
 
 
 # --------------------------------------------------------------------------- finding 11
