@@ -4,6 +4,7 @@
     .venv/bin/python -m tests.mutation --sample 0        # every mutant (hours on 2 cores)
     .venv/bin/python -m tests.mutation logs files        # some targets only
     .venv/bin/python -m tests.mutation --report          # the score of the last run
+    .venv/bin/python -m tests.mutation rules --no-confirm  # survivors not re-run (faster)
 
 Each target (TARGETS below: the modules, and the fast test files that cover them) runs in
 its own copy of the project, `build/mutation/TARGET/`, whose pyproject.toml gets a
@@ -234,7 +235,8 @@ def run_target(name: str, args: argparse.Namespace) -> dict[str, int | None]:
         subprocess.run([str(MUTMUT), "run", *names], cwd=folder, stdout=out, stderr=out)
     results = _results(folder)
     found = {n: results.get(n) for n in names}
-    _confirm_survivors(folder, target, found)
+    if args.confirm:
+        _confirm_survivors(folder, target, found)
     return found
 
 
@@ -290,6 +292,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=20)
     parser.add_argument("--report", action="store_true", help="print the last run's scores")
     parser.add_argument("--fresh", action="store_true", help="forget earlier results")
+    parser.add_argument(
+        "--no-confirm",
+        dest="confirm",
+        action="store_false",
+        help="skip re-running survivors and timeouts against the whole test files "
+        "(faster; survivors are then mutmut's own verdicts, and a timeout counts as a kill)",
+    )
     args = parser.parse_args(argv)
     targets = args.targets or list(TARGETS)
     unknown = sorted(set(targets) - set(TARGETS))
