@@ -612,6 +612,50 @@ def test_msghead_sender_named_by_her_id_alone(tmp_path, her, accepted):
         assert codes(apprec) == ["E10"] and f"HER {HER_B}" in texts(apprec), texts(apprec)
 
 
+FOREIGN = "974589095"  # registered, but the demo partner may not claim for it
+
+
+@pytest.mark.parametrize(
+    ("orgnr", "her", "refusal"),
+    [
+        (
+            FOREIGN,
+            DEMO_HER,
+            "MsgHead-avsender (ENH 974589095, HER 90001) er ikke samme part som "
+            "ebXML-avsenderen (HER 90001 / ENH 983974678)",
+        ),
+        (CLINIC, "90004", None),
+    ],
+    ids=["registered-institution-it-may-not-send-for", "clinic-it-sends-for-unit-her"],
+)
+def test_msghead_sender_institution_must_be_one_the_partner_sends_for(
+    tmp_path, orgnr, her, refusal
+):
+    """#20: a registered institution the partner is not registered to send for is not
+    its own, even beside the partner's HER-id: refused, the whole text and the place
+    checked. An institution it sends for is its own whatever unit HER-id is beside."""
+    sandbox = make_sandbox(
+        tmp_path / "sandbox",
+        registry(
+            DEMO_HF,
+            I(CLINIC, "Klinikk AS", "Helse Sør-Øst RHF"),
+            I(FOREIGN, "Fremmed HF", "Helse Vest RHF", sender=False),
+        ),
+    )
+    claim = unique_claim()
+    claim = claim.replace(b"<Id>983974678</Id>", f"<Id>{orgnr}</Id>".encode(), 1)
+    claim = claim.replace(b"<Id>90001</Id>", f"<Id>{her}</Id>".encode(), 1)
+    apprec = answer_to(sandbox, wrap(claim, from_her=DEMO_HER, cpa_id=DEMO_CPA))
+    if refusal is None:
+        assert status(apprec) == "1", texts(apprec)
+        return
+    assert status(apprec) == "2" and codes(apprec) == ["E10"], texts(apprec)
+    (error,) = apprec.findall("ar:Error", AR)
+    assert error.get("DN") == refusal
+    assert error.get("OT") == "agreement /MsgHead/MsgInfo/Sender/Organisation"
+    assert paid_bills(sandbox) == 0
+
+
 # --------------------------------------------------------------------------- finding 11
 
 
