@@ -230,9 +230,11 @@ def test_ca_certificate_naming_the_partner_by_her_id_or_ntrno_is_accepted(sandbo
     with_ca(sandbox, ca.bundle)
     by_her = ca.issue((NameOID.COMMON_NAME, f"A HF HER {PARTNER_HER}"))
     by_ntrno = ca.issue((NameOID.ORGANIZATION_IDENTIFIER, f"NTRNO-{ORGNR_A}"))
+    by_her_serial = ca.issue((NameOID.SERIAL_NUMBER, PARTNER_HER))  # the whole serialNumber
     look_alike = ca.issue((NameOID.SERIAL_NUMBER, f"{ORGNR_A}1"))
     assert status(answer_to(sandbox, from_a(unique_claim(), by_her))) == "1"
     assert status(answer_to(sandbox, from_a(unique_claim(), by_ntrno))) == "1"
+    assert status(answer_to(sandbox, from_a(unique_claim(), by_her_serial))) == "1"
     refused = answer_to(sandbox, from_a(unique_claim(), look_alike))
     assert codes(refused) == ["S02"], texts(refused)
 
