@@ -11,6 +11,7 @@ from cryptography import x509
 from lxml import etree
 
 from daemon import cli
+from daemon.domain import Layer
 from daemon.schemas import Schemas
 from daemon.tools.wrap import wrap
 from daemon.transport import keys, mime, trust
@@ -459,6 +460,16 @@ def test_aes_gcm_tampered_ciphertext_is_refused(tmp_path):
         bad[-offset] ^= 0x01
         data, problem = trust.decrypt(bytes(bad), pair)
         assert data is None and problem.code in ("S99", "T99"), offset
+
+
+def test_an_encrypted_part_without_our_private_key_is_an_internal_problem(tmp_path):
+    """No private key configured: the encrypted part cannot be opened, and that is our
+    fault, not the sender's (X99 at the MIME layer), never an exception."""
+    pair = make_pair(tmp_path, "nokey")
+    data, problem = trust.decrypt(trust.encrypt_gcm(b"<MsgHead/>", pair.certificate), None)
+    assert data is None
+    assert (problem.layer, problem.code) == (Layer.MIME, "X99")
+    assert "ingen privatnøkkel" in problem.text
 
 
 # --------------------------------------------------------------------------- CA chain
