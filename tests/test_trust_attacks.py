@@ -147,7 +147,12 @@ class CA:
         self.bundle = folder / "ca.pem"
         self.bundle.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, *subject: tuple[x509.ObjectIdentifier, str]) -> trust.KeyPair:
+    def issue(
+        self,
+        *subject: tuple[x509.ObjectIdentifier, str],
+        not_before: datetime | None = None,
+        not_after: datetime | None = None,
+    ) -> trust.KeyPair:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         cert = (
             x509.CertificateBuilder()
@@ -155,8 +160,8 @@ class CA:
             .issuer_name(self.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(self.start)
-            .not_valid_after(self.start + timedelta(days=1000))
+            .not_valid_before(not_before or self.start)
+            .not_valid_after(not_after or self.start + timedelta(days=1000))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(True, True, True, False, False, False, False, False, False),
@@ -237,6 +242,21 @@ def test_ca_certificate_naming_the_partner_by_her_id_or_ntrno_is_accepted(sandbo
     assert status(answer_to(sandbox, from_a(unique_claim(), by_her_serial))) == "1"
     refused = answer_to(sandbox, from_a(unique_claim(), look_alike))
     assert codes(refused) == ["S02"], texts(refused)
+
+
+def test_the_ca_chain_is_judged_at_receipt_not_at_the_wall_clock(sandbox, tmp_path):
+    """#20: a CA-issued certificate valid only from a day before receipt to three days
+    after (the sandbox receives at 2026-11-23 12:00 UTC) signed a message received
+    while it was valid: the chain is checked at receipt, so it is accepted whatever the
+    machine's clock says, as replay must accept it again later."""
+    ca = CA(tmp_path)
+    with_ca(sandbox, ca.bundle)
+    window = (RECEIVED - timedelta(days=1), RECEIVED + timedelta(days=3))
+    if window[0] <= datetime.now(UTC) <= window[1]:
+        pytest.skip("the machine's clock is inside the certificate's validity")
+    short = ca.issue((NameOID.SERIAL_NUMBER, ORGNR_A), not_before=window[0], not_after=window[1])
+    apprec = answer_to(sandbox, from_a(unique_claim(), short))
+    assert status(apprec) == "1", texts(apprec)
 
 
 def test_look_alike_certificate_before_a_real_one_in_keyinfo_is_refused(sandbox, tmp_path):
