@@ -509,3 +509,36 @@ def test_every_bill_s_remarks_reach_its_vedtak_line(tmp_path, capsys):
     ]
     lab09 = "krevd 9.99, sats 6.96 [LAB-09]"
     assert [[lab09 in m for m in ms] for ms in merknader] == [[True], [], [True]], merknader
+
+
+@pytest.mark.parametrize(
+    ("key", "with_table", "says"),
+    [
+        (None, True, "no payee: the institution was not in the registry when the bill was decided"),
+        (
+            "RHF:Helse Nord-Vest",
+            True,
+            "no RHF named 'Helse Nord-Vest' in the RHF table (rhf.toml); known: Helse Sør-Øst"
+            " RHF, Helse Vest RHF, Helse Midt-Norge RHF, Helse Nord RHF",
+        ),
+        (
+            "RHF:Helse Vest RHF",
+            False,
+            "no RHF named 'Helse Vest RHF' in the RHF table (rhf.toml); known: none",
+        ),
+        (
+            "INST:999000999",
+            True,
+            "institution 999000999 is not in the institution registry (institutions.toml)",
+        ),
+        ("BANK:123", True, "unknown kind of payee 'BANK' (RHF:<name> or INST:<orgnr>)"),
+    ],
+)
+def test_why_a_payee_cannot_be_paid_in_the_operator_s_words(key, with_table, says):
+    """What `status` and `payments held` tell the operator about held payments (the
+    four RHFs are the shipped rhf.toml's)."""
+    from daemon.registers import tariffs
+    from daemon.registers.registry import Registry
+
+    table = tariffs.load(tariffs.SHIPPED_DIR) if with_table else None
+    assert settle.why_unaddressable(key, table, Registry()) == says
