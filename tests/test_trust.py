@@ -188,7 +188,8 @@ def test_signature_by_unregistered_certificate_is_not_trusted(sandbox, partner, 
     stranger = make_pair(tmp_path, "stranger")
     send(sandbox, signed_claim(stranger), signer=stranger, encrypt_to=our_keys(sandbox).certificate)
     err = refusal(sandbox, partner)
-    assert err["V"] == "S02" and "ikke klarert" in err["DN"] and "stranger" in err["DN"]
+    assert err["V"] == "S02" and "stranger" in err["DN"]
+    assert "er ikke klarert: ikke registrert på avsender" in err["DN"]
 
 
 def test_expired_certificate_is_reported_as_expired(sandbox, tmp_path):
@@ -460,6 +461,14 @@ def test_aes_gcm_tampered_ciphertext_is_refused(tmp_path):
         bad[-offset] ^= 0x01
         data, problem = trust.decrypt(bytes(bad), pair)
         assert data is None and problem.code in ("S99", "T99"), offset
+        assert (problem.layer, problem.location) == (Layer.MIME, "application/pkcs7-mime")
+    bad = bytearray(cms)
+    bad[-1] ^= 0x01  # in the tag: the data is intact, the tag is not
+    _data, problem = trust.decrypt(bytes(bad), pair)
+    assert problem.code == "S99"
+    assert problem.text == (
+        "den krypterte nyttelasten er endret eller ødelagt (GCM-taggen stemmer ikke)"
+    )
 
 
 def test_an_encrypted_part_without_our_private_key_is_an_internal_problem(tmp_path):
