@@ -459,17 +459,28 @@ def test_a_timestamp_exactly_at_either_edge_of_the_window_is_accepted(sandbox, t
     assert status(apprec) == "1", texts(apprec)
 
 
-def test_a_timestamp_older_than_the_window_is_refused_by_name_and_place(sandbox):
+@pytest.mark.parametrize(
+    ("stamp", "says"),
+    [
+        (
+            datetime(2026, 10, 1, 6, 5, tzinfo=UTC),
+            "eb:Timestamp 2026-10-01T06:05:00Z er mer enn 30 dager før mottakstidspunktet "
+            "2026-11-23T12:00:00Z",
+        ),
+        (
+            RECEIVED + timedelta(minutes=10),
+            "eb:Timestamp 2026-11-23T12:10:00Z er etter mottakstidspunktet "
+            "2026-11-23T12:00:00Z (tillatt klokkeavvik 300 s)",
+        ),
+    ],
+    ids=["older", "later"],
+)
+def test_a_timestamp_outside_the_window_is_refused_by_name_and_place(sandbox, stamp, says):
     """#20: the refusal names the envelope's Timestamp, its value and the window, at
     the Timestamp's place in the ebXML header."""
-    stamp = datetime(2026, 10, 1, 6, 5, tzinfo=UTC)
     apprec = answer_to(sandbox, wrap_demo(unique_claim(), timestamp=stamp))
     (error,) = apprec.findall("ar:Error", AR)
-    assert error.get("V") == "E10"
-    assert error.get("DN") == (
-        "eb:Timestamp 2026-10-01T06:05:00Z er mer enn 30 dager før mottakstidspunktet "
-        "2026-11-23T12:00:00Z"
-    )
+    assert (error.get("V"), error.get("DN")) == ("E10", says)
     assert error.get("OT") == (
         "envelope /SOAP:Envelope/SOAP:Header/eb:MessageHeader/eb:MessageData/eb:Timestamp"
     )
