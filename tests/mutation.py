@@ -5,6 +5,7 @@
     .venv/bin/python -m tests.mutation logs files        # some targets only
     .venv/bin/python -m tests.mutation --report          # the score of the last run
     .venv/bin/python -m tests.mutation rules --no-confirm  # survivors not re-run (faster)
+    .venv/bin/python -m tests.mutation rules --rerun       # the last survivors, after new tests
 
 Each target (TARGETS below: the modules, and the fast test files that cover them) runs in
 its own copy of the project, `build/mutation/TARGET/`, whose pyproject.toml gets a
@@ -222,9 +223,15 @@ def run_target(name: str, args: argparse.Namespace) -> dict[str, int | None]:
     subprocess.run(
         [str(MUTMUT), "run", "no-such-mutant"], cwd=folder, capture_output=True, text=True
     )
-    names = _of(target, _results(folder))
-    if args.sample and len(names) > args.sample:
+    before = _results(folder)
+    names = _of(target, before)
+    ran_before = [n for n in names if before[n] is not None]
+    if args.rerun:  # the survivors of the runs so far, against the tests as they are now
+        names = [n for n in ran_before if before[n] in SURVIVED | NO_TESTS | TIMEOUT]
+    elif args.sample and len(names) > args.sample:
         names = sorted(random.Random(f"{args.seed}:{name}").sample(names, args.sample))
+    if not names and args.rerun:
+        return {n: before[n] for n in ran_before}
     if not names:
         print(f"{name}: no mutants (is mutmut installed? `make venv`)", file=sys.stderr)
         return {}
@@ -237,6 +244,8 @@ def run_target(name: str, args: argparse.Namespace) -> dict[str, int | None]:
     found = {n: results.get(n) for n in names}
     if args.confirm:
         _confirm_survivors(folder, target, found)
+    if args.rerun:  # the score over every mutant run so far
+        return {**{n: results.get(n) for n in ran_before}, **found}
     return found
 
 
@@ -292,6 +301,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=20)
     parser.add_argument("--report", action="store_true", help="print the last run's scores")
     parser.add_argument("--fresh", action="store_true", help="forget earlier results")
+    parser.add_argument(
+        "--rerun",
+        action="store_true",
+        help="run again only the survivors (and timeouts, untested) of the runs so far; "
+        "the score is over every mutant run so far",
+    )
     parser.add_argument(
         "--no-confirm",
         dest="confirm",
