@@ -559,3 +559,44 @@ def test_certificate_chaining_to_configured_ca_is_trusted(tmp_path):
     with pytest.raises(TrustError) as raised:
         trust.verify_msghead(etree.fromstring(etree.tostring(bad)), trusted, now, required=True)
     assert raised.value.problem.code == "S02"
+
+
+# --------------------------------------------------------------------------- what we sign
+# (#20: survivors of the trust target's mutation sample)
+
+DS_NS = "http://www.w3.org/2000/09/xmldsig#"
+
+
+def test_our_signatures_are_what_partners_verify(tmp_path):
+    """Partners verify our signatures with ordinary XML-DSig libraries: the MsgHead's
+    SignedInfo is canonicalised with C14N 1.0 (what the KITH profile names), and the
+    envelope's XPath filter declares the SOAP-ENV prefix its expression uses."""
+    pair = make_pair(tmp_path, "ours")
+    msghead = etree.fromstring(demo_claim())
+    signed = trust.sign_msghead(msghead, pair)
+    method = signed.find(
+        f"{{{DS_NS}}}Signature/{{{DS_NS}}}SignedInfo/{{{DS_NS}}}CanonicalizationMethod"
+    )
+    assert method.get("Algorithm") == "http://www.w3.org/TR/2001/REC-xml-c14n-20010315"
+    raw = wrap(demo_claim(), from_her="90001", cpa_id="cpa", signer=pair)
+    envelope = etree.fromstring(mime.parse(raw)[0].start.data)
+    (xpath,) = envelope.iter(f"{{{DS_NS}}}XPath")
+    assert "SOAP-ENV:" in xpath.text
+    assert xpath.nsmap.get("SOAP-ENV") == "http://schemas.xmlsoap.org/soap/envelope/"
+
+
+def test_a_broken_signature_value_is_s01_at_the_msghead_signature(tmp_path):
+    pair = make_pair(tmp_path, "ours")
+    signed = trust.sign_msghead(etree.fromstring(demo_claim()), pair)
+    value = signed.find(f"{{{DS_NS}}}Signature/{{{DS_NS}}}SignatureValue")
+    value.text = "AAAA" + value.text[4:]
+    with pytest.raises(TrustError) as caught:
+        at = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)  # the sandboxes' clock
+        trust.verify_msghead(signed, Trusted((pair.certificate,), None), at, required=True)
+    problem = caught.value.problem
+    assert (problem.layer, problem.code, problem.location) == (
+        Layer.MSGHEAD,
+        "S01",
+        "/MsgHead/Signature",
+    )
+    assert problem.text.startswith("signaturen er ugyldig")
