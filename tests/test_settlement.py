@@ -542,3 +542,22 @@ def test_why_a_payee_cannot_be_paid_in_the_operator_s_words(key, with_table, say
 
     table = tariffs.load(tariffs.SHIPPED_DIR) if with_table else None
     assert settle.why_unaddressable(key, table, Registry()) == says
+
+
+def test_held_payments_as_status_json_shows_them():
+    """`status --json` and `payments held` show held payments in these words; kroner
+    as a string, so no float rounding reaches the operator."""
+    held = settle.Held(
+        payee="RHF:Helse Nord-Vest",
+        payments=3,
+        approved=Decimal("1234.50"),
+        since="2026-11-23T12:00:00+00:00",
+        reason="no RHF named 'Helse Nord-Vest'",
+    )
+    assert held.as_dict() == {
+        "payee": "RHF:Helse Nord-Vest",
+        "payments": 3,
+        "approved": "1234.50",
+        "since": "2026-11-23T12:00:00+00:00",
+        "reason": "no RHF named 'Helse Nord-Vest'",
+    }
