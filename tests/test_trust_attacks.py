@@ -334,6 +334,30 @@ def test_expired_certificate_with_a_backdated_message_is_refused(sandbox, tmp_pa
 
 
 @pytest.mark.parametrize(
+    "start",
+    [RECEIVED - timedelta(days=1, minutes=2), RECEIVED + timedelta(minutes=2)],
+    ids=["ran-out-2-min-before", "valid-from-2-min-after"],
+)
+def test_a_certificate_within_the_clock_skew_of_its_validity_signs(sandbox, tmp_path, start):
+    """#20: our clock and the issuer's may disagree by `clock_skew_seconds` (300): a
+    registered certificate that ran out two minutes before receipt, or becomes valid two
+    minutes after it, still signs. (It did not: our check allowed the skew, and
+    signxml, judging at receipt, then refused the certificate as expired.)"""
+    just = make_pair(tmp_path, "just", not_before=start, days=1)
+    register(sandbox, cert_path(tmp_path, "just"), extra=("--force",))  # expired by now
+    raw = wrap(
+        signed_claim(just, unique_claim()),
+        from_her=PARTNER_HER,
+        cpa_id=PARTNER_CPA,
+        gzip=True,
+        signer=just,
+        encrypt_to=our_keys(sandbox).certificate,
+    )
+    apprec = decrypted(sandbox, just, raw)
+    assert status(apprec) == "1", texts(apprec)
+
+
+@pytest.mark.parametrize(
     ("gen_date", "timestamp", "says"),
     [
         # far older than receipt (30 days by default), whatever the certificate
