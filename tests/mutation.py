@@ -71,7 +71,12 @@ TARGETS: dict[str, Target] = {
     "rules": Target(
         ("daemon/rules/*",),
         ("daemon.rules.*",),
-        ("tests/test_rules.py", "tests/test_lab_rules.py", "tests/test_radiology_rules.py"),
+        (
+            "tests/test_rules.py",
+            "tests/test_lab_rules.py",
+            "tests/test_radiology_rules.py",
+            "tests/test_judgement_order.py",  # the same-day rules (RAD-06..11)
+        ),
     ),
     "trust": Target(("daemon/transport/trust.py",), ("daemon.transport.trust.*",), TRUST_TESTS),
     "verify": Target(("daemon/transport/verify.py",), ("daemon.transport.verify.*",), TRUST_TESTS),
