@@ -407,14 +407,24 @@ def _serviced(day: str, period_from: str, gen_date: str) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("gen_date", "timestamp", "named"),
+    ("gen_date", "timestamp", "named", "place"),
     [
-        ("2026-11-03T08:00:00+01:00", RECEIVED, "GenDate 2026-11-03T08:00:00+01:00"),
-        ("2026-11-20T08:00:00+01:00", datetime(2026, 11, 3, 7, 0, tzinfo=UTC), "eb:Timestamp"),
+        (
+            "2026-11-03T08:00:00+01:00",
+            RECEIVED,
+            "GenDate 2026-11-03T08:00:00+01:00",
+            "msghead /MsgHead/MsgInfo/GenDate",
+        ),
+        (
+            "2026-11-20T08:00:00+01:00",
+            datetime(2026, 11, 3, 7, 0, tzinfo=UTC),
+            "eb:Timestamp",
+            "envelope /SOAP:Envelope/SOAP:Header/eb:MessageHeader/eb:MessageData/eb:Timestamp",
+        ),
     ],
 )
 def test_either_date_alone_before_the_services_is_refused_by_its_name(
-    sandbox, gen_date, timestamp, named
+    sandbox, gen_date, timestamp, named, place
 ):
     """#20: the GenDate alone, or the envelope Timestamp alone, before every service:
     each is checked, and the refusal names the one that is backdated."""
@@ -422,6 +432,7 @@ def test_either_date_alone_before_the_services_is_refused_by_its_name(
     apprec = answer_to(sandbox, wrap_demo(claim, timestamp=timestamp))
     assert status(apprec) == "2" and codes(apprec) == ["E10"], texts(apprec)
     assert f"{named}" in texts(apprec) and "før tjenestene" in texts(apprec)
+    assert apprec.find("ar:Error", AR).get("OT") == place
     assert paid_bills(sandbox) == 0
 
 
