@@ -409,3 +409,10 @@ def test_the_same_service_is_paid_once(sandbox, twin):
     verdicts = [b["verdict"] for b in result["bills"]]
     assert verdicts[-1] == "rejected", result["bills"]
     assert [r[0] for r in result["bills"][-1]["remarks"]] == ["COM-06"]
+
+
+def test_an_antall_of_zero_is_named_to_the_sender(processed):
+    """LAB-03's remark says what was wrong: the antall claimed (#20: its detail could
+    be dropped unseen)."""
+    errors = [e.get("DN") for e in processed["lab03-zero"]["apprec"].findall("ar:Error", AR)]
+    assert any("antall 0" in text and "[LAB-03]" in text for text in errors), errors
