@@ -416,3 +416,10 @@ def test_an_antall_of_zero_is_named_to_the_sender(processed):
     be dropped unseen)."""
     errors = [e.get("DN") for e in processed["lab03-zero"]["apprec"].findall("ar:Error", AR)]
     assert any("antall 0" in text and "[LAB-03]" in text for text in errors), errors
+
+
+def test_an_institution_without_the_service_is_told_which_it_lacks(processed):
+    """COM-09 for lab lines at a radiology institute: the remark names the missing
+    service in words (#20: the word could be lost unseen)."""
+    errors = [e.get("DN") for e in processed["com09-wrong-kind"]["apprec"].findall("ar:Error", AR)]
+    assert any("er ikke registrert for laboratorieanalyser" in t for t in errors), errors
