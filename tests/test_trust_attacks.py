@@ -431,8 +431,9 @@ def test_either_date_alone_before_the_services_is_refused_by_its_name(
     claim = _serviced("2026-11-10", "2026-11-05", gen_date)
     apprec = answer_to(sandbox, wrap_demo(claim, timestamp=timestamp))
     assert status(apprec) == "2" and codes(apprec) == ["E10"], texts(apprec)
-    assert f"{named}" in texts(apprec) and "før tjenestene" in texts(apprec)
-    assert apprec.find("ar:Error", AR).get("OT") == place
+    error = apprec.find("ar:Error", AR)
+    assert error.get("DN").startswith(f"{named} ") and "før tjenestene" in error.get("DN")
+    assert error.get("OT") == place
     assert paid_bills(sandbox) == 0
 
 
