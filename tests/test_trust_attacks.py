@@ -236,10 +236,12 @@ def test_ca_certificate_naming_the_partner_by_her_id_or_ntrno_is_accepted(sandbo
     by_her = ca.issue((NameOID.COMMON_NAME, f"A HF HER {PARTNER_HER}"))
     by_ntrno = ca.issue((NameOID.ORGANIZATION_IDENTIFIER, f"NTRNO-{ORGNR_A}"))
     by_her_serial = ca.issue((NameOID.SERIAL_NUMBER, PARTNER_HER))  # the whole serialNumber
+    by_ntrno_colon = ca.issue((NameOID.ORGANIZATION_IDENTIFIER, f"NTRNO:{ORGNR_A}"))
     look_alike = ca.issue((NameOID.SERIAL_NUMBER, f"{ORGNR_A}1"))
     assert status(answer_to(sandbox, from_a(unique_claim(), by_her))) == "1"
     assert status(answer_to(sandbox, from_a(unique_claim(), by_ntrno))) == "1"
     assert status(answer_to(sandbox, from_a(unique_claim(), by_her_serial))) == "1"
+    assert status(answer_to(sandbox, from_a(unique_claim(), by_ntrno_colon))) == "1"
     refused = answer_to(sandbox, from_a(unique_claim(), look_alike))
     assert codes(refused) == ["S02"], texts(refused)
 
@@ -638,6 +640,7 @@ def test_message_ids_with_quote_percent_or_brace_get_a_clean_answer(sandbox, par
     assert "X99" not in codes(apprec), texts(apprec)
     if "%" in message_id:
         assert codes(apprec) == ["T02"] and "URI" in texts(apprec), texts(apprec)
+        assert texts(apprec).startswith("ds:Signature følger ikke XML-signaturskjemaet")
     else:
         assert status(apprec) == "1", texts(apprec)
     for err in sandbox.paths.quarantine.glob("*.err.json"):
