@@ -51,9 +51,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     cfg.write_text(config.sandbox_config_text(args.her_id), encoding="utf-8")
     settings = config.load(cfg)
     files.ensure_folders(settings.paths)
-    from daemon.ledger.sqlite import SqliteLedger
+    from daemon.ledger.backends import open_ledger
 
-    SqliteLedger(settings.paths.ledger).close()
+    open_ledger(settings).close()
     for path, empty in (
         (settings.paths.partners, "partner"),
         (settings.paths.institutions, "institution"),
@@ -374,11 +374,11 @@ def cmd_settle(args: argparse.Namespace) -> int:
 def _held(settings: Settings):
     """The held payments, from the ledger (read-only) with the tariffs' RHF table and
     the registry the daemon would use."""
-    from daemon.ledger.sqlite import SqliteLedger
+    from daemon.ledger.backends import open_ledger
     from daemon.service import runner as service
     from daemon.settlement import settle
 
-    ledger = SqliteLedger(settings.paths.ledger, readonly=True)
+    ledger = open_ledger(settings, readonly=True)
     try:
         if not any(t.payee or t.approved for t in ledger.open_by_payee()):
             return []  # nothing open that could be held: no need to load the tariffs
@@ -410,7 +410,7 @@ def cmd_payments_held(args: argparse.Namespace) -> int:
 
 def cmd_payments_repoint(args: argparse.Namespace) -> int:
     """Move the open payments of one payee to another, with an audit row in the ledger."""
-    from daemon.ledger.sqlite import SqliteLedger
+    from daemon.ledger.backends import open_ledger
     from daemon.service import runner as service
     from daemon.settlement import settle
 
@@ -427,7 +427,7 @@ def cmd_payments_repoint(args: argparse.Namespace) -> int:
             f"--to {args.to_payee}: {settle.why_unaddressable(args.to_payee, tables, loaded)}"
         )
     who = os.environ.get("SUDO_USER") or getpass.getuser()
-    ledger = SqliteLedger(settings.paths.ledger)
+    ledger = open_ledger(settings)
     try:
         moved, kroner = ledger.repoint(
             args.from_payee,
@@ -500,10 +500,10 @@ SAME_DAY_KEYS = {
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """Why did a message get the answer it got: bills, lines, rules that fired, amounts."""
-    from daemon.ledger.sqlite import SqliteLedger
+    from daemon.ledger.backends import open_ledger
 
     settings = _settings(args)
-    ledger = SqliteLedger(settings.paths.ledger, readonly=True)
+    ledger = open_ledger(settings, readonly=True)
     try:
         found = ledger.explain(args.message_id)
     finally:
@@ -614,10 +614,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def status_figures(settings: Settings) -> dict:
     """Everything `status` shows, as plain data (what `status --json` prints)."""
-    from daemon.ledger.sqlite import SqliteLedger
+    from daemon.ledger.backends import open_ledger
     from daemon.settlement import settle
 
-    ledger = SqliteLedger(settings.paths.ledger, readonly=True)
+    ledger = open_ledger(settings, readonly=True)
     try:
         counts = ledger.counts()
         oldest = ledger.oldest_unanswered()
@@ -1069,6 +1069,52 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    """Bring the ledger's schema to this version's revision (a new ledger is created)."""
+    from daemon.ledger import migrate
+
+    settings = _settings(args)
+    before = migrate.current(settings.ledger)
+    after = migrate.upgrade(settings.ledger)
+    where = migrate.redact(settings.ledger)
+    if before == after:
+        print(f"ledger {where}: at revision {after} (head), nothing to do")
+    else:
+        print(f"ledger {where}: upgraded from {before or 'empty'} to revision {after} (head)")
+    return 0
+
+
+def cmd_db_current(args: argparse.Namespace) -> int:
+    """The ledger's revision, and whether it is this version's head. Exit 1 when not."""
+    from daemon.ledger import migrate
+
+    settings = _settings(args)
+    found = migrate.current(settings.ledger)
+    where = migrate.redact(settings.ledger)
+    if found == migrate.HEAD:
+        print(f"ledger {where}: revision {found} (head)")
+        return 0
+    shown = {None: "empty", migrate.LEGACY: "made before versioned migrations"}.get(found, found)
+    print(f"ledger {where}: {shown}; head is {migrate.HEAD}: run `kravmottak db upgrade`")
+    return 1
+
+
+def cmd_db_copy(args: argparse.Namespace) -> int:
+    """Copy the configured ledger into another (an empty PostgreSQL database), verified."""
+    from daemon.ledger import migrate
+    from daemon.tools import dbcopy
+
+    settings = _settings(args)
+    tables = dbcopy.copy(settings.ledger, args.to)
+    for table, rows in tables:
+        print(f"  {table}: {rows} rows")
+    print(
+        f"copied {sum(r for _, r in tables)} rows into {migrate.redact(args.to)};"
+        " counts and money sums verified"
+    )
+    return 0
+
+
 def cmd_archive_prune(args: argparse.Namespace) -> int:
     from datetime import date
 
@@ -1209,6 +1255,20 @@ def parser() -> argparse.ArgumentParser:
         help="clear pseudonyms no archived message explains",
     )
     rekey.set_defaults(func=cmd_rekey_patients)
+    db = sub.add_parser(
+        "db", help="the ledger's schema: upgrade, current revision, copy to PostgreSQL"
+    ).add_subparsers(dest="action", required=True)
+    db.add_parser(
+        "upgrade", help="migrate the ledger to this version's schema (after a backup)"
+    ).set_defaults(func=cmd_db_upgrade)
+    db.add_parser(
+        "current", help="the ledger's schema revision and whether it is the newest"
+    ).set_defaults(func=cmd_db_current)
+    dcopy = db.add_parser(
+        "copy", help="copy the ledger into an empty PostgreSQL database, verified"
+    )
+    dcopy.add_argument("--to", required=True, metavar="URL", help="postgresql://... (empty)")
+    dcopy.set_defaults(func=cmd_db_copy)
     sub.add_parser("process", help="handle the inbox once, then exit").set_defaults(
         func=cmd_process
     )

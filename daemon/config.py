@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -158,6 +158,13 @@ class Settings:
     rules: RuleSettings = field(default_factory=RuleSettings)
     settlement: Settlement = field(default_factory=Settlement)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    # [ledger] url: sqlite:///PATH (the default: `paths.ledger`) or postgresql://...
+    ledger_url: str = ""
+
+    @property
+    def ledger(self) -> str:
+        """The ledger's URL: the configured one, else the SQLite file of `paths.ledger`."""
+        return self.ledger_url or f"sqlite:///{self.paths.ledger}"
 
 
 # ---------------------------------------------------------------- the file, as written
@@ -213,6 +220,22 @@ class _TrustTable(_Table):
     max_message_age_days: Annotated[float, Field(gt=0, le=36500)] = 30.0
 
 
+class _LedgerTable(_Table):
+    """[ledger] url: `sqlite:///PATH` (a relative PATH is against the config file's
+    folder) or `postgresql://user@host/dbname`, `postgresql:///dbname?host=/socket/dir`."""
+
+    url: str | None = None
+
+    @model_validator(mode="after")
+    def _known_scheme(self) -> _LedgerTable:
+        if self.url is not None and not self.url.startswith(LEDGER_SCHEMES):
+            raise ValueError("url: give sqlite:///PATH or postgresql://...")
+        return self
+
+
+LEDGER_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
+
+
 class _LoggingTable(_Table):
     level: Literal["debug", "info", "warning", "error", "critical"] = "info"
 
@@ -228,6 +251,7 @@ class _ConfigFile(_Table):
     rules: RuleSettings = RuleSettings()
     settlement: Settlement = Settlement()
     metrics: MetricsSettings = MetricsSettings()
+    ledger: _LedgerTable = _LedgerTable()
     logging: _LoggingTable = _LoggingTable()
 
 
@@ -298,6 +322,11 @@ def from_mapping(raw: dict, path: Path) -> Settings:
         csr=at(k.csr, certificate.parent / "kravmottak.csr.pem"),
         patient_secret=at(k.patient_secret, var / "keys" / "patient.secret"),
     )
+    url = cfg.ledger.url
+    if url is not None and url.startswith("sqlite:///"):
+        # the SQLite file is `paths.ledger` (its lock file and backups sit beside it)
+        paths = replace(paths, ledger=base / url.removeprefix("sqlite:///"))
+        url = None
     sources = k.sources()
     if "file" in sources:
         sources["file"] = str(base / sources["file"])
@@ -314,6 +343,7 @@ def from_mapping(raw: dict, path: Path) -> Settings:
         rules=cfg.rules,
         settlement=cfg.settlement,
         metrics=cfg.metrics,
+        ledger_url=url or "",
     )
 
 

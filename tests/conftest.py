@@ -85,10 +85,39 @@ def wrap_demo(payload: bytes | None = None, **kwargs) -> bytes:
     )
 
 
+class PgConnection:
+    """A PostgreSQL ledger as the tests read it: `sqlite3.Connection`'s calls (`?`
+    parameters, `with` for a transaction, `execute(...).fetchall()`)."""
+
+    def __init__(self, url: str) -> None:
+        from daemon.ledger.postgres import _Connection
+
+        self._db = _Connection(url, readonly=False)
+
+    def execute(self, sql: str, params=()):
+        return self._db.execute(sql, params)
+
+    def executemany(self, sql: str, rows):
+        return self._db.executemany(sql, rows)
+
+    def commit(self) -> None:
+        pass  # autocommit: each statement is committed
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> PgConnection:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass  # like sqlite3's: the connection stays open (closed by `close`)
+
+
 @dataclass
 class Sandbox:
     root: Path
     config_path: Path
+    ledger_url: str | None = None  # PostgreSQL; None: the SQLite file
 
     @property
     def settings(self) -> config.Settings:
@@ -139,10 +168,15 @@ class Sandbox:
         return sorted(p for p in self.paths.outbox.iterdir() if p.name.startswith(kind))
 
     def db(self) -> sqlite3.Connection:
+        """The ledger for a test's own SQL, whichever backend the sandbox has."""
+        if self.ledger_url:
+            return PgConnection(self.ledger_url)  # type: ignore[return-value]
         return sqlite3.connect(self.paths.ledger)
 
 
-def make_sandbox(root: Path, institutions: str | None = None) -> Sandbox:
+def make_sandbox(
+    root: Path, institutions: str | None = None, ledger_url: str | None = None
+) -> Sandbox:
     """`kravmottak init` plus the example partners and institutions (or `institutions`,
     TOML text), a fixed clock and a certificate valid on that day."""
     with contextlib.redirect_stdout(io.StringIO()):
@@ -156,6 +190,8 @@ def make_sandbox(root: Path, institutions: str | None = None) -> Sandbox:
     # the demo claims are from October 2026: judge them as of a fixed day, not today,
     # with our own certificate valid on that day whenever the tests run
     cfg.write_text(cfg.read_text().replace("[intake]\n", f'[intake]\nfixed_time = "{TODAY}"\n'))
+    if ledger_url:
+        cfg.write_text(cfg.read_text() + f'\n[ledger]\nurl = "{ledger_url}"\n')
     settings = config.load(cfg)
     keys.generate(
         settings.paths.private_key,
@@ -166,9 +202,49 @@ def make_sandbox(root: Path, institutions: str | None = None) -> Sandbox:
         not_before=CERTS_FROM,
         days=3650,
     )
-    return Sandbox(root, cfg)
+    return Sandbox(root, cfg, ledger_url)
+
+
+# ------------------------------------------------------------------ the two ledger backends
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module with `BOTH_BACKENDS = True` runs each test that uses `backend` (through
+    `sandbox` or `ledger_url`) once on SQLite and once on PostgreSQL."""
+    if "backend" in metafunc.fixturenames and getattr(metafunc.module, "BOTH_BACKENDS", False):
+        metafunc.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 
 
 @pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
-    yield make_sandbox(tmp_path / "sandbox")
+def backend(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[object]:
+    """One throw-away PostgreSQL cluster for the session (tests/pg.py)."""
+    from tests import pg
+
+    bindir = pg.binaries()
+    if bindir is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL's initdb/pg_ctl not found under CI (.ci/run installs them)")
+        pytest.skip("PostgreSQL's initdb/pg_ctl not found (apt-get install postgresql)")
+    cluster = pg.Cluster(bindir)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def ledger_url(backend: str, request: pytest.FixtureRequest) -> str | None:
+    """None for SQLite (the sandbox's file); else a new PostgreSQL ledger's URL."""
+    if backend == "sqlite":
+        return None
+    return request.getfixturevalue("pg_cluster").new_database()
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path, ledger_url: str | None) -> Iterator[Sandbox]:
+    yield make_sandbox(tmp_path / "sandbox", ledger_url=ledger_url)

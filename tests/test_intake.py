@@ -13,6 +13,7 @@ from daemon.transport.ebms import NS
 from tests.conftest import demo_claim, shared_or_skip, wrap_demo
 
 AR = {"ar": "http://www.kith.no/xmlstds/apprec/2004-11-21"}
+BOTH_BACKENDS = True  # every test here runs on SQLite and on PostgreSQL (conftest.py)
 
 
 def read_output(path) -> tuple[etree._Element, etree._Element | None]:

@@ -20,6 +20,7 @@ import pytest
 from lxml import etree
 
 from daemon import cli
+from daemon.ledger import migrate
 from daemon.ledger.sqlite import Conflict, SqliteLedger
 from daemon.registers import tariffs
 from daemon.transport import mime
@@ -506,11 +507,19 @@ def test_the_exams_table_refuses_an_identical_active_exam(tmp_path):
             db.execute(f"INSERT INTO exams VALUES ({columns})", (row[0] + 1000, *row[1:]))
 
 
-def test_an_older_ledger_gains_the_columns_and_guards(tmp_path):
-    """A ledger made before the teleradiology part, the ambulant flag and the guards
-    existed is upgraded when opened (the exams table as it was, DDL copied here)."""
+def test_an_older_ledger_is_refused_then_gains_the_columns_and_guards(tmp_path):
+    """A ledger made before versioned migrations (before the teleradiology part, the
+    ambulant flag, the attempts count and the guards existed: its tables as they were,
+    DDL copied here) is refused when opened, naming `kravmottak db upgrade`; the
+    upgrade adds what it lacks and keeps its rows."""
     path = tmp_path / "ledger.sqlite"
     with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE receipts (id INTEGER PRIMARY KEY, work_name TEXT NOT NULL UNIQUE,"
+            " original_name TEXT NOT NULL, state TEXT NOT NULL, message_id INTEGER,"
+            " duplicate INTEGER NOT NULL DEFAULT 0, received_at TEXT NOT NULL,"
+            " claimed_at TEXT NOT NULL, finished_at TEXT)"
+        )
         db.execute(
             "CREATE TABLE exams (bill_id INTEGER NOT NULL, line INTEGER NOT NULL,"
             " patient_key TEXT NOT NULL, day TEXT NOT NULL, instant TEXT NOT NULL,"
@@ -523,8 +532,13 @@ def test_an_older_ledger_gains_the_columns_and_guards(tmp_path):
             " 'Hode', 1, 1)",
             (DAY, f"{DAY}T07:00:00Z", HF, CT_HEAD),
         )
-    SqliteLedger(path).close()
+    with pytest.raises(migrate.OutOfDate, match="run `kravmottak db upgrade`"):
+        SqliteLedger(path)
+    assert migrate.current(f"sqlite:///{path}") == migrate.LEGACY
+    assert migrate.upgrade(f"sqlite:///{path}") == migrate.HEAD
+    SqliteLedger(path).close()  # at the newest revision now: opens
     with sqlite3.connect(path) as db:
+        assert {row[1] for row in db.execute("PRAGMA table_info(receipts)")} >= {"attempts"}
         columns = {row[1] for row in db.execute("PRAGMA table_info(exams)")}
         indexes = {row[1] for row in db.execute("PRAGMA index_list(exams)")}
         kept = db.execute("SELECT code, tele, ambulant FROM exams").fetchall()

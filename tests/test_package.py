@@ -194,3 +194,26 @@ def test_installed_service_end_to_end_outside_the_checkout(installed: Path, tmp_
 
     assert not list(elsewhere.iterdir())  # nothing written where the commands ran
     assert git_status() == before
+
+
+@pytest.mark.slow
+def test_the_wheel_ships_the_migrations(installed: Path, tmp_path: Path) -> None:
+    """`kravmottak db current` / `db upgrade` from the install: Alembic finds the
+    wheel's own migration scripts, and a ledger made before versioned migrations is
+    refused by `db current` (exit 1, naming the command) until `db upgrade` ran."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    k = [str(installed / "bin" / "kravmottak")]
+    box = tmp_path / "sandbox"
+    run([*k, "init", str(box)], tmp_path, env)
+    cfg = ["--config", str(box / "kravmottak.toml")]
+    assert "revision 0001 (head)" in run([*k, *cfg, "db", "current"], tmp_path, env)
+    ledger = box / "var" / "ledger.sqlite3"
+    import sqlite3
+
+    with sqlite3.connect(ledger) as db:  # as a ledger made before versions looks
+        db.execute("DROP TABLE alembic_version")
+    old = subprocess.run([*k, *cfg, "db", "current"], env=env, capture_output=True, text=True)
+    assert old.returncode == 1 and "kravmottak db upgrade" in old.stdout, old
+    out = run([*k, *cfg, "db", "upgrade"], tmp_path, env)
+    assert "upgraded from legacy to revision 0001 (head)" in out
+    assert "revision 0001 (head)" in run([*k, *cfg, "db", "current"], tmp_path, env)

@@ -10,7 +10,6 @@ RAD-15: the patient's home municipality's).
 from __future__ import annotations
 
 import re
-import sqlite3
 import time
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -42,6 +41,7 @@ REGISTRY = (
 INSTITUTIONS = registry(*REGISTRY)
 INSTITUTION_RHF = {i.orgnr: i.rhf for i in REGISTRY}
 
+BOTH_BACKENDS = True  # the ledger-facing tests run on SQLite and PostgreSQL (conftest)
 OSMO = L("NOR05003", "6.96")
 INR = L("NPU01685", "23.18", 2)
 BAD_LAB = L("NOR05003", "9.99")  # LAB-09
@@ -169,8 +169,8 @@ def _settle(box: Sandbox, capsys) -> str:
     return capsys.readouterr().out
 
 
-def test_a_day_of_claims_settles_once_per_payee(tmp_path, capsys):
-    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS)
+def test_a_day_of_claims_settles_once_per_payee(tmp_path, capsys, ledger_url):
+    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS, ledger_url=ledger_url)
     sent = _send(box, a_day(), "day1")
     expected = expected_per_payee(sent, _apprecs(box))
     assert set(expected) == {"Helse Sør-Øst RHF", "Helse Vest RHF"}
@@ -204,8 +204,8 @@ def test_a_day_of_claims_settles_once_per_payee(tmp_path, capsys):
     assert len(box.outbox("vedtak")) == 2
 
 
-def test_a_credit_the_next_day_is_a_negative_line_in_the_next_vedtak(tmp_path, capsys):
-    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS)
+def test_a_credit_the_next_day_is_a_negative_line_in_the_next_vedtak(tmp_path, capsys, ledger_url):
+    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS, ledger_url=ledger_url)
     uid = "{5E771E00-0000-4000-8000-000000000001}"
     paid = _b(OSMO, INR, uuid=uid)
     _send(box, [C((paid,))], "c1")
@@ -221,13 +221,13 @@ def test_a_credit_the_next_day_is_a_negative_line_in_the_next_vedtak(tmp_path, c
     (_, first), (_, second) = vedtak
     assert [g for *_, g, _ in first] == [Decimal("53.32")]
     assert [(k, g, s) for _, k, g, s in second] == [(Decimal("-53.32"), Decimal("-53.32"), "2")]
-    with sqlite3.connect(box.paths.ledger) as db:
+    with box.db() as db:
         (total,) = db.execute("SELECT sum(CAST(approved AS REAL)) FROM vedtak").fetchone()
     assert total == 0  # paid, then taken back: never twice
 
 
-def test_status_shows_the_next_and_the_last_batch(tmp_path, capsys):
-    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS)
+def test_status_shows_the_next_and_the_last_batch(tmp_path, capsys, ledger_url):
+    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS, ledger_url=ledger_url)
     _send(box, a_day(), "s")
     _settle(box, capsys)
     assert cli.main(["--config", str(box.config_path), "status"]) == 0
@@ -237,15 +237,17 @@ def test_status_shows_the_next_and_the_last_batch(tmp_path, capsys):
     assert "RHF:Helse Vest RHF" in out and "RHF:Helse Sør-Øst RHF" in out
 
 
-def test_files_lost_after_the_commit_are_written_again_from_the_ledger(tmp_path, capsys):
+def test_files_lost_after_the_commit_are_written_again_from_the_ledger(
+    tmp_path, capsys, ledger_url
+):
     """A kill between the commit and the files: the next start writes them, same bytes."""
-    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS)
+    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS, ledger_url=ledger_url)
     _send(box, a_day(), "r")
     _settle(box, capsys)
     before = {p.name: p.read_bytes() for p in box.outbox("vedtak") + box.outbox("utbetaling")}
     for name in before:
         (box.paths.outbox / name).unlink()
-    with sqlite3.connect(box.paths.ledger) as db:
+    with box.db() as db:
         db.execute("UPDATE vedtak SET delivered_at = NULL")
     intake = box.intake()
     try:
@@ -293,10 +295,10 @@ def test_configured_days_off_and_cron():
     assert not cal.working_day(date(2026, 12, 24)) and cal.working_day(date(2026, 12, 23))
 
 
-def test_a_missed_batch_is_made_up_at_start_once(tmp_path):
+def test_a_missed_batch_is_made_up_at_start_once(tmp_path, ledger_url):
     """The daemon was down on Friday 16:00 (the clock says Monday 12:00 UTC): at start
     the Friday batch runs, with Friday 16:00 as its cut-off, once."""
-    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS)
+    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS, ledger_url=ledger_url)
     intake = box.intake()
     try:
         cal = settle.Calendar.from_settings(box.settings)
@@ -310,8 +312,8 @@ def test_a_missed_batch_is_made_up_at_start_once(tmp_path):
     assert last["cutoff"] == datetime(2026, 11, 20, 15, 0, tzinfo=UTC).isoformat()
 
 
-def test_the_scheduled_batch_runs_once_and_not_on_a_day_off(tmp_path):
-    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS)
+def test_the_scheduled_batch_runs_once_and_not_on_a_day_off(tmp_path, ledger_url):
+    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS, ledger_url=ledger_url)
     _send(box, a_day(), "b")
     intake = box.intake()
     try:
@@ -331,10 +333,10 @@ def test_the_scheduled_batch_runs_once_and_not_on_a_day_off(tmp_path):
     assert len(box.outbox("vedtak")) == 2
 
 
-def test_payments_answered_after_the_cut_off_wait_for_the_next_batch(tmp_path):
+def test_payments_answered_after_the_cut_off_wait_for_the_next_batch(tmp_path, ledger_url):
     """The cut-off selects: claims answered (at the sandbox's fixed 2026-11-23 12:00Z)
     after a batch's cut-off are not in it, and are in the first batch after them."""
-    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS)
+    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS, ledger_url=ledger_url)
     _send(box, [C((_b(OSMO),))], "late")
     intake = box.intake()
     try:
@@ -368,12 +370,12 @@ def host_zone(monkeypatch):
     time.tzset()
 
 
-def test_a_batch_key_is_its_instant_in_utc_whatever_the_host_zone(tmp_path, host_zone):
+def test_a_batch_key_is_its_instant_in_utc_whatever_the_host_zone(tmp_path, host_zone, ledger_url):
     """On a host whose zone is Oslo: the missed Friday batch is made up once, its key is
     the instant in UTC, and the scheduled job firing for that same instant later does
     not run it again (the make-up and the schedule share the key)."""
     host_zone("Europe/Oslo")
-    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS)
+    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS, ledger_url=ledger_url)
     intake = box.intake()
     try:
         cal = settle.Calendar.from_settings(box.settings)
@@ -389,12 +391,12 @@ def test_a_batch_key_is_its_instant_in_utc_whatever_the_host_zone(tmp_path, host
     assert last["key"] == "batch:2026-11-20T15:00:00+00:00" and last["kind"] == "make-up"
 
 
-def test_the_day_off_is_the_calendar_zone_s_day_not_the_host_s(tmp_path, host_zone):
+def test_the_day_off_is_the_calendar_zone_s_day_not_the_host_s(tmp_path, host_zone, ledger_url):
     """24 December 23:30 UTC is Christmas Day 00:30 in Oslo: a day off there, so the
     job does nothing (on a UTC host, whose date is still the 24th, a working day) and
     says why in the log."""
     host_zone("UTC")
-    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS)
+    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS, ledger_url=ledger_url)
     _send(box, a_day(), "b")
     intake = box.intake()
     try:
@@ -459,12 +461,12 @@ def test_a_bad_settlement_setting_is_a_config_error_naming_the_section(setting, 
         calendar(**setting)
 
 
-def test_the_ledger_answers_what_a_bill_has_been_paid(tmp_path, capsys):
+def test_the_ledger_answers_what_a_bill_has_been_paid(tmp_path, capsys, ledger_url):
     """The ledger's questions behind COM-06/07 (a uuid paid before) and the payee split
     of a correction: an original, then its credit the next day; a rejected bill and a
     uuid never seen are None (never paid), a credited one 0.00 (paid, taken back).
     Amounts from the lab table above: NOR05003 6.96 + NPU01685 2 × 23.18 = 53.32."""
-    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS)
+    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS, ledger_url=ledger_url)
     uid, bad = "{5E771E00-0000-4000-8000-000000000002}", "{5E771E00-0000-4000-8000-000000000003}"
     paid = _b(OSMO, INR, uuid=uid)
     claim = C((paid, _b(BAD_LAB, uuid=bad)))
@@ -494,11 +496,11 @@ def test_the_ledger_answers_what_a_bill_has_been_paid(tmp_path, capsys):
         ledger.close()
 
 
-def test_every_bill_s_remarks_reach_its_vedtak_line(tmp_path, capsys):
+def test_every_bill_s_remarks_reach_its_vedtak_line(tmp_path, capsys, ledger_url):
     """What the AppRec told the sender about a bill is in the vedtak's Regning as
     Merknad, for every bill, the first one too (LAB-09: 9.99 claimed where the table
     says 6.96)."""
-    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS)
+    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS, ledger_url=ledger_url)
     _send(box, [C((_b(BAD_LAB), _b(OSMO), _b(BAD_LAB)))], "r")
     _settle(box, capsys)
     (path,) = box.outbox("vedtak")

@@ -11,8 +11,9 @@ Two tables carry the state machine:
 
 All writes that belong together happen in one transaction. SQLite runs in WAL mode
 with `synchronous=FULL`, so a committed answer survives a killed process or a power
-cut. The `Ledger` protocol is what the rest of the daemon sees; PostgreSQL can
-implement it later for several workers on one inbox.
+cut. The `Ledger` protocol is what the rest of the daemon sees; `PostgresLedger`
+(daemon.ledger.postgres) implements it on the same SQL for several workers. The schema
+is owned by the versioned migrations (daemon.ledger.schema_0001, migrations/).
 """
 
 from __future__ import annotations
@@ -30,193 +31,8 @@ from typing import Protocol
 from daemon.claims.answer import Answer, Output
 from daemon.config import ConfigError
 from daemon.domain import Claim, Decision, Exam
+from daemon.ledger import migrate
 from daemon.records import Work
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
-    id               INTEGER PRIMARY KEY,
-    content_hash     TEXT NOT NULL,
-    payload_hash     TEXT,
-    ebxml_message_id TEXT,
-    conversation_id  TEXT,
-    cpa_id           TEXT,
-    sender_her       TEXT,
-    msghead_id       TEXT,
-    msg_type         TEXT,
-    state            TEXT NOT NULL CHECK (state IN ('answered', 'quarantined')),
-    apprec_status    TEXT,
-    problems         TEXT NOT NULL DEFAULT '[]',
-    trace            TEXT NOT NULL DEFAULT '[]',  -- the evaluations that fired, with inputs
-    rules_run        INTEGER NOT NULL DEFAULT 0,  -- all evaluations (most find nothing)
-    processed_at     TEXT NOT NULL,
-    duration_ms      REAL,
-    -- 0 when the outcome was our side's doing (internal error, size limit, no agreement
-    -- yet): the same file sent again is processed again instead of getting this answer
-    final            INTEGER NOT NULL DEFAULT 1
-);
--- one final outcome per content; an accepted MessageId belongs to exactly one content
-CREATE UNIQUE INDEX IF NOT EXISTS messages_final_hash ON messages (content_hash) WHERE final = 1;
-CREATE INDEX IF NOT EXISTS messages_hash ON messages (content_hash);
-CREATE UNIQUE INDEX IF NOT EXISTS messages_accepted_id
-    ON messages (ebxml_message_id) WHERE state = 'answered';
-
-CREATE TABLE IF NOT EXISTS receipts (
-    id            INTEGER PRIMARY KEY,
-    work_name     TEXT NOT NULL UNIQUE,
-    original_name TEXT NOT NULL,
-    state         TEXT NOT NULL CHECK (state IN ('claimed', 'answered', 'quarantined')),
-    message_id    INTEGER REFERENCES messages (id),
-    duplicate     INTEGER NOT NULL DEFAULT 0,
-    received_at   TEXT NOT NULL,
-    claimed_at    TEXT NOT NULL,
-    finished_at   TEXT,
-    attempts      INTEGER NOT NULL DEFAULT 1  -- handling started, with no outcome yet
-);
-CREATE INDEX IF NOT EXISTS receipts_state ON receipts (state);
-
-CREATE TABLE IF NOT EXISTS bills (
-    id               INTEGER PRIMARY KEY,
-    message_id       INTEGER NOT NULL REFERENCES messages (id),
-    regning_nr       TEXT NOT NULL,
-    uuid             TEXT,
-    transaction_type TEXT NOT NULL,
-    institution_id   TEXT NOT NULL,
-    patient_key      TEXT,            -- a pseudonym (hash), never the identity itself
-    codes            TEXT NOT NULL,   -- the code set, for duplicate detection
-    claimed_at       TEXT NOT NULL,   -- TransDatoTid as sent
-    instant          TEXT NOT NULL,   -- TransDatoTid as a UTC instant, for comparisons
-    verdict          TEXT NOT NULL,
-    claimed          TEXT NOT NULL,
-    approved         TEXT NOT NULL,
-    payee            TEXT
-);
-CREATE INDEX IF NOT EXISTS bills_message ON bills (message_id);
-CREATE INDEX IF NOT EXISTS bills_uuid ON bills (institution_id, uuid);
-CREATE INDEX IF NOT EXISTS bills_service ON bills (institution_id, patient_key, instant);
--- never paid twice, whatever races between workers: one paid bill per institution + uuid
-CREATE UNIQUE INDEX IF NOT EXISTS bills_paid_once ON bills (institution_id, uuid)
-    WHERE uuid IS NOT NULL AND verdict IN ('approved', 'reduced')
-      AND transaction_type NOT IN ('4', '5');
-
-CREATE TABLE IF NOT EXISTS bill_lines (
-    bill_id   INTEGER NOT NULL REFERENCES bills (id),
-    line      INTEGER NOT NULL,
-    code      TEXT NOT NULL,
-    count     INTEGER NOT NULL,
-    category  TEXT,
-    claimed   TEXT NOT NULL,
-    approved  TEXT NOT NULL,
-    verdict   TEXT NOT NULL,
-    payee     TEXT             -- who is paid for the line (LAB-10, RAD-15)
-);
-CREATE INDEX IF NOT EXISTS bill_lines_bill ON bill_lines (bill_id);
-
--- approved radiology exams, for the same-day rules across messages (RAD-06..11);
--- active = 0 once the bill is credited or replaced by a correction. Columns tele and
--- ambulant, and the uniqueness guards, are added by _migrate (older ledgers lack them)
-CREATE TABLE IF NOT EXISTS exams (
-    bill_id        INTEGER NOT NULL REFERENCES bills (id),
-    line           INTEGER NOT NULL,
-    patient_key    TEXT NOT NULL,
-    day            TEXT NOT NULL,
-    instant        TEXT NOT NULL,
-    institution_id TEXT NOT NULL,
-    uuid           TEXT,
-    code           TEXT NOT NULL,
-    side           TEXT,
-    modality       TEXT NOT NULL,
-    kind           TEXT NOT NULL,
-    regions        TEXT NOT NULL,
-    units          INTEGER NOT NULL,
-    active         INTEGER NOT NULL DEFAULT 1
-);
-CREATE INDEX IF NOT EXISTS exams_day ON exams (patient_key, day) WHERE active = 1;
-
--- one row per patient and day with approved exams: its version moves with every exam
--- approved or withdrawn, so a decision made on an older picture of the day is refused
--- at record time (Conflict: judged again) — the same-day check and the recording are
--- one atomic step per patient and day, whatever races between workers (RULES.md)
-CREATE TABLE IF NOT EXISTS exam_days (
-    patient_key TEXT NOT NULL,
-    day         TEXT NOT NULL,
-    version     INTEGER NOT NULL,
-    PRIMARY KEY (patient_key, day)
-);
-
--- what each bill moves per payee; the settlement assigns each row to one vedtak, once
-CREATE TABLE IF NOT EXISTS payments (
-    id         INTEGER PRIMARY KEY,
-    bill_id    INTEGER NOT NULL REFERENCES bills (id),
-    payee      TEXT,               -- NULL: nobody to address (unknown institution)
-    claimed    TEXT NOT NULL,
-    approved   TEXT NOT NULL,
-    vedtak_id  INTEGER REFERENCES vedtak (id)
-);
-CREATE INDEX IF NOT EXISTS payments_bill ON payments (bill_id);
-CREATE INDEX IF NOT EXISTS payments_open ON payments (payee) WHERE vedtak_id IS NULL;
-
--- one settlement run (the 16:00 batch, a make-up run, or `kravmottak settle`)
-CREATE TABLE IF NOT EXISTS settlements (
-    id          INTEGER PRIMARY KEY,
-    run_key     TEXT NOT NULL UNIQUE,  -- the scheduled instant, or manual:<instant>
-    kind        TEXT NOT NULL CHECK (kind IN ('scheduled', 'make-up', 'manual')),
-    cutoff      TEXT NOT NULL,         -- claims answered up to this instant (UTC)
-    started_at  TEXT NOT NULL
-);
-
--- one utbetalingsvedtak per payee per run; its files are kept here and written to the
--- outbox after the commit (delivered_at set once both are there)
-CREATE TABLE IF NOT EXISTS vedtak (
-    id            INTEGER PRIMARY KEY,
-    settlement_id INTEGER NOT NULL REFERENCES settlements (id),
-    oppgjors_nr   TEXT NOT NULL UNIQUE,
-    payee         TEXT NOT NULL,
-    decided_on    TEXT NOT NULL,
-    bills         INTEGER NOT NULL,
-    claimed       TEXT NOT NULL,
-    approved      TEXT NOT NULL,
-    delivered_at  TEXT,
-    UNIQUE (settlement_id, payee)
-);
-
-CREATE TABLE IF NOT EXISTS vedtak_outputs (
-    vedtak_id  INTEGER NOT NULL REFERENCES vedtak (id),
-    kind       TEXT NOT NULL,
-    file_name  TEXT NOT NULL,
-    content    BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS exams_uuid ON exams (institution_id, uuid);
-
-CREATE TABLE IF NOT EXISTS remarks (
-    bill_id  INTEGER NOT NULL REFERENCES bills (id),
-    rule_id  TEXT NOT NULL,
-    number   TEXT NOT NULL,
-    text     TEXT NOT NULL,
-    line     INTEGER
-);
-
-CREATE TABLE IF NOT EXISTS outputs (
-    id          INTEGER PRIMARY KEY,
-    message_id  INTEGER NOT NULL REFERENCES messages (id),
-    kind        TEXT NOT NULL,
-    file_name   TEXT NOT NULL,
-    content     BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS outputs_message ON outputs (message_id);
-
--- the audit trail of `kravmottak payments repoint`: who moved which open payments
--- from one payee to another, when and why
-CREATE TABLE IF NOT EXISTS payee_changes (
-    id          INTEGER PRIMARY KEY,
-    changed_at  TEXT NOT NULL,
-    changed_by  TEXT NOT NULL,
-    from_payee  TEXT NOT NULL,
-    to_payee    TEXT NOT NULL,
-    payments    INTEGER NOT NULL,
-    approved    TEXT NOT NULL,
-    reason      TEXT
-);
-"""
 
 STATES = ("claimed", "answered", "quarantined")
 _STORED = "id, state, apprec_status, problems, ebxml_message_id, conversation_id, sender_her"
@@ -279,6 +95,16 @@ class MadeVedtak:
     approved: Decimal
     payment_ids: tuple[int, ...]
     outputs: tuple[tuple[str, str, bytes], ...]
+
+
+def day_key(patient_key: str, day: str) -> str:
+    """The lock of a patient's day (same-day rules, RAD-06..11)."""
+    return f"day:{patient_key}:{day}"
+
+
+def bill_key(institution_id: str, uuid: str) -> str:
+    """The lock of one bill's uuid at one institution (COM-06, credits, corrections)."""
+    return f"bill:{institution_id}:{uuid}"
 
 
 class Conflict(Exception):
@@ -346,6 +172,9 @@ def open_readonly(path: Path) -> sqlite3.Connection:
 
 
 class SqliteLedger:
+    # a unique constraint refused a write: another worker was first (Conflict)
+    integrity_errors: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
+
     def __init__(self, path: Path, *, synchronous: str = "FULL", readonly: bool = False) -> None:
         self.path = path
         if readonly:
@@ -366,31 +195,14 @@ class SqliteLedger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
-        self._migrate()
+        # a new ledger is made at the newest revision; an older one is refused, naming
+        # `kravmottak db upgrade` (daemon.ledger.migrate)
+        found = migrate.revision_of(self._db)
+        if found is None:
+            migrate.create_sqlite(self._db)
+        else:
+            migrate.check_revision(found, str(path))
         self._group = False  # inside begin_group/commit_group
-
-    def _migrate(self) -> None:
-        """Columns added after a ledger was first created (CREATE IF NOT EXISTS keeps
-        old tables as they were)."""
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(bill_lines)")}
-        if "payee" not in columns:
-            self._db.execute("ALTER TABLE bill_lines ADD COLUMN payee TEXT")
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(exams)")}
-        if "tele" not in columns:
-            self._db.execute("ALTER TABLE exams ADD COLUMN tele TEXT")
-        if "ambulant" not in columns:
-            self._db.execute("ALTER TABLE exams ADD COLUMN ambulant INTEGER NOT NULL DEFAULT 0")
-        # the last defence of the same-day rules: a line is one exam, and no two active
-        # exams are identical (RAD-08: code, side, teleradiology part and instant)
-        self._db.execute("CREATE UNIQUE INDEX IF NOT EXISTS exams_line ON exams (bill_id, line)")
-        self._db.execute(
-            "CREATE UNIQUE INDEX IF NOT EXISTS exams_identical ON exams (patient_key, day,"
-            " instant, code, coalesce(side, ''), coalesce(tele, '')) WHERE active = 1"
-        )
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(receipts)")}
-        if "attempts" not in columns:
-            self._db.execute("ALTER TABLE receipts ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1")
 
     def close(self) -> None:
         self._db.close()
@@ -583,7 +395,7 @@ class SqliteLedger:
                     " WHERE work_name = ?",
                     (answer.state, message_id, now, work_name),
                 )
-        except sqlite3.IntegrityError as exc:
+        except self.integrity_errors as exc:
             raise Conflict(str(exc)) from exc
         return Stored(
             message_id,
@@ -596,23 +408,27 @@ class SqliteLedger:
             header.from_party.party_id if header else None,
         )
 
-    @staticmethod
     def _insert_decision(
-        db: sqlite3.Connection, message_id: int, claim: Claim, decision: Decision
+        self, db: sqlite3.Connection, message_id: int, claim: Claim, decision: Decision
     ) -> None:
         """Every bill with its lines, payments, exams and remarks: one statement per
         table for the whole claim (a 100-bill claim made 700 statements before). The
         bill ids are given here, in the transaction that holds the write lock."""
+        # several workers (PostgreSQL): the decision's patients and days, and its bills'
+        # uuids, are held until the commit, so the checks below see every earlier record
+        self._hold(
+            [day_key(patient, day) for patient, day, _ in decision.same_day_basis]
+            + [bill_key(claim.institution_id, o.uuid) for o in decision.bills if o.uuid]
+        )
         for patient, day, seen in decision.same_day_basis:
             row = db.execute(
                 "SELECT version FROM exam_days WHERE patient_key = ? AND day = ?", (patient, day)
             ).fetchone()
             if (row[0] if row else 0) != seen:  # another message changed that day meanwhile
                 raise Conflict(f"same-day picture of {day} changed since it was judged")
-        (last,) = db.execute("SELECT coalesce(max(id), 0) FROM bills").fetchone()
         bills, lines, payments, exams, remarks, withdrawn = [], [], [], [], [], []
-        for bill_id, (bill, outcome) in enumerate(
-            zip(claim.bills, decision.bills, strict=True), start=last + 1
+        for bill_id, bill, outcome in zip(
+            self._new_bill_ids(db, len(claim.bills)), claim.bills, decision.bills, strict=True
         ):
             patient = bill.episode.patient.key if bill.episode else None
             bills.append(
@@ -712,7 +528,7 @@ class SqliteLedger:
         )
         db.executemany(
             "INSERT INTO exam_days (patient_key, day, version) VALUES (?, ?, 1)"
-            " ON CONFLICT (patient_key, day) DO UPDATE SET version = version + 1",
+            " ON CONFLICT (patient_key, day) DO UPDATE SET version = exam_days.version + 1",
             sorted(touched),
         )
         db.executemany(
@@ -720,10 +536,28 @@ class SqliteLedger:
             remarks,
         )
 
+    @staticmethod
+    def _new_bill_ids(db: sqlite3.Connection, n: int) -> range:
+        """Ids for `n` new bills, given here (in the transaction holding the write lock):
+        one INSERT per table for the whole claim, not one per bill."""
+        (last,) = db.execute("SELECT coalesce(max(id), 0) FROM bills").fetchone()
+        return range(last + 1, last + 1 + n)
+
+    def _hold(self, keys: list[str]) -> None:
+        """Serialize on these keys (a patient's day, a bill's uuid) until the transaction
+        ends. SQLite: nothing to do, its one writer holds the whole file."""
+
+    @contextmanager
+    def settlement_lock(self) -> Iterator[bool]:
+        """Held while one settlement batch runs: False when another worker holds it.
+        SQLite: one process per ledger (the state directory lock), always True."""
+        yield True
+
     # ------------------------------------------------------------------ bill history
 
     def paid_bill(self, institution_id: str, uuid: str) -> Decimal | None:
         """Net paid on this uuid (originals + corrections − credits); None if never paid."""
+        self._hold([bill_key(institution_id, uuid)])
         rows = self._db.execute(
             "SELECT transaction_type, approved FROM bills WHERE institution_id = ? AND uuid = ?"
             " AND verdict IN ('approved', 'reduced')",
@@ -743,6 +577,7 @@ class SqliteLedger:
         return row is not None
 
     def paid_bills(self, institution_id: str, uuids: list[str]) -> dict[str, Decimal]:
+        self._hold([bill_key(institution_id, uuid) for uuid in uuids])
         rows: dict[str, list[tuple[str, str]]] = {}
         for chunk in _chunks(uuids):
             for uuid, ttype, approved in self._db.execute(
@@ -775,6 +610,7 @@ class SqliteLedger:
         return found
 
     def paid_by_payee(self, institution_id: str, uuid: str) -> dict[str | None, Decimal]:
+        self._hold([bill_key(institution_id, uuid)])
         out: dict[str | None, Decimal] = {}
         for payee, approved in self._db.execute(
             "SELECT p.payee, p.approved FROM payments p JOIN bills b ON b.id = p.bill_id"
@@ -786,6 +622,7 @@ class SqliteLedger:
         return {payee: amount for payee, amount in out.items() if amount != 0}
 
     def exams_on(self, patient_key: str, day: str) -> tuple[Exam, ...]:
+        self._hold([day_key(patient_key, day)])
         rows = self._db.execute(
             "SELECT e.code, e.side, e.modality, e.kind, e.regions, e.units, e.instant, e.day,"
             " b.regning_nr, e.line, m.ebxml_message_id, e.institution_id, e.uuid, e.tele,"
@@ -834,6 +671,7 @@ class SqliteLedger:
     def day_version(self, patient_key: str, day: str) -> int:
         """How often the day's approved exams have changed (0: never); the decision
         keeps it, and `record` refuses the decision when it has moved since."""
+        self._hold([day_key(patient_key, day)])
         row = self._db.execute(
             "SELECT version FROM exam_days WHERE patient_key = ? AND day = ?", (patient_key, day)
         ).fetchone()

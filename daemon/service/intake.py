@@ -335,6 +335,11 @@ class Intake:
                 break
             except Conflict:  # another worker stored this content or MessageId first
                 now = self.clock()
+                if self._group is not None:
+                    # a shared ledger: the group's transaction holds locks the other
+                    # worker may be waiting for; commit what it has, judge again anew
+                    self._close_group()
+                    self._open_group()
         else:
             raise RuntimeError(f"{name}: ledger conflict persisted over 3 attempts")
         ms = round((time.perf_counter() - started) * 1000, 2)
@@ -459,6 +464,8 @@ class Intake:
             return Answer("quarantined", None, (), (*work.problems, problem))
 
     def _internal_error(self, where: str, exc: Exception) -> Problem:
+        if isinstance(exc, Conflict):  # the ledger's history moved under us: judge again
+            raise exc
         frame = traceback.extract_tb(exc.__traceback__)[-1]
         # only the exception type and code location: its message may quote the input
         self.log.error(

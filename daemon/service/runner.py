@@ -31,7 +31,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from daemon import __version__, config, files, logs
 from daemon.config import ConfigError, Settings
-from daemon.ledger.sqlite import SqliteLedger
+from daemon.ledger import backends
 from daemon.logs import get as get_logger
 from daemon.registers import registry, tariffs
 from daemon.registers.tariffs import Tariffs
@@ -71,7 +71,7 @@ def build(settings: Settings) -> Intake:
         settings,
         Schemas.load(),
         loaded,
-        SqliteLedger(paths.ledger),
+        backends.open_ledger(settings),
         keys=pair,
         tariffs=load_tariffs(paths.tariffs),
         clock=clock_for(settings),
@@ -162,10 +162,15 @@ def readiness(settings: Settings) -> tuple[bool, str]:
     """/readyz: the ledger answers (its own read-only connection: the server thread
     must not share the intake's) and every folder is writable."""
     try:
-        uri = f"file:{settings.paths.ledger}?mode=ro"
-        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=1.0)) as db:
-            db.execute("SELECT 1 FROM receipts LIMIT 1").fetchall()
-    except sqlite3.Error as exc:
+        if backends.is_sqlite(settings):
+            uri = f"file:{settings.paths.ledger}?mode=ro"
+            with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=1.0)) as db:
+                db.execute("SELECT 1 FROM receipts LIMIT 1").fetchall()
+        else:
+            from daemon.ledger.postgres import probe
+
+            probe(settings.ledger)
+    except Exception as exc:  # sqlite3.Error, psycopg.Error: the ledger does not answer
         return False, f"ledger: {exc}"
     for folder in settings.paths.folders():
         if not os.access(folder, os.W_OK | os.X_OK):

@@ -24,6 +24,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from daemon.config import ConfigError, Settings
+from daemon.ledger.backends import sqlite_only
 from daemon.ledger.sqlite import SqliteLedger
 
 DAY_FOLDER = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -35,6 +36,7 @@ def backup(settings: Settings, dest: Path) -> list[tuple[str, int]]:
         raise ConfigError(f"{dest} exists and is not an empty folder: give a new one")
     if not dest.parent.is_dir():
         raise ConfigError(f"{dest.parent}: no such folder")
+    sqlite_only(settings, "`kravmottak backup`")
     dest.mkdir(exist_ok=True)
     paths = settings.paths
     ledger_copy = dest / paths.ledger.name

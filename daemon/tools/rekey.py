@@ -18,7 +18,7 @@ from pathlib import Path
 
 from daemon.config import Settings
 from daemon.domain import Layer, legacy_pseudonym, pseudonym
-from daemon.ledger.sqlite import SqliteLedger
+from daemon.ledger.backends import open_ledger
 from daemon.transport import ebms, keys, mime
 from daemon.transport.unwrap import payload_of
 from daemon.transport.xmlsafe import parse_untrusted
@@ -62,7 +62,7 @@ def rekey(settings: Settings, *, drop_unmapped: bool = False) -> Rekeyed:
     pair = keys.load_pair(
         paths.private_key, paths.certificate, keys.passphrase(settings.key_passphrase)
     )
-    ledger = SqliteLedger(paths.ledger)
+    ledger = open_ledger(settings)
     try:
         held = ledger.patient_keys()
         mapping: dict[str, str] = {}

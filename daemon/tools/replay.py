@@ -186,7 +186,8 @@ class Sandbox:
         )
         # no stability wait (we wrote the file whole); the clock is set per message
         intake = replace(settings.intake, stable_seconds=0.0, fixed_time=None)
-        self.settings = replace(settings, paths=paths, intake=intake)
+        # always a throw-away SQLite ledger, whatever ledger the config names
+        self.settings = replace(settings, paths=paths, intake=intake, ledger_url="")
         # as `run` does: with generate_if_missing and no key yet, one is made in the
         # config's own place, so the next replay signs with the same key
         self.intake = service.build(self.settings)
