@@ -13,7 +13,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from daemon.rule_settings import RuleSettings
 from daemon.validation import StrictBool, field_path, messages
@@ -226,11 +233,12 @@ class _LedgerTable(_Table):
 
     url: str | None = None
 
-    @model_validator(mode="after")
-    def _known_scheme(self) -> _LedgerTable:
-        if self.url is not None and not self.url.startswith(LEDGER_SCHEMES):
-            raise ValueError("url: give sqlite:///PATH or postgresql://...")
-        return self
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(LEDGER_SCHEMES):
+            raise ValueError("give sqlite:///PATH or postgresql://...")
+        return url
 
 
 LEDGER_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")

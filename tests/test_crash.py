@@ -31,6 +31,7 @@ from daemon.transport import mime
 from daemon.transport.ebms import NS
 from tests.conftest import Sandbox, unique_claim, wrap_demo
 
+BOTH_BACKENDS = True  # every sandbox here on SQLite and on PostgreSQL (conftest.py)
 APPREC_NS = {"ar": "http://www.kith.no/xmlstds/apprec/2004-11-21"}
 
 MESSAGES = 200

@@ -23,6 +23,7 @@ from tests.test_crash import (
     rows,
 )
 
+BOTH_BACKENDS = True  # every sandbox here on SQLite and on PostgreSQL (conftest.py)
 GROUP = 6
 
 # the intake in a child process, killed by SIGKILL at one point of its group commit;

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ INSTITUTIONS = "\n".join(
     f'senders = ["90001"]\n'
     for n, o in enumerate(ORGNRS)
 )
+BOTH_BACKENDS = True  # on SQLite and on PostgreSQL (conftest.py)
 OSMO, BAD = L("NOR05003", "6.96"), L("NOR05003", "9.99")
 _n = iter(range(1_000_000))
 
@@ -55,7 +55,7 @@ def claims(round_: int) -> list[C]:
 
 
 def _ledger(box, sql: str) -> int:
-    with closing(sqlite3.connect(box.paths.ledger)) as db:
+    with closing(box.db()) as db:
         return db.execute(sql).fetchone()[0]
 
 
@@ -75,9 +75,9 @@ def _drop_and_process(box, round_: int) -> None:
 
 
 @pytest.mark.slow
-def test_settlement_survives_sigkill_at_random_instants(tmp_path):
+def test_settlement_survives_sigkill_at_random_instants(tmp_path, ledger_url):
     rng = random.Random(SEED)
-    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS)
+    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS, ledger_url=ledger_url)
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     outcomes, batch, landed = [], None, Counter()
     for round_ in range(ROUNDS):
@@ -109,7 +109,7 @@ def test_settlement_survives_sigkill_at_random_instants(tmp_path):
     finally:
         intake.ledger.close()
 
-    with sqlite3.connect(box.paths.ledger) as db:
+    with closing(box.db()) as db:
         open_ = db.execute(
             "SELECT count(*) FROM payments WHERE vedtak_id IS NULL AND payee IS NOT NULL"
         ).fetchone()[0]

@@ -25,9 +25,10 @@ from daemon.ledger import schema_0001
 
 HEAD = schema_0001.REVISION
 LEGACY = "legacy"
+# as Alembic writes it (SQLite keeps the text: the two ways give the same file)
 VERSION_TABLE = (
-    "CREATE TABLE IF NOT EXISTS alembic_version (version_num VARCHAR(32) NOT NULL,"
-    " CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+    "CREATE TABLE alembic_version (\n\tversion_num VARCHAR(32) NOT NULL, \n"
+    "\tCONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)\n)"
 )
 
 
