@@ -179,6 +179,13 @@ def test_db_upgrade_makes_an_empty_database_a_ledger_and_run_refuses_an_older_on
     assert code == 2 and "at revision 0000" in err and "kravmottak db upgrade" in err
 
 
+def test_backup_of_a_postgresql_ledger_is_refused_naming_the_servers_tools(pg_cluster, tmp_path):
+    box = make_sandbox(tmp_path / "sandbox", ledger_url=pg_cluster.new_database())
+    code, _out, err = _cli("--config", str(box.config_path), "backup", str(tmp_path / "b"))
+    assert code == 2 and "pg_dump" in err
+    assert not (tmp_path / "b").exists()
+
+
 def test_the_settlement_lock_is_held_by_one_worker_at_a_time(pg_cluster, tmp_path):
     url = pg_cluster.new_database()
     first, second = PostgresLedger(url), PostgresLedger(url)
