@@ -285,6 +285,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from daemon.service import runner as service
 
     settings = _settings(args)
+    if args.worker_id:
+        settings = dataclasses.replace(
+            settings, worker=dataclasses.replace(settings.worker, id=args.worker_id)
+        )
     logs.configure(settings.log_level)
     return service.run(settings)
 
@@ -608,6 +612,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for p in figures["partners_broken"]:
         print(f"\nBROKEN partner HER {p['her_id']} / CPA {p['cpa_id']}: {p['reason']}")
     _settlement_status(figures["settlement"])
+    _workers_status(figures)
     _running_daemon_status(settings)
     return 0
 
@@ -624,6 +629,7 @@ def status_figures(settings: Settings) -> dict:
         work = [p.name for p in _listing(settings.paths.work) if not p.name.startswith(".")]
         stuck = ledger.undelivered_outputs(work)
         last = ledger.last_settlement()
+        known_workers = ledger.workers()
     finally:
         ledger.close()
     strays: list[str] = []  # what scan never claims: directories in the inbox
@@ -667,6 +673,7 @@ def status_figures(settings: Settings) -> dict:
         },
         "held_payments": held,
         "held_payments_error": held_error,
+        "workers": [_worker_figures(w) for w in known_workers],
         "partners_broken": [
             {"her_id": p.her_id, "cpa_id": p.cpa_id, "reason": p.broken}
             for p in partners
@@ -685,6 +692,41 @@ def status_figures(settings: Settings) -> dict:
             else None,
         },
     }
+
+
+def _worker_figures(row: dict) -> dict:
+    """A worker of the ledger as `status` shows it: its heartbeat's age (real time, not
+    a rehearsal's fixed clock) and its lease: live, expired (dead or paused: its files
+    are taken over), taken (over by another), stopped."""
+    real_now = datetime.now(UTC)
+    lease = row["state"]
+    if lease == "running":
+        lease = (
+            "live"
+            if row["lease_until"] >= real_now.isoformat(timespec="microseconds")
+            else "expired"
+        )
+    return {
+        "id": row["worker_id"],
+        "host": row["host"],
+        "pid": row["pid"],
+        "started": row["started"],
+        "heartbeat_age_seconds": _age(real_now, row["heartbeat"]),
+        "lease": lease,
+        "files_held": row["held"],
+    }
+
+
+def _workers_status(figures: dict) -> None:
+    if not figures["workers"]:
+        return
+    print()
+    rows = [("WORKERS", "HOST", "PID", "HEARTBEAT", "LEASE", "FILES HELD")]
+    for w in figures["workers"]:
+        age = w["heartbeat_age_seconds"]
+        rows.append((w["id"], w["host"], str(w["pid"]), "-" if age is None else f"{age:.0f} s ago",
+                     w["lease"], str(w["files_held"])))  # fmt: skip
+    _table(rows)
 
 
 def _listing(folder: Path) -> list[Path]:
@@ -1244,7 +1286,11 @@ def parser() -> argparse.ArgumentParser:
     ).set_defaults(func=cmd_institution_migrate)
     inst.add_parser("list", help="list institutions").set_defaults(func=cmd_institution_list)
 
-    sub.add_parser("run", help="run the daemon (polls the inbox)").set_defaults(func=cmd_run)
+    run = sub.add_parser("run", help="run the daemon (polls the inbox)")
+    run.add_argument(
+        "--worker-id", metavar="ID", help="this worker's id (default [worker] id, else host:pid)"
+    )
+    run.set_defaults(func=cmd_run)
     rekey = sub.add_parser(
         "rekey-patients",
         help="replace an old ledger's unkeyed patient pseudonyms by the HMAC (daemon stopped)",

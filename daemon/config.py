@@ -139,6 +139,23 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """The `[worker]` section: this process's name among the workers of one inbox
+    (`id`, default host:pid; `kravmottak run --worker-id`), how long its lease in the
+    ledger lasts without a heartbeat, and how often it renews it."""
+
+    __pydantic_config__ = FORBID
+
+    id: str = ""
+    lease_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    heartbeat_seconds: Annotated[float, Field(gt=0, le=600)] = 5.0
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_seconds * 2 > self.lease_seconds:
+            raise ValueError("heartbeat_seconds must be at most half of lease_seconds")
+
+
+@dataclass(frozen=True, slots=True)
 class TrustWindow:
     """The `[trust]` times (checked by `_TrustTable`). Certificates are checked at the
     time of receipt, give or take `clock_skew_seconds`; an ebXML Timestamp or MsgHead
@@ -165,6 +182,7 @@ class Settings:
     rules: RuleSettings = field(default_factory=RuleSettings)
     settlement: Settlement = field(default_factory=Settlement)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
     # [ledger] url: sqlite:///PATH (the default: `paths.ledger`) or postgresql://...
     ledger_url: str = ""
 
@@ -260,6 +278,7 @@ class _ConfigFile(_Table):
     settlement: Settlement = Settlement()
     metrics: MetricsSettings = MetricsSettings()
     ledger: _LedgerTable = _LedgerTable()
+    worker: WorkerSettings = WorkerSettings()
     logging: _LoggingTable = _LoggingTable()
 
 
@@ -351,6 +370,7 @@ def from_mapping(raw: dict, path: Path) -> Settings:
         rules=cfg.rules,
         settlement=cfg.settlement,
         metrics=cfg.metrics,
+        worker=cfg.worker,
         ledger_url=url or "",
     )
 

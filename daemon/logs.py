@@ -68,11 +68,27 @@ class _Stderr:
         sys.stderr.flush()
 
 
+_PROCESS: dict[str, str] = {}  # on every line, from every thread (`bind_process`)
+
+
+def bind_process(**values: str) -> None:
+    """Fields for every log line this process writes, whatever the thread (structlog's
+    contextvars are per thread): the worker id."""
+    _PROCESS.update(values)
+
+
+def _add_process(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    for key, value in _PROCESS.items():
+        event.setdefault(key, value)
+    return event
+
+
 def configure(level: str = "info", stream: TextIO | None = None) -> None:
     """JSON lines on stderr (journald adds time and unit; we add ours for files)."""
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _add_process,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

@@ -553,6 +553,123 @@ class SqliteLedger:
         SQLite: one process per ledger (the state directory lock), always True."""
         yield True
 
+    # ------------------------------------------------------------------ workers
+    # Several workers on one (PostgreSQL) ledger: each has a row in `workers` with a
+    # lease it renews (`heartbeat`), and a row in `holds` for each file it claimed into
+    # work/. Times are UTC ISO strings of one fixed width (`daemon.service.workers.stamp`):
+    # they compare as text. Portable SQL: PostgresLedger inherits these.
+
+    def register_worker(
+        self, worker_id: str, host: str, pid: int, now: str, lease_until: str
+    ) -> None:
+        """This process starts as `worker_id`: its row, running, with a fresh lease."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO workers (worker_id, host, pid, started, heartbeat, lease_until, state)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'running') ON CONFLICT (worker_id) DO UPDATE SET"
+                " host = excluded.host, pid = excluded.pid, started = excluded.started,"
+                " heartbeat = excluded.heartbeat, lease_until = excluded.lease_until,"
+                " state = 'running'",
+                (worker_id, host, pid, now, now, lease_until),
+            )
+
+    def heartbeat(self, worker_id: str, host: str, pid: int, now: str, lease_until: str) -> bool:
+        """Renew this worker's lease. False when it may no longer work (fenced): its
+        lease ran out before this renewal, or another worker took its files over, or
+        another process registered under its id."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE workers SET heartbeat = ?, lease_until = ? WHERE worker_id = ?"
+                " AND host = ? AND pid = ? AND state = 'running' AND lease_until >= ?",
+                (now, lease_until, worker_id, host, pid, now),
+            )
+            return cur.rowcount == 1
+
+    def retire_worker(self, worker_id: str, pid: int, now: str) -> None:
+        """A clean stop: the row stays (status shows it) as stopped, its lease ended."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE workers SET state = 'stopped', lease_until = ?"
+                " WHERE worker_id = ? AND pid = ? AND state = 'running'",
+                (now, worker_id, pid),
+            )
+
+    def hold(self, work_name: str, worker_id: str, now: str) -> bool:
+        """Record that `worker_id` holds this file of work/. False when another worker
+        holds it already (then that one handles it)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO holds (work_name, worker_id, since) VALUES (?, ?, ?)"
+                " ON CONFLICT (work_name) DO NOTHING",
+                (work_name, worker_id, now),
+            )
+            if cur.rowcount == 1:
+                return True
+            row = db.execute(
+                "SELECT worker_id FROM holds WHERE work_name = ?", (work_name,)
+            ).fetchone()
+            return row is not None and row[0] == worker_id
+
+    def release(self, work_name: str) -> None:
+        """The file has left work/ (answered and filed away): nobody holds it."""
+        with self._tx() as db:
+            db.execute("DELETE FROM holds WHERE work_name = ?", (work_name,))
+
+    def expired_workers(self, now: str) -> list[str]:
+        """Running workers whose lease ran out before `now`: dead or paused."""
+        rows = self._db.execute(
+            "SELECT worker_id FROM workers WHERE state = 'running' AND lease_until < ?"
+            " ORDER BY worker_id",
+            (now,),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def take_over(
+        self, dead_worker: str, new_worker: str, now: str, *, force: bool = False
+    ) -> list[str]:
+        """Move every file `dead_worker` holds to `new_worker`, in one transaction, if
+        its lease has run out or it stopped (`force`: also when it has not, for a worker
+        known dead: a process of this host that no longer exists, or any other worker on
+        SQLite, where the state directory lock proves it gone). The dead worker is marked taken:
+        its next heartbeat fails, so if it was only paused it fences itself. Returns the
+        work names moved; empty when another worker took it first."""
+        with self._tx() as db:
+            gone = "" if force else " AND (state <> 'running' OR lease_until < ?)"
+            cur = db.execute(
+                "UPDATE workers SET state = CASE WHEN state = 'running' THEN 'taken'"
+                " ELSE state END WHERE worker_id = ?" + gone,
+                (dead_worker,) if force else (dead_worker, now),
+            )
+            if cur.rowcount != 1:
+                return []
+            names = [
+                r[0]
+                for r in db.execute(
+                    "SELECT work_name FROM holds WHERE worker_id = ? ORDER BY work_name",
+                    (dead_worker,),
+                ).fetchall()
+            ]
+            db.execute(
+                "UPDATE holds SET worker_id = ?, since = ? WHERE worker_id = ?",
+                (new_worker, now, dead_worker),
+            )
+        return names
+
+    def workers(self) -> list[dict]:
+        """Every worker the ledger knows, with how many files each holds."""
+        rows = self._db.execute(
+            "SELECT w.worker_id, w.host, w.pid, w.started, w.heartbeat, w.lease_until, w.state,"
+            " (SELECT count(*) FROM holds h WHERE h.worker_id = w.worker_id)"
+            " FROM workers w ORDER BY w.worker_id"
+        ).fetchall()
+        keys = ("worker_id", "host", "pid", "started", "heartbeat", "lease_until", "state", "held")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def holds(self) -> dict[str, str]:
+        """work name → the worker holding it."""
+        rows = self._db.execute("SELECT work_name, worker_id FROM holds").fetchall()
+        return {name: worker for name, worker in rows}
+
     # ------------------------------------------------------------------ bill history
 
     def paid_bill(self, institution_id: str, uuid: str) -> Decimal | None:

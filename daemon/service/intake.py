@@ -54,6 +54,7 @@ from daemon.schemas import Schemas
 from daemon.service.metrics import Metrics
 from daemon.service.pipeline import run
 from daemon.service.watch import CompleteNames
+from daemon.service.workers import Fenced
 from daemon.transport.agreement import check_agreement, check_history
 from daemon.transport.trust import KeyPair
 from daemon.transport.unwrap import extract_payload, open_envelope, peek_header
@@ -125,15 +126,23 @@ class Intake:
         self._group_files = 0
         self._group_opened = 0.0
         self._big = False  # the message in hand is over GROUP_MAX_BYTES
+        # this process among the workers of the inbox (`daemon.service.workers`): set by
+        # the daemon; None: a one-off `process`, alone on the folders (the state lock)
+        self.worker = None
 
     # ------------------------------------------------------------------ passes
 
-    def recover(self) -> int:
-        """Finish everything a previous run left in work/ (call before polling)."""
-        for folder in (self.settings.paths.outbox, self.settings.paths.quarantine):
-            for temp in files.remove_stale_temps(folder):  # a write cut short by a kill
-                self.log.info("removed_stale_temp", file=temp)
+    def recover(self, *, takeover_only: bool = False) -> int:
+        """Finish everything a previous run left in work/ (call before polling). With
+        several workers: only the files this worker holds, or takes over from a worker
+        whose lease ran out (`takeover_only`: only those; the periodic take-over)."""
+        if not takeover_only:
+            for folder in (self.settings.paths.outbox, self.settings.paths.quarantine):
+                for temp in files.remove_stale_temps(folder):  # a write cut short by a kill
+                    self.log.info("removed_stale_temp", file=temp)
         names = sorted(p for p in self.settings.paths.work.iterdir() if not p.name.startswith("."))
+        if self.worker is not None:
+            names = self.worker.claimable(names, takeover_only=takeover_only)
         for path in names:
             self.log.info("recovering", file=path.name)
             self._handle_safely(path, recovering=True)
@@ -147,7 +156,7 @@ class Intake:
         (the outbox was unwritable, the disk full): called on every pass, so a repaired
         outbox gets its answers without a restart. Returns how many are still stuck."""
         stuck = 0
-        for path in self.in_work():
+        for path in self._own(self.in_work()):
             receipt = self.ledger.receipt(path.name)
             if receipt is None or receipt.state == "claimed":
                 continue  # not answered yet: the retry of failed handling takes it
@@ -165,6 +174,13 @@ class Intake:
                         detail=getattr(exc, "strerror", None),
                     )  # fmt: skip
         return stuck
+
+    def _own(self, paths: list[Path]) -> list[Path]:
+        """The files of work/ this worker holds (all of them when it is alone)."""
+        if self.worker is None or not self.worker.shared or not paths:
+            return paths
+        holds = self.worker.hold_ledger.holds()
+        return [p for p in paths if holds.get(p.name) == self.worker.id]
 
     def undelivered(self):
         """Answers recorded but not in the outbox (files still in work/), and vedtak."""
@@ -197,6 +213,8 @@ class Intake:
                 continue
             if path is None:
                 continue
+            if self.worker is not None and not self._hold(path):
+                continue
             try:
                 if candidate.size > GROUP_MAX_BYTES:
                     self._close_group()  # judged alone, in its own short transactions
@@ -213,6 +231,20 @@ class Intake:
             if self._group_is_full():
                 self._close_group()
         return done
+
+    def _hold(self, path: Path) -> bool:
+        """Record that this worker holds the file it just claimed; False when a peer
+        recorded it first (it took the file for an orphan): then the peer handles it."""
+        try:
+            if self.worker.hold(path.name):
+                return True
+            self.log.info("held_by_peer", file=path.name)
+        except Exception as exc:  # the ledger is away: recovery of work/ takes it later
+            if isinstance(exc, Fenced):
+                raise
+            self.log.error("hold_failed", file=path.name, error=type(exc).__name__)
+            self.failures += 1
+        return False
 
     def queue(self) -> tuple[int, float | None]:
         """Files waiting (ready in the inbox, or claimed in work/) and the age in seconds
@@ -300,6 +332,8 @@ class Intake:
         recovering: bool = False,
     ) -> None:
         name = path.name
+        if self.worker is not None:
+            self.worker.check()  # a worker whose lease ran out writes nothing more
         now = self.clock()
         receipt = self.ledger.receipt(name)
         if received_at is not None:
@@ -499,6 +533,8 @@ class Intake:
         group, self._group = self._group, None
         if group is None:
             return
+        if self.worker is not None:
+            self.worker.check()
         try:
             self.ledger.commit_group()
         except Exception as exc:
@@ -551,6 +587,8 @@ class Intake:
             # are durable; if a power cut undoes this rename, the file is back in
             # work/ and recovery re-delivers the stored answer (same bytes) and moves it
             files.move(path, paths.archive / day, sync_folder=False)
+        if self.worker is not None and self.worker.shared:
+            self.worker.release(path.name)  # a kill before this: a hold on nothing, harmless
 
 
 def _totals(decision: Decision) -> tuple[int, Decimal, Decimal]:

@@ -259,6 +259,12 @@ class Metrics:
             f"{PREFIX}_build_info", "The running version (always 1)", ["version"], registry=reg
         )
         self.build_info.labels(safe_label(version or _version())).set(1)
+        self.worker_info = Gauge(
+            f"{PREFIX}_worker_info",
+            "This process's worker id among the workers of one inbox (always 1)",
+            ["worker"],
+            registry=reg,
+        )
         self._snapshots = _Snapshots(clock)
         reg.register(self._snapshots)
         if process:  # CPU, memory, open files, start time (Linux /proc; empty elsewhere)
@@ -346,6 +352,10 @@ class Metrics:
             return call()
 
     # ------------------------------------------------------------------ gauges
+
+    def set_worker(self, worker_id: str) -> None:
+        self.worker_info.clear()
+        self.worker_info.labels(safe_label(worker_id)).set(1)
 
     def set_queue(self, depth: int, oldest_age: float | None) -> None:
         """Ready inbox files + claimed work/ files, and the oldest one's age in seconds
@@ -619,6 +629,8 @@ def status_rows(source: Metrics | str | bytes, top_rules: int = 5) -> list[tuple
     rows: list[tuple[str, str]] = []
     for version in by("build_info", "version"):
         rows.append(("version", version))
+    for worker in by("worker_info", "worker"):
+        rows.append(("worker", worker))
     messages = by("messages_total", "outcome")
     rows += [(f"messages {o}", _count(messages.get(o, 0))) for o in OUTCOMES]
     count, total = one("message_seconds_count"), one("message_seconds_sum")

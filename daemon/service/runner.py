@@ -36,7 +36,7 @@ from daemon.logs import get as get_logger
 from daemon.registers import registry, tariffs
 from daemon.registers.tariffs import Tariffs
 from daemon.schemas import Schemas
-from daemon.service import lock, notify
+from daemon.service import lock, notify, workers
 from daemon.service.intake import Intake, utcnow
 from daemon.service.metrics import Metrics, serve
 from daemon.service.watch import InboxWatcher
@@ -185,8 +185,11 @@ def _status_text(intake: Intake) -> tuple[int, float | None, str]:
 
 
 def run(settings: Settings) -> int:
-    """The daemon, holding the state directory's lock (`daemon.service.lock`) throughout:
-    a second daemon or a `process` on the same folders is refused, naming our PID."""
+    """The daemon, holding the state directory's lock (`daemon.service.lock`) throughout
+    on SQLite: a second daemon or a `process` on the same folders is refused, naming our
+    PID. On PostgreSQL several workers share the folders (`daemon.service.workers`)."""
+    if not backends.is_sqlite(settings):
+        return _run(settings)
     with lock.hold(settings):
         return _run(settings)
 
@@ -216,12 +219,18 @@ def _run(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_hangup)
+    worker_id = settings.worker.id or workers.default_id()
+    logs.bind_process(worker=worker_id)
     intake = build(settings)
     if stop.is_set():
         intake.ledger.close()
         log.info("stopped")
         return 0
     metrics = intake.metrics
+    metrics.set_worker(worker_id)
+    worker = workers.Worker(settings, intake.ledger)
+    worker.start()
+    intake.worker = worker
     # recovery of big files left in work/ may outlast TimeoutStartSec: ask for more
     left = sum(1 for p in settings.paths.work.iterdir() if not p.name.startswith("."))
     notify.extend_timeout(RECOVERY_SECONDS_PER_FILE * max(1, left))
@@ -260,8 +269,14 @@ def _run(settings: Settings) -> int:
     observe_held()
     server = _serve_metrics(settings, metrics)
     last_retry = [time.monotonic()]
+    last_takeover = [time.monotonic()]
     scheduler = BackgroundScheduler(
-        timezone=UTC, executors={"default": ThreadPoolExecutor(max_workers=2)}
+        timezone=UTC,
+        executors={
+            "default": ThreadPoolExecutor(max_workers=2),
+            # its own thread: a long pass or batch never delays the lease's renewal
+            "heartbeat": ThreadPoolExecutor(max_workers=1),
+        },
     )
 
     def apply_reload() -> None:
@@ -288,6 +303,10 @@ def _run(settings: Settings) -> int:
             last_retry[0] = time.monotonic()
             intake.failures = 0
             intake.recover()
+        # several workers: take over the files of a worker whose lease ran out
+        if worker.shared and time.monotonic() - last_takeover[0] >= worker.heartbeat_seconds:
+            last_takeover[0] = time.monotonic()
+            intake.recover(takeover_only=True)
         # answers recorded but not delivered (outbox unwritable a moment ago): every
         # pass, so a repaired outbox gets them without a restart
         intake.redeliver()
@@ -335,6 +354,12 @@ def _run(settings: Settings) -> int:
     def wake() -> None:
         woken.set()
 
+    def heartbeat() -> None:
+        try:
+            worker.beat()
+        except workers.Fenced:  # only when exiting was not possible: stop everything
+            stop.set()
+
     scheduler.add_job(
         poll,
         "interval",
@@ -351,6 +376,15 @@ def _run(settings: Settings) -> int:
         max_instances=1,
         coalesce=True,
         misfire_grace_time=3600,  # a batch delayed by a long intake pass still runs
+    )
+    scheduler.add_job(
+        heartbeat,
+        "interval",
+        seconds=worker.heartbeat_seconds,
+        id="heartbeat",
+        executor="heartbeat",
+        max_instances=1,
+        coalesce=True,
     )
     watcher = _watch(settings, intake, wake)
     live_thread = Thread(target=live, name="live-intake", daemon=True)
@@ -389,6 +423,7 @@ def _run(settings: Settings) -> int:
         scheduler.shutdown(wait=True)
         if server is not None:
             server.close()
+        worker.stop()
         intake.ledger.close()
     log.info("stopped")
     return 0

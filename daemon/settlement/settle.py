@@ -320,7 +320,20 @@ def settle(intake, *, cutoff: datetime, kind: str, key: str | None = None) -> Re
     """Run one batch up to `cutoff` and deliver its files. `intake` is the daemon's
     loaded state (ledger, settings, schemas, registry, keys, tariffs, clock). `key`
     names a scheduled batch, so it runs once however often it is asked for; without
-    one (`kravmottak settle`) every call is a run of its own."""
+    one (`kravmottak settle`) every call is a run of its own.
+
+    Several workers: the batch runs under the ledger's settlement lock, taken without
+    waiting; a worker that finds it held leaves the batch to its holder (run None). A
+    worker killed inside the batch loses the lock with its connection, and its
+    transaction with it: the next batch takes everything."""
+    with intake.ledger.settlement_lock() as ours:
+        if not ours:
+            get_logger().info("settlement_elsewhere", kind=kind, reason="another worker settles")
+            return Result(None, 0, 0)
+        return _settle(intake, cutoff=cutoff, kind=kind, key=key)
+
+
+def _settle(intake, *, cutoff: datetime, kind: str, key: str | None) -> Result:
     log = get_logger()
     now = intake.clock()
     batch = Batch(intake.context(now), cutoff, tick=lambda: _alive(intake))
