@@ -32,6 +32,8 @@ from tests.conftest import ROOT, Sandbox, wrap_demo
 
 SYSTEMD = ROOT / "systemd"
 UNIT = SYSTEMD / "kravmottak.service"
+TEMPLATE = SYSTEMD / "kravmottak@.service"  # several workers: %i is the worker id
+UNITS = [UNIT.name, "kravmottak@a.service"]  # the template verified as an instance
 TMPFILES = SYSTEMD / "kravmottak.tmpfiles.conf"
 SYSUSERS = SYSTEMD / "kravmottak.sysusers.conf"
 PRODUCTION_CONFIG = SYSTEMD / "kravmottak.toml"
@@ -89,6 +91,7 @@ def unit_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(unit_units_dir(), root / "usr/lib/systemd/system", symlinks=True)
     (root / "etc/systemd/system").mkdir(parents=True)
     shutil.copy(UNIT, root / "etc/systemd/system" / UNIT.name)
+    shutil.copy(TEMPLATE, root / "etc/systemd/system" / TEMPLATE.name)
     ours = Path(sys.executable).parent / "kravmottak"
     settings = unit_settings()
     for key in ("ExecStart", "ExecReload"):
@@ -104,10 +107,12 @@ def unit_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --- the unit -------------------------------------------------------------------------
 
 
-def test_unit_verifies(unit_root: Path) -> None:
-    """`systemd-analyze verify` accepts the unit without a single warning."""
+@pytest.mark.parametrize("unit", UNITS)
+def test_unit_verifies(unit_root: Path, unit: str) -> None:
+    """`systemd-analyze verify` accepts the unit (and the workers' template, as an
+    instance) without a single warning."""
     done = subprocess.run(
-        [tool("systemd-analyze"), "verify", f"--root={unit_root}", UNIT.name],
+        [tool("systemd-analyze"), "verify", f"--root={unit_root}", unit],
         capture_output=True,
         text=True,
         timeout=120,
@@ -117,10 +122,11 @@ def test_unit_verifies(unit_root: Path) -> None:
     assert done.stdout.strip() == ""
 
 
-def test_unit_security_exposure(unit_root: Path) -> None:
+@pytest.mark.parametrize("unit", UNITS)
+def test_unit_security_exposure(unit_root: Path, unit: str) -> None:
     """`systemd-analyze security` rates the unit "OK" or better, at most MAX_EXPOSURE."""
     done = subprocess.run(
-        [tool("systemd-analyze"), "security", "--offline=yes", f"--root={unit_root}", UNIT.name],
+        [tool("systemd-analyze"), "security", "--offline=yes", f"--root={unit_root}", unit],
         capture_output=True,
         text=True,
         timeout=120,
@@ -162,6 +168,18 @@ def test_unit_directives() -> None:
     assert int(s["TimeoutStopSec"][0].removesuffix("min")) * 60 >= 150
     # the folders come from tmpfiles.d, the config is read-only: no *Directory= of systemd
     assert not {"StateDirectory", "ConfigurationDirectory", "LogsDirectory"} & set(s)
+
+
+def test_worker_template_differs_from_the_unit_only_in_its_worker_lines() -> None:
+    """kravmottak@.service: the main unit's hardening, line for line; only the
+    description, the network ordering (a PostgreSQL server) and ExecStart (the worker
+    id is the instance name) differ."""
+    main, worker = unit_settings(), unit_settings(TEMPLATE.read_text())
+    differing = {k for k in main.keys() | worker.keys() if main.get(k) != worker.get(k)}
+    assert differing == {"Description", "After", "Wants", "ExecStart"}
+    assert worker["ExecStart"] == [main["ExecStart"][0] + " --worker-id %i"]
+    assert worker["Restart"] == ["on-failure"]  # a fenced worker (exit 75) comes back
+    assert "%i" in worker["Description"][0]
 
 
 # --- the layout: unit, config, tmpfiles and sysusers agree ---------------------------------
