@@ -22,6 +22,7 @@ from lxml import etree
 
 from benchmarks import generate as g
 from daemon import cli, config
+from daemon.ledger import migrate
 from daemon.transport import keys, mime
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,9 +30,10 @@ TODAY = "2026-11-23T12:00:00Z"  # the day the generated claims are judged on
 APPREC = "{http://www.kith.no/xmlstds/apprec/2004-11-21}"
 
 
-def sandbox(root: Path, **intake: object) -> Path:
+def sandbox(root: Path, ledger: str | None = None, **intake: object) -> Path:
     """`kravmottak init` with the example registers, the generator's judging day, our
-    certificate valid on that day, and `[intake]` settings overridden; the config path."""
+    certificate valid on that day, and `[intake]` settings overridden; the config path.
+    `ledger`: a PostgreSQL URL for `[ledger] url` (migrated here), else SQLite."""
     with contextlib.redirect_stdout(io.StringIO()):
         assert cli.main(["init", str(root)]) == 0
     shutil.copy(ROOT / "config" / "partners.toml", root / "partners.toml")
@@ -43,6 +45,9 @@ def sandbox(root: Path, **intake: object) -> Path:
         text, found = re.subn(rf"^{key} = .*$", line, text, flags=re.MULTILINE)
         if not found:
             text = text.replace("[intake]\n", f"[intake]\n{line}\n")
+    if ledger:
+        text += f'\n[ledger]\nurl = "{ledger}"\n'
+        migrate.upgrade(ledger)
     cfg.write_text(text)
     s = config.load(cfg)
     keys.generate(
@@ -55,6 +60,29 @@ def sandbox(root: Path, **intake: object) -> Path:
         days=3650,
     )
     return cfg
+
+
+def fresh_database(url: str, name: str) -> str:
+    """A new, empty database `name` on the server of `url` (dropped first if it is
+    there); its URL."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute(f"DROP DATABASE IF EXISTS {name}")
+        db.execute(f"CREATE DATABASE {name}")
+    scheme, rest = url.split("://", 1)
+    netloc, _, tail = rest.partition("/")
+    query = tail.partition("?")[2]
+    return f"{scheme}://{netloc}/{name}" + (f"?{query}" if query else "")
+
+
+def ledger_connection(settings: config.Settings):
+    """The sandbox's ledger for plain reads (no parameters): SQLite or PostgreSQL."""
+    if migrate.is_sqlite(settings.ledger):
+        return sqlite3.connect(settings.paths.ledger)
+    import psycopg
+
+    return psycopg.connect(settings.ledger)
 
 
 def signed_claims(
@@ -84,13 +112,16 @@ def apprec_status(path: Path) -> str:
 
 def assert_all_approved(cfg: Path, messages: int, bills: int) -> None:
     """Every message answered with an AppRec of status 1, every bill approved in full."""
-    paths = config.load(cfg).paths
+    settings = config.load(cfg)
+    paths = settings.paths
     apprecs = sorted(paths.outbox.glob("apprec-*"))
     assert len(apprecs) == messages, f"{len(apprecs)} AppRecs for {messages} messages"
     statuses = {apprec_status(p) for p in apprecs}
     assert statuses == {"1"}, f"AppRec statuses {statuses}"
-    with contextlib.closing(sqlite3.connect(paths.ledger)) as db:
-        verdicts = dict(db.execute("SELECT verdict, count(*) FROM bills GROUP BY verdict"))
+    with contextlib.closing(ledger_connection(settings)) as db:
+        verdicts = dict(
+            db.execute("SELECT verdict, count(*) FROM bills GROUP BY verdict").fetchall()
+        )
         (unequal,) = db.execute("SELECT count(*) FROM bills WHERE claimed != approved").fetchone()
     assert verdicts == {"approved": messages * bills}, f"bill verdicts {verdicts}"
     assert unequal == 0, f"{unequal} bills approved with another amount than claimed"

@@ -1,13 +1,16 @@
 """Throughput of the intake against a floor no implementation can go below.
 
     .venv/bin/python benchmarks/throughput.py [--messages 200] [--bills 1 10 100]
+        [--ledger postgresql://...]
 
 For each bills-per-message size it generates signed claims (seeded, every patient used
 once, no defects), measures the floor on them, then drops them into a fresh sandbox
 and times one `drain` of the real intake (MIME, envelope, agreement, signatures, XSD,
 rules, ledger, AppRec and Ack signed and written, originals archived). Afterwards it
 asserts that every AppRec has status 1 and every bill was approved in full: refused
-bills are not throughput.
+bills are not throughput. `--ledger`: the ledger on that PostgreSQL server, a fresh
+database per size (`kravmottak_bench_<bills>`, made with the URL's rights); default
+the sandbox's SQLite file.
 """
 
 from __future__ import annotations
@@ -29,8 +32,15 @@ from lxml import etree
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import assert_all_approved, machine, sandbox, signed_claims  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    assert_all_approved,
+    fresh_database,
+    machine,
+    sandbox,
+    signed_claims,
+)
 from daemon import config, logs  # noqa: E402
+from daemon.ledger import migrate  # noqa: E402
 from daemon.registers import registry  # noqa: E402
 from daemon.schemas import Schemas  # noqa: E402
 from daemon.service import runner as service  # noqa: E402
@@ -96,16 +106,19 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=200)
     ap.add_argument("--bills", type=int, nargs="+", default=[1, 10, 100])
+    ap.add_argument("--ledger", help="postgresql://...: a fresh database per size on it")
     args = ap.parse_args()
     logs.configure("error")
     logging.disable(logging.WARNING)
     schemas = Schemas.load()
     print(f"machine: {machine()}")
+    print(f"ledger: {'PostgreSQL, ' + migrate.redact(args.ledger) if args.ledger else 'SQLite'}")
     rows = []
     batch = 1
     with tempfile.TemporaryDirectory(prefix="kravmottak-bench-") as tmp:
         for bills in args.bills:
-            cfg = sandbox(Path(tmp) / f"sb-{bills}")
+            url = fresh_database(args.ledger, f"kravmottak_bench_{bills}") if args.ledger else None
+            cfg = sandbox(Path(tmp) / f"sb-{bills}", ledger=url)
             settings = config.load(cfg)
             batch = getattr(settings.intake, "commit_batch_messages", 1)
             named = signed_claims(cfg, args.messages, bills, seed=bills)

@@ -31,7 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import psycopg
-from psycopg import errors
+from psycopg import errors, sql
 from psycopg.pq import TransactionStatus
 
 from daemon.config import ConfigError
@@ -157,6 +157,8 @@ class PostgresLedger(SqliteLedger):
         self._group = False
         migrate.check_revision(migrate.revision_of(self._db.conn), url)
         self._bill_seq: str | None = None
+        self._held: set[str] = set()  # advisory locks this transaction holds
+        self._writing = False  # inside a write's transaction or savepoint
 
     def _new_bill_ids(self, db, n: int) -> list[int]:  # type: ignore[override]
         """From the identity sequence: workers recording at once never pick the same."""
@@ -169,23 +171,55 @@ class PostgresLedger(SqliteLedger):
 
     def _hold(self, keys: list[str]) -> None:
         """Take each key's transaction-scoped advisory lock, in one order (sorted), in a
-        savepoint: a deadlock with another worker is a `Conflict` and leaves the
-        transaction usable. Outside a transaction there is nothing to hold it in: the
-        recording takes the locks again before it checks."""
-        if not keys or not self._db.in_transaction:
+        savepoint, in one round trip: a deadlock with another worker is a `Conflict`
+        and leaves the transaction usable. Outside a transaction there is nothing to
+        hold it in: the recording takes the locks again before it checks. Keys this
+        transaction already holds are not asked for again."""
+        if not self._db.in_transaction:
             return
-        self._db.execute("SAVEPOINT hold")
+        todo = sorted(set(keys) - self._held)
+        if not todo:
+            return
+        conn = self._db.conn
+        array = sql.SQL(", ").join(sql.Literal(k) for k in todo)
+        query = sql.SQL(
+            "SAVEPOINT hold; SELECT count(pg_advisory_xact_lock(h)) FROM (SELECT DISTINCT"
+            " hashtext(k) AS h FROM unnest(ARRAY[{}]::text[]) AS k ORDER BY 1) AS s;"
+            " RELEASE SAVEPOINT hold"
+        ).format(array)
         try:
-            self._db.execute(
-                "SELECT count(pg_advisory_xact_lock(h)) FROM"
-                " (SELECT DISTINCT hashtext(k) AS h FROM unnest(?::text[]) AS k ORDER BY 1) AS s",
-                (sorted(set(keys)),),
-            )
+            conn.execute(query.as_string(conn))
         except errors.DeadlockDetected as exc:
-            self._db.execute("ROLLBACK TO SAVEPOINT hold")
-            self._db.execute("RELEASE SAVEPOINT hold")
+            conn.execute("ROLLBACK TO SAVEPOINT hold")
+            conn.execute("RELEASE SAVEPOINT hold")
             raise Conflict("waiting for another worker's records: judged again") from exc
-        self._db.execute("RELEASE SAVEPOINT hold")
+        if not self._writing:  # a write's savepoint may yet be rolled back, and its locks
+            self._held.update(todo)
+
+    def begin_group(self) -> None:
+        self._held = set()
+        super().begin_group()
+
+    def commit_group(self) -> None:
+        self._held = set()
+        super().commit_group()
+
+    def rollback_group(self) -> None:
+        self._held = set()
+        super().rollback_group()
+
+    @contextmanager
+    def _tx(self) -> Iterator[_Connection]:  # type: ignore[override]
+        if not self._group:  # a transaction of its own: it holds nothing yet
+            self._held = set()
+        self._writing = True
+        try:
+            with super()._tx() as db:
+                yield db
+        finally:
+            self._writing = False
+            if not self._group:
+                self._held = set()
 
     @contextmanager
     def settlement_lock(self) -> Iterator[bool]:

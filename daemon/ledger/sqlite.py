@@ -22,7 +22,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -130,6 +130,7 @@ class Ledger(Protocol):
     def begin_group(self) -> None: ...
     def commit_group(self) -> None: ...
     def rollback_group(self) -> None: ...
+    def settlement_lock(self) -> AbstractContextManager[bool]: ...
 
 
 @dataclass(frozen=True, slots=True)
