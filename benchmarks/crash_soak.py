@@ -26,6 +26,13 @@ from the ledger, the outbox and the folders alone; only the set of dropped files
 generator's output for the seed) and what the generator says each bill is worth are
 taken from outside. A table says what happened; the exit status is 1 on any violation.
 
+Several workers (`--workers N --ledger postgresql://…`, or `--ledger temp` for a
+throw-away cluster started here, tests/pg.py): N `run --worker-id` processes share the
+inbox and one PostgreSQL ledger. Each intake or start-up kill strikes a random worker;
+it comes back at once, half of the time under its own id (it recovers its own holds),
+otherwise under a new one (the others take its files over: its process is gone). The
+`settle` processes take the ledger's settlement lock while the workers answer.
+
 The sandbox's clock is frozen at 2026-11-23T12:00Z (the generated claims are judged on
 that day), so the daemon's make-up batch at its first start covers Friday's 16:00
 batch and finds nothing: every claim is answered "at" the frozen instant, after it.
@@ -37,6 +44,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gzip
+import json
 import os
 import random
 import signal
@@ -122,12 +130,14 @@ def set_intake(box: Sandbox, **values: float) -> None:
 class Daemon:
     """One run of `python -m daemon run`, its output in a file."""
 
-    def __init__(self, box: Sandbox, logs: Path, run: int) -> None:
+    def __init__(self, box: Sandbox, logs: Path, run: int, worker: str | None = None) -> None:
         self.log = logs / f"daemon-{run:02d}.log"
         self.started_at = time.monotonic()
+        self.worker = worker
+        extra = ["--worker-id", worker] if worker else []
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "daemon", "--config", str(box.config_path), "run"],
+                [sys.executable, "-m", "daemon", "--config", str(box.config_path), "run", *extra],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
@@ -180,6 +190,15 @@ def count_files(folder: Path) -> int:
     return total
 
 
+def connect(box: Sandbox):
+    """The sandbox's ledger for the soak's own reads, whichever backend."""
+    if box.ledger_url:
+        from tests.conftest import PgConnection
+
+        return PgConnection(box.ledger_url)
+    return sqlite3.connect(f"file:{box.paths.ledger}?mode=ro", uri=True)
+
+
 def write_lock_held(ledger: Path) -> bool:
     """Is some process inside a write transaction right now?"""
     db = sqlite3.connect(ledger, timeout=0, isolation_level=None)
@@ -213,6 +232,8 @@ class Report:
     seconds: float = 0.0
     figures: dict[str, str] = field(default_factory=dict)
     checks: list[tuple[str, list[str]]] = field(default_factory=list)  # (invariant, problems)
+    workers: int = 1
+    ledger: str = "sqlite"
 
     @property
     def violations(self) -> list[str]:
@@ -230,6 +251,8 @@ def run(
     radiology: float = 0.3,
     invalid: float = 0.1,
     secure: bool = True,
+    workers: int = 1,
+    ledger: str | None = None,
     say: Callable[[str], None] = lambda _: None,
 ) -> Report:
     """The soak in `root` (a new folder); the report holds the invariants' results."""
@@ -246,8 +269,17 @@ def run(
         gzip=secure,
         prefix="soak",
     )
-    box = make_sandbox(root / "sandbox", institutions_toml(spec.from_her))
+    if workers > 1 and not ledger:
+        raise ValueError("several workers need a PostgreSQL ledger (--ledger)")
+    if ledger:
+        from daemon.ledger import migrate
+
+        migrate.upgrade(ledger)
+    box = make_sandbox(root / "sandbox", institutions_toml(spec.from_her), ledger_url=ledger)
     set_intake(box, poll_interval_seconds=0.2)
+    if ledger:  # short leases: a killed worker's files are taken over within seconds
+        with open(box.config_path, "a", encoding="utf-8") as cfg:
+            cfg.write("\n[worker]\nlease_seconds = 4\nheartbeat_seconds = 1\n")
     institutions = load_institutions(box.paths.institutions)
     ours = keys.load_pair(box.paths.private_key, box.paths.certificate, None)
     planned = generate.plan(spec, institutions)
@@ -262,27 +294,34 @@ def run(
         sender = generate.sender_keys(
             spec.seed, spec.from_her, institutions[0].orgnr, institutions[0].name
         )
-    report = Report(spec, generate.summarize(planned))
+    report = Report(spec, generate.summarize(planned), workers=workers)
+    report.ledger = "postgresql" if ledger else "sqlite"
     logs = root / "logs"
     logs.mkdir()
-    soak = _Soak(box, logs, random.Random(seed), report)
+    soak = _Soak(box, logs, random.Random(seed), report, workers)
     steps = soak.plan(kills)
     waves = _waves(named, sum(s != "start-up" for s in steps) + 1)
     say(f"{len(steps)} kills in {len(waves)} waves …")
-    soak.start_daemon()
+    soak.start_all()
     soak.measure_start()
     for step in steps:
         if step != "start-up":
             soak.drop(waves.pop(0))
         {"intake": soak.kill_intake, "start-up": soak.kill_startup}.get(step, soak.kill_settle)()
-        if not soak.daemon.alive():
-            raise RuntimeError(f"the daemon exited by itself: {soak.daemon.tail()}")
+        for daemon in soak.pool.values():
+            if not daemon.alive():
+                raise RuntimeError(f"a daemon exited by itself: {daemon.tail()}")
 
     for wave in waves:  # what is left
         soak.drop(wave)
     say("final run: the daemon empties the inbox, one settle runs to its end …")
     soak.finish()
     report.seconds = time.monotonic() - started
+    if ledger:
+        taken = [e for e in _events(logs) if e.get("event") == "worker_taken_over"]
+        report.figures["taken over"] = (
+            f"{sum(e['files'] for e in taken)} files from {len(taken)} dead workers"
+        )
     check(report, box, named, planned, sender)
     return report
 
@@ -290,9 +329,16 @@ def run(
 class _Soak:
     """The running soak: the sandbox, the current daemon, what has been dropped."""
 
-    def __init__(self, box: Sandbox, logs: Path, rng: random.Random, report: Report) -> None:
+    def __init__(
+        self, box: Sandbox, logs: Path, rng: random.Random, report: Report, workers: int = 1
+    ) -> None:
         self.box, self.logs, self.rng, self.report = box, logs, rng, report
-        self.daemon: Daemon | None = None
+        # the running daemons by worker id ("" alone: no --worker-id); `daemon` is the
+        # one the next kill strikes
+        self.shared = box.ledger_url is not None
+        self.ids = [f"w{n + 1}" for n in range(workers)] if self.shared else [""]
+        self.pool: dict[str, Daemon] = {}
+        self.victim = self.ids[0]
         self.dropped = 0
         self.settle_seconds = 2.0  # how long a settle process takes; learnt as they finish
         self.transaction_seconds = 0.15  # how long a batch holds the write lock; learnt
@@ -312,9 +358,22 @@ class _Soak:
             steps.insert(self.rng.choice(after) + 1 if after else 0, "start-up")
         return steps
 
-    def start_daemon(self) -> None:
-        self.daemon = Daemon(self.box, self.logs, self.report.daemon_starts)
+    @property
+    def daemon(self) -> Daemon:
+        return self.pool[self.victim]
+
+    def start_daemon(self, worker: str | None = None) -> None:
+        """(Re)start a worker: `worker`, else the one the last kill struck."""
+        worker = self.victim if worker is None else worker
+        self.pool[worker] = Daemon(self.box, self.logs, self.report.daemon_starts, worker or None)
         self.report.daemon_starts += 1
+
+    def start_all(self) -> None:
+        for worker in self.ids:
+            self.start_daemon(worker)
+
+    def choose_victim(self) -> None:
+        self.victim = self.rng.choice(sorted(self.pool))
 
     def measure_start(self) -> None:
         """How long a start takes here (the start-up kills are spread over it)."""
@@ -336,12 +395,20 @@ class _Soak:
         code = self.daemon.kill()
         if code != -signal.SIGKILL:
             raise RuntimeError(f"the daemon had exited ({code}): {self.daemon.tail()}")
-        self.report.kills.append(Kill(kind, *detail.split("; ")))
+        where, note = detail.split("; ")
+        if self.shared:
+            note += f"; worker {self.victim}"
+        self.report.kills.append(Kill(kind, where, note))
+        if self.shared and self.rng.random() < 0.5:
+            # back under a new id: the others (or it) take the dead one's files over
+            dead = self.pool.pop(self.victim)
+            self.victim = f"{dead.worker.split('.')[0]}.{self.report.daemon_starts}"
         self.start_daemon()
 
     def kill_intake(self) -> None:
         """SIGKILL the daemon after a random number of further answers, at a random
         point in the next message."""
+        self.choose_victim()
         before = self.answered()
         self.wait_answered(
             min(self.dropped, before + self.rng.randint(1, max(1, self.dropped - before - 1)))
@@ -387,7 +454,7 @@ class _Soak:
             runs_before = _runs(self.box)
             proc, log = settle_process(self.box, self.logs, sum(self.report.settle_runs.values()))
             begun = time.monotonic()
-            if aim == "random":
+            if aim == "random" or self.shared:  # aiming watches SQLite's write lock
                 delay = self.rng.uniform(0.1, 1.0) * self.settle_seconds
             else:
                 delay = self._aim(proc, aim)
@@ -395,7 +462,9 @@ class _Soak:
                 code = proc.wait(timeout=delay)
             except subprocess.TimeoutExpired:
                 # while the daemon answers, its own writes may hold the lock: no guess
-                locked = None if concurrent else write_lock_held(self.box.paths.ledger)
+                locked = (
+                    None if concurrent or self.shared else write_lock_held(self.box.paths.ledger)
+                )
                 proc.kill()
                 code = proc.wait(timeout=30)
                 if code == -signal.SIGKILL:
@@ -454,12 +523,12 @@ class _Soak:
         then a last start, so a recovery follows every kill (a killed settle's
         temporary file is removed by the next start), and SIGTERM again."""
         self._until_empty_and_settled()
-        self.start_daemon()
+        self.start_all()
         self.stop_daemon()
 
     def _until_empty_and_settled(self) -> None:
-        daemon = self.daemon
-        wait_for(lambda: daemon.logged("started"), 120, "the last start", step=0.05)
+        for daemon in self.pool.values():
+            wait_for(lambda d=daemon: d.logged("started"), 120, "the last start", step=0.05)
         wait_for(
             lambda: not os.listdir(self.inbox) and not os.listdir(self.work),
             600,
@@ -473,12 +542,24 @@ class _Soak:
         self.stop_daemon()
 
     def stop_daemon(self) -> None:
-        """Once it has started (recovered), SIGTERM; it must exit cleanly."""
-        daemon = self.daemon
-        wait_for(lambda: daemon.logged("started"), 120, "the start", step=0.05)
-        daemon.proc.send_signal(signal.SIGTERM)
-        if daemon.proc.wait(timeout=120) != 0:
-            raise RuntimeError(f"the daemon did not stop cleanly: {daemon.tail()}")
+        """Once they have started (recovered), SIGTERM each; each must exit cleanly."""
+        for daemon in self.pool.values():
+            wait_for(lambda d=daemon: d.logged("started"), 120, "the start", step=0.05)
+            daemon.proc.send_signal(signal.SIGTERM)
+        for daemon in self.pool.values():
+            if daemon.proc.wait(timeout=120) != 0:
+                raise RuntimeError(f"a daemon did not stop cleanly: {daemon.tail()}")
+
+
+def _events(logs: Path) -> list[dict]:
+    """Every JSON log line the daemons wrote."""
+    out = []
+    for log in sorted(logs.glob("daemon-*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    out.append(json.loads(line))
+    return out
 
 
 def _waves(named: list, count: int) -> list[list]:
@@ -492,12 +573,12 @@ def _waves(named: list, count: int) -> list[list]:
 
 
 def _runs(box: Sandbox) -> int:
-    with contextlib.closing(sqlite3.connect(box.paths.ledger)) as db:
+    with contextlib.closing(connect(box)) as db:
         return db.execute("SELECT count(*) FROM settlements").fetchone()[0]
 
 
 def _settle_phase(box: Sandbox, runs_before: int, locked: bool | None) -> str:
-    with contextlib.closing(sqlite3.connect(box.paths.ledger)) as db:
+    with contextlib.closing(connect(box)) as db:
         runs = db.execute("SELECT count(*) FROM settlements").fetchone()[0]
         undelivered = db.execute(
             "SELECT count(*) FROM vedtak WHERE delivered_at IS NULL"
@@ -523,7 +604,7 @@ def check(
 ) -> None:
     """Every invariant, from the ledger, the outbox and the folders."""
     paths = box.paths
-    db = sqlite3.connect(f"file:{paths.ledger}?mode=ro", uri=True)
+    db = connect(box)
     q = db.execute
     results = report.checks
 
@@ -781,6 +862,7 @@ def table(report: Report) -> str:
         f"crash soak, seed {report.spec.seed}: {s.messages} messages ({security}), "
         f"{s.bills} bills ({s.lab_bills} lab, {s.radiology_bills} radiology), {s.lines} lines, "
         f"{sum(s.defects.values())} lines made wrong",
+        f"{report.workers} worker(s) on a {report.ledger} ledger",
         "",
         f"{'SIGKILLs':<40}{len(report.kills):>6}",
         f"{'  daemon during intake':<40}{kinds['intake']:>6}",
@@ -817,8 +899,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--invalid", type=float, default=0.1)
     ap.add_argument("--plain", action="store_true", help="no signatures, encryption or gzip")
     ap.add_argument("--keep", type=Path, help="run in this (new) folder and keep it")
+    ap.add_argument("--workers", type=int, default=1, help="daemons on one inbox (PostgreSQL)")
+    ap.add_argument(
+        "--ledger",
+        metavar="URL",
+        help="postgresql://… (an empty database), or 'temp': a throw-away cluster started"
+        " here (tests/pg.py); default: the sandbox's SQLite file",
+    )
     args = ap.parse_args(argv)
+    if args.workers > 1 and not args.ledger:
+        ap.error("several workers need a PostgreSQL ledger: --ledger URL or --ledger temp")
     with contextlib.ExitStack() as stack:
+        ledger = args.ledger
+        if ledger == "temp":
+            from tests import pg
+
+            bindir = pg.binaries()
+            if bindir is None:
+                ap.error("--ledger temp: PostgreSQL's initdb/pg_ctl not found")
+            cluster = pg.Cluster(bindir).start()
+            stack.callback(cluster.stop)
+            ledger = cluster.empty_database()
         if args.keep:
             args.keep.mkdir(parents=True)
             root = args.keep
@@ -834,6 +935,8 @@ def main(argv: list[str] | None = None) -> int:
             radiology=args.radiology,
             invalid=args.invalid,
             secure=not args.plain,
+            workers=args.workers,
+            ledger=ledger,
             say=lambda text: print(text, flush=True),
         )
         print(table(report))

@@ -38,6 +38,27 @@ def test_sigkills_during_intake_and_settlement_lose_nothing_and_pay_nothing_twic
     assert report.summary.messages == MESSAGES and report.summary.defects
 
 
+@pytest.mark.slow
+def test_several_workers_on_postgresql_survive_sigkills_of_random_workers(tmp_path, pg_cluster):
+    """The same soak with two workers on one inbox and one PostgreSQL ledger: each kill
+    strikes a random worker, which comes back under its own id or a new one; a dead
+    worker's files are taken over by the others. Every invariant holds."""
+    report = crash_soak.run(
+        tmp_path / "soak",
+        messages=60,
+        kills=5,
+        seed=SEED,
+        workers=2,
+        ledger=pg_cluster.empty_database(),
+    )
+    print(crash_soak.table(report))
+    assert report.violations == []
+    assert len(report.kills) == 5 and len(report.checks) == 11
+    assert report.workers == 2 and report.ledger == "postgresql"
+    assert {k.kind for k in report.kills} >= {"intake", "settlement"}
+    assert all("worker w" in k.note for k in report.kills if k.kind != "settlement")
+
+
 def test_the_checker_passes_a_whole_sandbox_and_names_each_kind_of_damage(tmp_path):
     box = make_sandbox(tmp_path / "sandbox", crash_soak.institutions_toml("90001", direct=3))
     institutions = g.load_institutions(box.paths.institutions)
