@@ -294,13 +294,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from daemon.service import lock
+    from daemon.ledger import backends
+    from daemon.service import lock, workers
     from daemon.service import runner as service
 
     settings = _settings(args)
     logs.configure(settings.log_level)
     with lock.hold(settings):
         intake = service.build(settings)
+        worker = None
+        if not backends.is_sqlite(settings):  # workers may be running: be one of them
+            worker = workers.Worker(settings, intake.ledger)
+            worker.start()
+            intake.worker = worker
         try:
             recovered = intake.recover()
             handled = intake.drain()
@@ -308,6 +314,8 @@ def cmd_process(args: argparse.Namespace) -> int:
             receipts = [intake.ledger.receipt(p.name) for p in intake.in_work()]
             failed = sum(1 for r in receipts if r is None or r.state == "claimed")
         finally:
+            if worker is not None:
+                worker.stop()
             intake.ledger.close()
     print(f"recovered {recovered}, processed {handled}")
     problems = []

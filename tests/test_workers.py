@@ -314,3 +314,39 @@ def test_a_worker_paused_past_its_lease_fences_itself(shared, workers) -> None:
     assert a.proc.wait(timeout=60) == 75, a.stderr.read_text()
     fenced = [e for e in a.events() if e["event"] == "worker_fenced"]
     assert fenced and fenced[0]["worker"] == "a" and fenced[0]["exit_status"] == 75
+
+
+def test_workers_gone_for_a_day_are_forgotten(sandbox: Sandbox) -> None:
+    ledger = open_ledger(sandbox.settings)
+    try:
+        ledger.register_worker("old", "h", 1, at(-3 * 86400), at(-3 * 86400 + 30))
+        ledger.retire_worker("old", 1, at(-3 * 86400 + 10))
+        ledger.register_worker("keeps-a-file", "h", 2, at(-3 * 86400), at(-3 * 86400 + 30))
+        assert ledger.hold("w--kept.msg", "keeps-a-file", at(-3 * 86400))
+        ledger.register_worker("recent", "h", 3, at(-60), at(-30))
+        ledger.retire_worker("recent", 3, at(-50))
+        ledger.register_worker("new", "h", 4, at(0), at(30))
+        assert [w["worker_id"] for w in ledger.workers()] == ["keeps-a-file", "new", "recent"]
+    finally:
+        ledger.close()
+
+
+def test_process_on_a_shared_ledger_leaves_a_live_workers_file_alone(shared) -> None:
+    """`kravmottak process` joins as a worker: a file a live peer holds stays its."""
+    drop_many(shared, 1)
+    (mine,) = drop_many(shared, 1)
+    candidate = next(c for c in files.scan(shared.paths.inbox, shared.settings.intake)[0]
+                     if c.path.name != mine)  # fmt: skip
+    theirs = files.claim(candidate, shared.paths.work, datetime.now(UTC))
+    sql(shared, "INSERT INTO workers (worker_id, host, pid, started, heartbeat, lease_until,"
+        " state) VALUES ('peer', 'another-host', 1, ?, ?, ?, 'running')",
+        (at(0), at(0), at(3600)))  # fmt: skip
+    sql(shared, "INSERT INTO holds (work_name, worker_id, since) VALUES (?, 'peer', ?)",
+        (theirs.name, at(0)))  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon", "--config", str(shared.config_path), "process"],
+        capture_output=True, text=True, timeout=300, cwd=shared.root,
+    )  # fmt: skip
+    assert "processed 1" in done.stdout, done.stdout + done.stderr
+    assert entries(shared.paths.work) == [theirs.name]
+    assert sql(shared, "SELECT worker_id FROM holds") == [("peer",)]

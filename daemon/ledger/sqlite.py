@@ -24,6 +24,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Protocol
@@ -563,8 +564,17 @@ class SqliteLedger:
     def register_worker(
         self, worker_id: str, host: str, pid: int, now: str, lease_until: str
     ) -> None:
-        """This process starts as `worker_id`: its row, running, with a fresh lease."""
+        """This process starts as `worker_id`: its row, running, with a fresh lease.
+        Workers gone for a day (stopped or taken over, holding nothing) are forgotten."""
+        day_ago = (datetime.fromisoformat(now) - timedelta(days=1)).isoformat(
+            timespec="microseconds"
+        )
         with self._tx() as db:
+            db.execute(
+                "DELETE FROM workers WHERE state <> 'running' AND heartbeat < ?"
+                " AND worker_id NOT IN (SELECT worker_id FROM holds)",
+                (day_ago,),
+            )
             db.execute(
                 "INSERT INTO workers (worker_id, host, pid, started, heartbeat, lease_until, state)"
                 " VALUES (?, ?, ?, ?, ?, ?, 'running') ON CONFLICT (worker_id) DO UPDATE SET"
