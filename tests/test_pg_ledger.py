@@ -203,6 +203,18 @@ def test_the_settlement_lock_is_held_by_one_worker_at_a_time(pg_cluster, tmp_pat
         assert alone is True
 
 
+def test_a_second_claim_of_the_same_file_is_ignored_on_both_backends(pg_cluster, tmp_path):
+    """`INSERT OR IGNORE` (ON CONFLICT DO NOTHING on PostgreSQL): the first receipt stays."""
+    for ledger in (SqliteLedger(tmp_path / "l.sqlite3"), PostgresLedger(pg_cluster.new_database())):
+        try:
+            ledger.claim("a.msg", "first.msg", "2026-11-23T12:00:00Z", "2026-11-23T12:00:00Z")
+            ledger.claim("a.msg", "second.msg", "2026-11-23T12:00:01Z", "2026-11-23T12:00:01Z")
+            assert ledger.receipt("a.msg").original_name == "first.msg"
+            assert ledger.counts()["claimed"] == 1
+        finally:
+            ledger.close()
+
+
 def test_a_broken_connection_is_replaced_at_the_next_transaction(pg_cluster):
     url = pg_cluster.new_database()
     ledger = PostgresLedger(url)

@@ -133,7 +133,8 @@ class _Connection:
     def execute(self, sql: str, params: Sequence = ()) -> _Cursor:
         text, returning = translate(sql)
         cur = self._usable().execute(text, tuple(params) or None)
-        return _Cursor(cur, cur.fetchone()[0] if returning else None)
+        row = cur.fetchone() if returning else None  # none: ON CONFLICT DO NOTHING did
+        return _Cursor(cur, row[0] if row else None)
 
     def executemany(self, sql: str, rows) -> _Cursor:
         text, _returning = translate(sql)
