@@ -306,6 +306,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         if not backends.is_sqlite(settings):  # workers may be running: be one of them
             worker = workers.Worker(settings, intake.ledger)
             worker.start()
+            worker.keep_beating()
             intake.worker = worker
         try:
             recovered = intake.recover()

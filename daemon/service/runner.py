@@ -230,6 +230,7 @@ def _run(settings: Settings) -> int:
     metrics.set_worker(worker_id)
     worker = workers.Worker(settings, intake.ledger)
     worker.start()
+    worker.keep_beating()  # from now: recovery below may outlast a lease
     intake.worker = worker
     # recovery of big files left in work/ may outlast TimeoutStartSec: ask for more
     left = sum(1 for p in settings.paths.work.iterdir() if not p.name.startswith("."))
@@ -271,12 +272,7 @@ def _run(settings: Settings) -> int:
     last_retry = [time.monotonic()]
     last_takeover = [time.monotonic()]
     scheduler = BackgroundScheduler(
-        timezone=UTC,
-        executors={
-            "default": ThreadPoolExecutor(max_workers=2),
-            # its own thread: a long pass or batch never delays the lease's renewal
-            "heartbeat": ThreadPoolExecutor(max_workers=1),
-        },
+        timezone=UTC, executors={"default": ThreadPoolExecutor(max_workers=2)}
     )
 
     def apply_reload() -> None:
@@ -354,12 +350,6 @@ def _run(settings: Settings) -> int:
     def wake() -> None:
         woken.set()
 
-    def heartbeat() -> None:
-        try:
-            worker.beat()
-        except workers.Fenced:  # only when exiting was not possible: stop everything
-            stop.set()
-
     scheduler.add_job(
         poll,
         "interval",
@@ -376,15 +366,6 @@ def _run(settings: Settings) -> int:
         max_instances=1,
         coalesce=True,
         misfire_grace_time=3600,  # a batch delayed by a long intake pass still runs
-    )
-    scheduler.add_job(
-        heartbeat,
-        "interval",
-        seconds=worker.heartbeat_seconds,
-        id="heartbeat",
-        executor="heartbeat",
-        max_instances=1,
-        coalesce=True,
     )
     watcher = _watch(settings, intake, wake)
     live_thread = Thread(target=live, name="live-intake", daemon=True)

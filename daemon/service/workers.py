@@ -2,7 +2,8 @@
 
 Each `kravmottak run` is a worker with an id (`[worker] id`, `--worker-id`, default
 host:pid). It has a row in the ledger's `workers` table with a lease (`lease_until`)
-that its heartbeat job renews every `heartbeat_seconds`, on a connection of its own.
+that its heartbeat renews every `heartbeat_seconds`, in a thread and on a connection of
+its own (`keep_beating`), from before the recovery at start until the process stops.
 
 - Claiming stays the rename into work/; right after it, the worker records that it
   holds the file (`holds`). Whoever records the hold handles the file: two workers
@@ -98,6 +99,8 @@ class Worker:
         self._renewed = time.monotonic()
         self._fenced = False
         self._beat_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
         self.log = get_logger()
 
     # ------------------------------------------------------------------ lifecycle
@@ -112,8 +115,29 @@ class Worker:
         )
         self._renewed = time.monotonic()
 
+    def keep_beating(self) -> threading.Thread:
+        """The heartbeat, every `heartbeat_seconds`, in a thread of its own from now
+        on: recovery at start, a long pass or a settlement batch never delay it."""
+
+        def loop() -> None:
+            while not self._stopping.wait(self.heartbeat_seconds):
+                try:
+                    self.beat()
+                except Fenced:  # only when exiting was not possible (tests)
+                    return
+                except Exception as exc:  # never let the heartbeat thread die quietly
+                    self.log.error("heartbeat_failed", error=type(exc).__name__)
+
+        thread = threading.Thread(target=loop, name="kravmottak-heartbeat", daemon=True)
+        thread.start()
+        self._thread = thread
+        return thread
+
     def stop(self) -> None:
         """A clean stop: the lease ends now, the connections close."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
         with self._beat_lock:
             try:
                 if self.beat_ledger is not None and not self._fenced:
