@@ -19,6 +19,7 @@ import io
 import shutil
 import signal
 import sqlite3
+import threading
 from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
@@ -29,7 +30,7 @@ import pytest
 from daemon import cli
 from daemon.ledger import migrate
 from daemon.ledger.postgres import PostgresLedger, translate
-from daemon.ledger.sqlite import SqliteLedger
+from daemon.ledger.sqlite import Conflict, SqliteLedger
 from daemon.tools import dbcopy
 from tests.claims import C, msghead
 from tests.conftest import make_sandbox, wrap_demo
@@ -213,6 +214,58 @@ def test_a_second_claim_of_the_same_file_is_ignored_on_both_backends(pg_cluster,
             assert ledger.counts()["claimed"] == 1
         finally:
             ledger.close()
+
+
+def test_a_deadlock_between_two_workers_is_a_conflict_that_leaves_the_group_usable(
+    pg_cluster,
+):
+    """Two groups each hold one patient's day and ask for the other's: the server
+    breaks the cycle in one of them, which gets the ledger's Conflict with its group
+    still usable; once that group ends the other goes on."""
+    url = pg_cluster.new_database()
+    a, b = PostgresLedger(url), PostgresLedger(url)
+    results: dict[str, object] = {}
+
+    def ask(ledger: PostgresLedger, key: str, name: str) -> None:
+        try:
+            ledger._hold([key])
+            results[name] = "held"
+        except Conflict as exc:
+            results[name] = exc
+
+    for ledger in (a, b):  # a failing test must not wait for ever
+        ledger._db.conn.execute("SET lock_timeout = '20s'")
+    try:
+        a.begin_group()
+        b.begin_group()
+        a._hold(["day:p1:2026-10-05"])
+        b._hold(["day:p2:2026-10-05"])
+        first = threading.Thread(target=ask, args=(a, "day:p2:2026-10-05", "a"))
+        first.start()
+        wait_for(lambda: _waiting_for_advisory(url) == 1, 30, "the first worker to wait", 0.01)
+        second = threading.Thread(target=ask, args=(b, "day:p1:2026-10-05", "b"))
+        second.start()  # closes the cycle: the server makes one side the victim
+        wait_for(lambda: len(results) == 1, 60, "the server to break the deadlock", 0.01)
+        ((victim_name, error),) = results.items()
+        assert isinstance(error, Conflict), error
+        victim, other = (a, b) if victim_name == "a" else (b, a)
+        assert victim.day_version("p3", "2026-10-05") == 0  # its group still answers
+        victim.rollback_group()  # it lets its locks go: the other gets what it asked for
+        for thread in (first, second):
+            thread.join(timeout=30)
+        assert results[{"a": "b", "b": "a"}[victim_name]] == "held"
+        other.commit_group()
+    finally:
+        for ledger in (a, b):
+            ledger.rollback_group()
+            ledger.close()
+
+
+def _waiting_for_advisory(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as db:
+        return db.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        ).fetchone()[0]
 
 
 def test_a_broken_connection_is_replaced_at_the_next_transaction(pg_cluster):
