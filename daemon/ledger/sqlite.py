@@ -265,6 +265,7 @@ class OpenPayment:
     uuid: str | None
     message_id: str | None  # the claim's ebXML MessageId
     remarks: tuple[str, ...]
+    kind: str = "refusjon"  # or 'egenandel' (EG-02): the vedtak shows the line kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +346,31 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     raise ConfigError(f"ledger {path}: cannot be read: {last}")
 
 
+# The egenandel register (#21, EG-03): per patient pseudonym (never the fødselsnummer),
+# year, amount and status; and the kind of each payment ('refusjon', or 'egenandel' for
+# an exempt egenandel paid to the institution, EG-02). Portable SQL in one place,
+# applied by `SqliteLedger._egenandel_schema` (the PostgreSQL backend's Alembic revision
+# 0002_egenandel runs the same statements).
+EGENANDEL_DDL = (
+    """CREATE TABLE IF NOT EXISTS egenandeler (
+    id             INTEGER PRIMARY KEY,
+    bill_id        INTEGER NOT NULL REFERENCES bills (id),
+    institution_id TEXT NOT NULL,
+    uuid           TEXT,
+    regning_nr     TEXT NOT NULL,
+    patient_key    TEXT,
+    year           INTEGER NOT NULL,
+    amount         TEXT NOT NULL,
+    status         TEXT NOT NULL CHECK (status IN ('fritak', 'ikke betalt', 'betalt')),
+    active         INTEGER NOT NULL DEFAULT 1
+)""",
+    "CREATE INDEX IF NOT EXISTS egenandeler_patient ON egenandeler (patient_key, year)",
+    "CREATE INDEX IF NOT EXISTS egenandeler_bill ON egenandeler (institution_id, uuid)",
+)
+PAYMENT_KIND_DDL = "ALTER TABLE payments ADD COLUMN kind TEXT NOT NULL DEFAULT 'refusjon'"
+EGENANDEL_STATUS = {"1": "fritak", "2": "ikke betalt", "3": "betalt", "4": "betalt"}
+
+
 class SqliteLedger:
     def __init__(self, path: Path, *, synchronous: str = "FULL", readonly: bool = False) -> None:
         self.path = path
@@ -391,6 +417,15 @@ class SqliteLedger:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(receipts)")}
         if "attempts" not in columns:
             self._db.execute("ALTER TABLE receipts ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1")
+        self._egenandel_schema()
+
+    def _egenandel_schema(self) -> None:
+        """EGENANDEL_DDL, and `payments.kind` on a ledger made before it."""
+        for statement in EGENANDEL_DDL:
+            self._db.execute(statement)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(payments)")}
+        if "kind" not in columns:
+            self._db.execute(PAYMENT_KIND_DDL)
 
     def close(self) -> None:
         self._db.close()
@@ -611,6 +646,7 @@ class SqliteLedger:
                 raise Conflict(f"same-day picture of {day} changed since it was judged")
         (last,) = db.execute("SELECT coalesce(max(id), 0) FROM bills").fetchone()
         bills, lines, payments, exams, remarks, withdrawn = [], [], [], [], [], []
+        copays, copays_withdrawn = [], []
         for bill_id, (bill, outcome) in enumerate(
             zip(claim.bills, decision.bills, strict=True), start=last + 1
         ):
@@ -648,8 +684,12 @@ class SqliteLedger:
                 for ld in outcome.lines
             )
             payments.extend(
-                (bill_id, p.payee, str(p.claimed), str(p.approved)) for p in outcome.payments
+                (bill_id, p.payee, str(p.claimed), str(p.approved), p.kind)
+                for p in outcome.payments
             )
+            copays.extend(_egenandeler(bill_id, claim, bill, outcome, patient))
+            if bill.transaction_type in ("4", "5") and outcome.verdict != "rejected":
+                copays_withdrawn.append((claim.institution_id, outcome.uuid))
             if not bill.is_new and outcome.verdict != "rejected":
                 # the credited or corrected bill's exams no longer count (RAD-06..10)
                 withdrawn.append((claim.institution_id, outcome.uuid))
@@ -687,8 +727,18 @@ class SqliteLedger:
             lines,
         )
         db.executemany(
-            "INSERT INTO payments (bill_id, payee, claimed, approved) VALUES (?, ?, ?, ?)",
+            "INSERT INTO payments (bill_id, payee, claimed, approved, kind) VALUES (?, ?, ?, ?, ?)",
             payments,
+        )
+        # EG-03: a correction (4) or credit (5) replaces what was recorded for its uuid
+        db.executemany(
+            "UPDATE egenandeler SET active = 0 WHERE institution_id = ? AND uuid = ?",
+            copays_withdrawn,
+        )
+        db.executemany(
+            "INSERT INTO egenandeler (bill_id, institution_id, uuid, regning_nr, patient_key,"
+            " year, amount, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            copays,
         )
         # withdrawn before the new exams go in: a correction's own exams stay active
         touched = {
@@ -721,6 +771,26 @@ class SqliteLedger:
         )
 
     # ------------------------------------------------------------------ bill history
+
+    def egenandel_status(self, institution_id: str, uuid: str) -> str | None:
+        row = self._db.execute(
+            "SELECT status FROM egenandeler WHERE institution_id = ? AND uuid = ? AND active = 1"
+            " ORDER BY id DESC LIMIT 1",
+            (institution_id, uuid),
+        ).fetchone()
+        return row[0] if row else None
+
+    def egenandel_sum(self, patient_key: str, year: int) -> dict[str, Decimal]:
+        """The frikort basis of a patient pseudonym in a year: the recorded egenandeler
+        (not credited, not replaced by a correction) per status."""
+        out = {status: Decimal("0") for status in ("betalt", "ikke betalt", "fritak")}
+        for status, amount in self._db.execute(
+            "SELECT status, amount FROM egenandeler WHERE patient_key = ? AND year = ?"
+            " AND active = 1 ORDER BY id",
+            (patient_key, year),
+        ):
+            out[status] += Decimal(amount)
+        return out
 
     def paid_bill(self, institution_id: str, uuid: str) -> Decimal | None:
         """Net paid on this uuid (originals + corrections − credits); None if never paid."""
@@ -903,7 +973,7 @@ class SqliteLedger:
     def _open_payments(db: sqlite3.Connection, cutoff: str) -> list[OpenPayment]:
         rows = db.execute(
             "SELECT p.id, p.payee, p.claimed, p.approved, b.regning_nr, b.verdict,"
-            " b.transaction_type, b.uuid, m.ebxml_message_id, b.id"
+            " b.transaction_type, b.uuid, m.ebxml_message_id, b.id, p.kind"
             " FROM payments p JOIN bills b ON b.id = p.bill_id"
             " JOIN messages m ON m.id = b.message_id"
             " WHERE p.vedtak_id IS NULL AND p.payee IS NOT NULL AND m.processed_at <= ?"
@@ -932,6 +1002,7 @@ class SqliteLedger:
                 uuid=r[7],
                 message_id=r[8],
                 remarks=tuple(remarks.get(r[9], ())),
+                kind=r[10],
             )
             for r in rows
         ]
@@ -1120,6 +1191,7 @@ class SqliteLedger:
                     "SELECT rule_id, number, text, line FROM remarks WHERE bill_id = ?",
                     (bill_id,),
                 ).fetchall()
+                copays = self._bill_egenandeler(bill_id)
                 bills.append(
                     {
                         "regning_nr": regning_nr,
@@ -1131,6 +1203,7 @@ class SqliteLedger:
                         "payee": payee,
                         "lines": lines,
                         "remarks": remarks,
+                        "egenandeler": copays,
                     }
                 )
             out.append(
@@ -1149,6 +1222,16 @@ class SqliteLedger:
             )
         return out
 
+    def _bill_egenandeler(self, bill_id: int) -> list[tuple]:
+        try:
+            return self._db.execute(
+                "SELECT year, amount, status, active FROM egenandeler WHERE bill_id = ?"
+                " ORDER BY id",
+                (bill_id,),
+            ).fetchall()
+        except sqlite3.OperationalError:  # a read-only look at a ledger made before #21
+            return []
+
     # ------------------------------------------------------------------ status
 
     def counts(self) -> dict[str, int]:
@@ -1166,3 +1249,26 @@ class SqliteLedger:
             "SELECT min(received_at) FROM receipts WHERE state = 'claimed'"
         ).fetchone()
         return row[0]
+
+
+def _egenandeler(bill_id: int, claim: Claim, bill, outcome, patient: str | None) -> list[tuple]:
+    """The egenandel lines of a bill as the register records them (EG-03): approved
+    lines of a new bill or a correction, per patient pseudonym and year."""
+    status = EGENANDEL_STATUS.get(bill.transaction_type)
+    day = bill.service_date
+    if status is None or day is None or outcome.verdict == "rejected":
+        return []
+    return [
+        (
+            bill_id,
+            claim.institution_id,
+            outcome.uuid,
+            outcome.regning_nr,
+            patient,
+            day.year,
+            str(ld.claimed),
+            status,
+        )
+        for ld in outcome.lines
+        if ld.category in ("egenandel", "egenandel-registrert") and ld.verdict == "approved"
+    ]
