@@ -414,3 +414,39 @@ def test_the_shipped_register_marks_the_latest_known_amounts():
         found = reg.amount(kind, date(2026, 10, 5))
         assert found is not None and "latest known" in found.status
         assert found.valid_to is None and found.valid_from == date(2024, 7, 1)
+
+
+def test_attacks_on_the_egenandel_money_pay_once_or_not_at_all(tmp_path):
+    """Through the real pipeline: an exempt egenandel sent again (same uuid), a recorded
+    'paid' egenandel sent again as exempt under a new uuid (same patient, takst and
+    time), and an inflated amount. The institution is owed the register's amount once."""
+    box = make_sandbox(tmp_path / "sandbox")
+    assert import_register(box, REGISTER, "--force")[0] == 0
+    patient, other = fnr(), fnr()
+    exempt = _b(CONS, egenandel="F", fnr=patient, uuid=UID % 50)
+    paid = _b(CONS, transaction_type="3", fnr=other, uuid=UID % 51)
+    box.drop(wrap_demo(msghead(C((exempt, paid))), message_id="first"), "first.msg")
+    box.process()
+    attacks = {
+        "again": C((exempt,)),
+        "paid-as-exempt": C((_b(CONS, egenandel="F", fnr=other, uuid=UID % 52),)),
+        "inflated": C((_b(L("201b", "4030.00"), egenandel="F"),)),
+    }
+    for name, claim in attacks.items():
+        box.drop(wrap_demo(msghead(claim), message_id=name), f"{name}.msg")
+    box.process()
+    with contextlib.closing(SqliteLedger(box.paths.ledger, readonly=True)) as ledger:
+        found = {name: ledger.explain(name)[0] for name in attacks}
+    for name, rule_id in (("again", "COM-06"), ("paid-as-exempt", "COM-06"), ("inflated", "EG-02")):
+        (bill,) = found[name]["bills"]
+        assert bill["verdict"] == "rejected" and Decimal(bill["approved"]) == 0, name
+        assert rule_id in _fired(found[name]), name
+        assert bill["egenandeler"] == [], name
+    db = box.db()
+    try:
+        (owed,) = db.execute(
+            "SELECT sum(CAST(approved AS REAL)) FROM payments WHERE kind = 'egenandel'"
+        ).fetchone()
+    finally:
+        db.close()
+    assert Decimal(str(owed)) == Decimal(KONSULTASJON)
