@@ -378,6 +378,10 @@ def test_a_message_like_the_official_example_end_to_end(tmp_path, capsys):
         (HF, "3", Decimal(KONSULTASJON)),
     }
     assert all("Linjetype: egenandel" in m for *_, m in paid)
+    for path in box.outbox("vedtak") + box.outbox("utbetaling"):  # valid M22 and M23
+        capsys.readouterr()
+        assert cli.main(["--config", str(box.config_path), "validate", str(path)]) == 0
+        assert capsys.readouterr().out.strip() == "valid"
     capsys.readouterr()
     assert cli.main(["--config", str(box.config_path), "explain", "official-like"]) == 0
     shown = capsys.readouterr().out
@@ -450,3 +454,40 @@ def test_attacks_on_the_egenandel_money_pay_once_or_not_at_all(tmp_path):
     finally:
         db.close()
     assert Decimal(str(owed)) == Decimal(KONSULTASJON)
+
+
+@pytest.mark.parametrize(
+    ("ident", "born_on", "expected"),
+    [
+        ("01018012345", None, "1980-01-01"),  # individual 123: 1900-1999
+        ("01011550012", None, "2015-01-01"),  # individual 500, year 15: 2000-2039
+        ("41018012345", None, "1980-01-01"),  # D-nummer: day + 40
+        ("01019975012", None, "1999-01-01"),  # individual 750 with year 99: 1900s
+        ("01016055012", None, "1860-01-01"),  # individual 550 with year 60: 1800s
+        (None, "2012-06-30", "2012-06-30"),  # AltIdent/@fodselsDato
+    ],
+)
+def test_the_birth_date_eg04_and_eg05_read(ident, born_on, expected):
+    """The century from the individual number (000-499: 1900s; 500-749 with year 54-99:
+    1800s; 500-999 with year 00-39: 2000s; 900-999 with year 40-99: 1900s)."""
+    from datetime import date
+
+    from daemon.domain import Bill, Episode, Patient
+    from daemon.rules.egenandel import age_on, birth_date
+
+    patient = Patient(ident, "FNR" if ident else None, born_on, None)
+    episode = Episode("1", "1", "0301", patient, ("1",), (), ())
+    bill = Bill("1", None, "1", "2026-10-05T09:30:00", "1", Decimal(0), "1", "B", episode)
+    assert birth_date(bill) == date.fromisoformat(expected)
+    assert age_on(date(2015, 1, 1), date(2031, 1, 1)) == 16
+    assert age_on(date(2015, 1, 2), date(2031, 1, 1)) == 15
+
+
+def test_tariff_show_egenandel_prints_the_register_and_the_day(capsys):
+    """`tariff show egenandel --date`: the shipped amounts with their status."""
+    assert cli.main(["tariff", "show", "egenandel", "--date", "2023-08-01",
+                     "--dir", str(ROOT / "config" / "tariffs")]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "konsultasjon    403.00 kr  2024-07-01–…  [latest known" in out
+    assert "on 2023-08-01: konsultasjon 386.00 kr (from 2023-07-01)" in out
+    assert "on 2023-08-01: radiologi 275.00 kr (from 2023-07-01)" in out
