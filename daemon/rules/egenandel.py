@@ -45,10 +45,8 @@ def payee(ctx: RuleContext) -> str:
 def unit_kind(bill: Bill, ctx: RuleContext) -> str:
     """somatikk, PHV, TSB, LAR or PUT: the unit (Enhet) that claims the bill, by the
     register's unit table (reshID first, then enhetKode)."""
-    for unit in ctx.claim.units:
-        if any(b is bill for b in unit.bills):
-            return register(ctx).unit_kind(unit.resh_id, unit.enhet_kode)
-    return "somatikk"
+    unit = ctx.unit_of(bill)
+    return register(ctx).unit_kind(unit.resh_id, unit.enhet_kode) if unit else "somatikk"
 
 
 def birth_date(bill: Bill) -> date | None:
@@ -286,20 +284,37 @@ def one_egenandel_per_programme(line: Line, bill: Bill, ctx: RuleContext) -> Fin
     if unit_kind(bill, ctx) in ("PHV", "TSB"):
         return None
     patient = bill.episode.patient.key or bill.episode.patient.ident
-    if patient is None:
+    if patient is None or not bill.is_new:
         return None
-    position = ctx.positions[id(bill)]
-    for other in ctx.claim.bills[:position]:
-        if other.episode is None or not any(is_egenandel(x) for x in other.lines):
-            continue
-        same = (other.episode.patient.key or other.episode.patient.ident) == patient
-        if same and other.is_new and _programme(other, ctx):
-            return Finding(
-                f"pasienten har en egenandel for gruppeprogram i regning {other.regning_nr}",
-                _ins(bill, line),
-                note=ctx.settings.egenandel_flag_programmes,
-            )
-    return None
+    first = _first_programme_bills(ctx).get(patient)
+    if first is None or first >= ctx.positions[id(bill)]:
+        return None
+    other = ctx.claim.bills[first]
+    return Finding(
+        f"pasienten har en egenandel for gruppeprogram i regning {other.regning_nr}",
+        _ins(bill, line),
+        note=ctx.settings.egenandel_flag_programmes,
+    )
+
+
+def _first_programme_bills(ctx: RuleContext) -> dict[str, int]:
+    """Patient → the position of the claim's first new programme bill with an egenandel
+    (somatic units), built once per claim (`RuleContext.first_of`): EG-08 stays linear."""
+    key = ("EG-08", None)
+    if key not in ctx.first_of:
+        index: dict[str, int] = {}
+        for position, other in enumerate(ctx.claim.bills):
+            if other.episode is None or not other.is_new:
+                continue
+            if not any(is_egenandel(x) for x in other.lines) or not _programme(other, ctx):
+                continue
+            if unit_kind(other, ctx) in ("PHV", "TSB"):
+                continue
+            patient = other.episode.patient.key or other.episode.patient.ident
+            if patient is not None:
+                index.setdefault(patient, position)
+        ctx.first_of[key] = index
+    return ctx.first_of[key]
 
 
 @rule(
