@@ -491,3 +491,18 @@ def test_tariff_show_egenandel_prints_the_register_and_the_day(capsys):
     assert "konsultasjon    403.00 kr  2024-07-01–…  [latest known" in out
     assert "on 2023-08-01: konsultasjon 386.00 kr (from 2023-07-01)" in out
     assert "on 2023-08-01: radiologi 275.00 kr (from 2023-07-01)" in out
+
+
+def test_egenandel_line_rules_are_not_evaluated_on_other_lines():
+    """EG-01..11 are declared for lines of kind `egenandel`: a lab line is judged by the
+    other line rules only (the rules engine's speed on lab claims is unchanged), an
+    egenandel line by every line rule; only a line rule may be restricted so."""
+    from daemon.rules import base
+    from daemon.rules.decide import RULEBOOK
+
+    eg = {f.rule.id for f in RULEBOOK.line if f.rule.kinds == ("egenandel",)}
+    assert eg == {f"EG-{n:02d}" for n in range(1, 12)}
+    assert not eg & {f.rule.id for f in RULEBOOK.lines_for("takst")}
+    assert set(RULEBOOK.lines_for("egenandel")) == set(RULEBOOK.line)
+    with pytest.raises(ValueError, match="only a line rule"):
+        base.rule(id="X", scope="bill", source="s", number="1", text="t", kinds=("a",))

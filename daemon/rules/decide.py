@@ -158,7 +158,7 @@ def _judge(bill: Bill, rc: RuleContext, book: Rulebook, trace: Trace) -> _Judged
     for number, line in enumerate(() if credit else bill.lines, start=1):
         j.line_rejected.append(False)
         j.deducted.append(ZERO)
-        _line_rules(j, number, line, book.line, rc, trace)
+        _line_rules(j, number, line, book.lines_for(line.kind), rc, trace)
     return j
 
 

@@ -22,6 +22,7 @@ from daemon.registers.egenandel import EgenandelRegister
 from daemon.rules.base import Finding, rule
 from daemon.rules.context import RuleContext
 
+EGENANDEL = ("egenandel",)  # the line kind these rules judge (the others never see them)
 EXEMPT = "1"  # typeTransaksjon: regning uten egenandel
 RECORDED = ("2", "3", "4")  # not paid, paid, correction to paid: recorded, no refund
 INPATIENT = ("2", "3")  # kravGrunnlag (7464): inneliggende, innleggelse samme dag
@@ -100,6 +101,7 @@ def _ins(bill: Bill, line: Line) -> tuple[tuple[str, str], ...]:
 @rule(
     id="EG-01",
     scope="line",
+    kinds=EGENANDEL,
     source="Helfo-praksis; lab-refusjon §3 (000 l.66), radiologi §6 (001 l.173)",
     number="9301",
     text="Inneliggende pasienter har ingen egenandel og ingen refusjon av egenandel",
@@ -114,6 +116,7 @@ def inpatients_have_no_egenandel(line: Line, bill: Bill, ctx: RuleContext) -> Fi
 @rule(
     id="EG-02",
     scope="line",
+    kinds=EGENANDEL,
     source="ISF-møte 2025 (003 l.1130-1131); NPR-BKM 0.78-eksempelet regning 3",
     number="9302",
     text="Refusjon av egenandel krever fritakskode og egenandelen for tjenesten på datoen",
@@ -143,6 +146,7 @@ def exempt_egenandel_paid_at_rate(line: Line, bill: Bill, ctx: RuleContext) -> F
 @rule(
     id="EG-03",
     scope="line",
+    kinds=EGENANDEL,
     source="NPR-BKM kodeverk 7463; COM-07",
     number="9303",
     text="Egenandel registrert i frikortgrunnlaget, ingen refusjon",
@@ -166,6 +170,7 @@ def unpaid_and_paid_are_recorded(line: Line, bill: Bill, ctx: RuleContext) -> Fi
 @rule(
     id="EG-04",
     scope="line",
+    kinds=EGENANDEL,
     source="kodeverk 7461 (B); aldersgrensen er et valg (16 år i gjeldende forskrift)",
     number="9304",
     text="Fritak B (barn) gjelder bare under aldersgrensen på tjenestedatoen",
@@ -189,6 +194,7 @@ def children_below_age_limit(line: Line, bill: Bill, ctx: RuleContext) -> Findin
 @rule(
     id="EG-05",
     scope="line",
+    kinds=EGENANDEL,
     source="ISF-møte 2025 (003 l.1132-1135); ISF-regelverket 2026 §8.7 (002 l.3329-3334)",
     number="9305",
     text="PHV/TSB: ingen refusjon av egenandel til og med året pasienten fyller grensen",
@@ -217,6 +223,7 @@ def phv_tsb_young_patients(line: Line, bill: Bill, ctx: RuleContext) -> Finding 
 @rule(
     id="EG-06",
     scope="line",
+    kinds=EGENANDEL,
     source="ISF-møte 2025 (003 l.1381-1385): personell nevnt i forskriften",
     number="9306",
     text="Bare personell nevnt i forskriften kan utløse egenandel",
@@ -235,6 +242,7 @@ def personnel_in_regulation(line: Line, bill: Bill, ctx: RuleContext) -> Finding
 @rule(
     id="EG-07",
     scope="line",
+    kinds=EGENANDEL,
     source="ISF-møte 2025 (003 l.1387-1391); ISF-regelverket 2026 (002 l.1586)",
     number="9307",
     text="Ingen egenandel når det ikke ytes helsehjelp til pasienten",
@@ -269,6 +277,7 @@ def _programme(bill: Bill, ctx: RuleContext) -> bool:
 @rule(
     id="EG-08",
     scope="line",
+    kinds=EGENANDEL,
     source="ISF-regelverket 2026 (002 l.724-726); ISF-møte 2025 (003 l.1393-1397)",
     number="9308",
     text="Kurs og gruppeprogram: én egenandel per program og pasient (flagget, "
@@ -320,6 +329,7 @@ def _first_programme_bills(ctx: RuleContext) -> dict[str, int]:
 @rule(
     id="EG-09",
     scope="line",
+    kinds=EGENANDEL,
     source="ISF-regelverket 2026 (002 l.3198)",
     number="9309",
     text="LAR-utlevering uten konsultasjon utløser ingen egenandel",
@@ -338,6 +348,7 @@ def lar_dispensing(line: Line, bill: Bill, ctx: RuleContext) -> Finding | None:
 @rule(
     id="EG-10",
     scope="line",
+    kinds=EGENANDEL,
     source="ISF-regelverket 2026 (002 l.1895-1900, 2382-2388)",
     number="9310",
     text="Pasientbetaling er ikke egenandel: ingen refusjon, teller ikke mot frikort",
@@ -355,6 +366,7 @@ def pasientbetaling_is_not_egenandel(line: Line, bill: Bill, ctx: RuleContext) -
 @rule(
     id="EG-11",
     scope="line",
+    kinds=EGENANDEL,
     source="ISF-regelverket 2026 (002 l.1136-1149)",
     number="9311",
     text="Telefon- og videokonsultasjon har samme egenandel som konsultasjon",
