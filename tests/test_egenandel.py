@@ -149,12 +149,15 @@ CASES = [
     ("eg11-video", "EG-11", True, C((_b(CONS, egenandel="F", contact_type="6"),))),
     ("eg12-alone", "EG-12", False, C((_b(CONS, egenandel="F"),))),
     ("eg12-mixed", "EG-12", True, C((_b(CONS, L("NOR05003", "1.00"), egenandel="F"),))),
+    ("eg03-lab-original", "EG-03", False, C((_b(OSMO, uuid=UID % 4),))),
 ]
 
 # the second phase: corrections and credits of phase-one bills (never in the same file)
 LATER = [
     ("eg03-correct-unpaid", "EG-03", True, C((_b(CONS, transaction_type="4", uuid=UID % 2),))),
     ("eg03-correct-paid", "EG-03", True, C((_b(CONS, transaction_type="4", uuid=UID % 3),))),
+    # a lab bill had no egenandel: a correction cannot make one "paid"
+    ("eg03-correct-lab", "EG-03", True, C((_b(CONS, transaction_type="4", uuid=UID % 4),))),
     (
         "eg02-credit",
         "EG-02",
@@ -282,8 +285,9 @@ def test_a_correction_turns_unpaid_into_paid_only(processed):
     ok = _bill(processed, "eg03-correct-unpaid")
     assert ok["verdict"] == "approved"
     assert [(a, s, act) for _, a, s, act in ok["egenandeler"]] == [(KONSULTASJON, "betalt", 1)]
-    bad = _bill(processed, "eg03-correct-paid")
-    assert bad["verdict"] == "rejected" and bad["egenandeler"] == []
+    for case_id in ("eg03-correct-paid", "eg03-correct-lab"):
+        bad = _bill(processed, case_id)
+        assert bad["verdict"] == "rejected" and bad["egenandeler"] == [], case_id
 
 
 def test_a_credit_takes_the_egenandel_back_from_the_institution(processed):

@@ -162,8 +162,9 @@ def unpaid_and_paid_are_recorded(line: Line, bill: Bill, ctx: RuleContext) -> Fi
     ins = _ins(bill, line)
     if bill.transaction_type == "4" and bill.uuid:
         earlier = ctx.history.egenandel_status(ctx.claim.institution_id, bill.uuid)
-        if earlier is not None and earlier != "ikke betalt":
-            return Finding(f"korrigering av en egenandel registrert som {earlier}", ins)
+        if earlier != "ikke betalt":
+            told = f"registrert som {earlier}" if earlier else "som ikke er registrert"
+            return Finding(f"korrigering av en egenandel {told}", ins)
     return Finding(f"{status[bill.transaction_type]}, {line.total}", ins, note=True)
 
 
