@@ -158,6 +158,8 @@ LATER = [
     ("eg03-correct-paid", "EG-03", True, C((_b(CONS, transaction_type="4", uuid=UID % 3),))),
     # a lab bill had no egenandel: a correction cannot make one "paid"
     ("eg03-correct-lab", "EG-03", True, C((_b(CONS, transaction_type="4", uuid=UID % 4),))),
+    # the recorded 'paid' egenandel credited: no money moves, the record is withdrawn
+    ("eg03-credit-paid", "EG-03", False, C((_b(CONS, transaction_type="5", uuid=UID % 3),))),
     (
         "eg02-credit",
         "EG-02",
@@ -270,7 +272,7 @@ def test_unpaid_and_paid_are_recorded_without_refund(processed):
     """EG-03: 2 and 3 are approved at 0 and recorded per patient pseudonym."""
     for case_id, status, replaced in (
         ("eg03-unpaid", "ikke betalt", True),  # by the phase-two correction to paid
-        ("eg03-paid", "betalt", False),  # its correction was refused
+        ("eg03-paid", "betalt", True),  # its correction was refused, its credit not
     ):
         bill = _bill(processed, case_id)
         assert bill["verdict"] == "approved" and Decimal(bill["approved"]) == 0
@@ -288,6 +290,23 @@ def test_a_correction_turns_unpaid_into_paid_only(processed):
     for case_id in ("eg03-correct-paid", "eg03-correct-lab"):
         bad = _bill(processed, case_id)
         assert bad["verdict"] == "rejected" and bad["egenandeler"] == [], case_id
+
+
+def test_a_credit_of_a_recorded_egenandel_moves_no_money(processed):
+    """The credit of a 'betalt' egenandel (paid 0) is approved at 0, addressed to the
+    institution as an egenandel, and withdraws the record from the frikort basis."""
+    bill = _bill(processed, "eg03-credit-paid")
+    assert bill["verdict"] == "approved" and Decimal(bill["approved"]) == 0
+    db = processed["box"].db()
+    try:
+        rows = db.execute(
+            "SELECT p.payee, p.approved, p.kind FROM payments p JOIN bills b ON b.id = p.bill_id"
+            " JOIN messages m ON m.id = b.message_id WHERE m.ebxml_message_id = ?",
+            ("eg03-credit-paid",),
+        ).fetchall()
+    finally:
+        db.close()
+    assert rows == [(f"INST:{HF}", "0", "egenandel")]
 
 
 def test_a_credit_takes_the_egenandel_back_from_the_institution(processed):

@@ -279,10 +279,12 @@ def _payments(bill: Bill, lines: list[LineDecision], verdict: Verdict, rc: RuleC
     paid = rc.history.paid_by_payee(rc.claim.institution_id, bill.uuid) if bill.uuid else {}
     # a correction or credit of an egenandel moves the institution's egenandel money
     copay = egenandel.payee(rc) if any(egenandel.is_egenandel(x) for x in bill.lines) else None
-    kinds.update({p: "egenandel" for p in paid if p == copay})
+    kinds.update({p: "egenandel" for p in [*paid, *judged] if p == copay})
+    if copay is not None:
+        kinds.setdefault(copay, "egenandel")
     credit = bill.transaction_type == TRANSACTION_CREDIT
     if verdict == Verdict.REJECTED or not paid:
-        payees = list(paid) or list(judged) or [lab.payee(rc.institution)]
+        payees = list(paid) or list(judged) or [copay or lab.payee(rc.institution)]
         claimed = -bill.sum_amount if credit else bill.sum_amount
         return tuple(
             Payment(p, claimed if i == 0 else ZERO, ZERO, kinds.get(p, "refusjon"))
