@@ -425,6 +425,8 @@ def test_the_register_is_validated_and_imported_all_or_nothing(tmp_path):
     code, out = import_register(box, REGISTER, "--force")
     assert code == 0 and (box.paths.tariffs / egenandel.FILE).is_file(), out
     assert "removed amount: konsultasjon 386.00 kr from 2023-07-01" in out
+    code, out = import_register(box, REGISTER, "--rates", "lab-rates.csv")
+    assert code == 2 and "takes the register file only" in out
     overlap = REGISTER.replace('valid_to = "2024-06-30"', 'valid_to = "2024-07-01"')
     with pytest.raises(TariffError, match="overlaps"):
         egenandel.parse(overlap)
