@@ -557,6 +557,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
             for rule_id, number, text, line in b["remarks"]:
                 where = f" line {line}" if line else ""
                 print(f"    remark {number} {rule_id}{where}: {text}")
+            for year, amount, status, active in b.get("egenandeler", ()):
+                gone = "" if active else " (replaced by a correction or credit)"
+                print(f"    egenandel {year}: {status} {amount}{gone}")
         print(f"  {m['rules_run']} rule evaluations, {len(m['trace'])} fired")
     return 0
 
@@ -821,6 +824,8 @@ def cmd_tariff_import(args: argparse.Namespace) -> int:
     rates = Path(args.rates) if args.rates else None
     if args.kind == "radiologi":
         return _import_radiology(args, target, rates)
+    if args.kind == "egenandel":
+        return _import_egenandel(args, target)
     radiology_only = [
         option
         for option, given in (
@@ -945,10 +950,33 @@ def _import_radiology(args: argparse.Namespace, target: Path, rates: Path | None
     return _guarded_import(args, target, radiology_tariffs.FILES, run, load_side)
 
 
+def _import_egenandel(args: argparse.Namespace, target: Path) -> int:
+    """The egenandel register (EG-01..12): one TOML file, validated whole."""
+    from daemon.registers import egenandel
+
+    if args.rates or args.addons or args.example_categories or args.valid_from:
+        print("kravmottak: --kind egenandel takes the register file only", file=sys.stderr)
+        return 2
+
+    def load_side(folder: Path):
+        return import_guard.side(*egenandel.guard_side(egenandel.load(folder / egenandel.FILE)))
+
+    return _guarded_import(
+        args,
+        target,
+        (egenandel.FILE,),
+        lambda staging, current: egenandel.import_register(Path(args.file), staging, current),
+        load_side,
+    )
+
+
 def cmd_tariff_show(args: argparse.Namespace) -> int:
     from datetime import date
 
     from daemon.registers import tariffs
+
+    if args.code.strip().lower() == "egenandel":
+        return _show_egenandel(args)
 
     try:
         day = date.fromisoformat(args.date) if args.date else date.today()
@@ -993,6 +1021,46 @@ def cmd_tariff_show(args: argparse.Namespace) -> int:
         text = f"{rate.kroner:.2f} kr (from {rate.valid_from}, {rate.source})" if rate else "none"
         rows.append((f"rate {sector}", text))
     _print_rows(rows)
+    return 0
+
+
+def _show_egenandel(args: argparse.Namespace) -> int:
+    """`tariff show egenandel [--date D]`: the register, and the amounts on a day."""
+    from datetime import date
+
+    from daemon.registers import egenandel, tariffs
+
+    try:
+        registry_ = tariffs.load(Path(args.dir) if args.dir else _settings(args).paths.tariffs)
+        day = date.fromisoformat(args.date) if args.date else None
+    except tariffs.TariffError as exc:
+        print(f"kravmottak: {exc}", file=sys.stderr)
+        return 1
+    except ValueError:
+        raise UsageError(f"--date {args.date!r} is not a date (YYYY-MM-DD)") from None
+    print(egenandel.render_summary(registry_.egenandel))
+    if day is not None:
+        for kind in egenandel.SERVICE_KINDS:
+            found = registry_.egenandel.amount(kind, day)
+            text = f"{found.kroner} kr (from {found.valid_from})" if found else "none"
+            print(f"  on {day}: {kind} {text}")
+    return 0
+
+
+def cmd_egenandel_sum(args: argparse.Namespace) -> int:
+    """The frikort basis of one patient pseudonym in one year (EG-03), for testers."""
+    from daemon.ledger.backends import open_ledger
+
+    ledger = open_ledger(_settings(args), readonly=True)
+    try:
+        sums = ledger.egenandel_sum(args.patient_key, args.year)
+    finally:
+        ledger.close()
+    basis = sums["betalt"] + sums["ikke betalt"]
+    print(f"patient {args.patient_key}, {args.year}:")
+    for status in ("betalt", "ikke betalt", "fritak"):
+        print(f"  {status}: {sums[status]:.2f}")
+    print(f"  frikort basis (betalt + ikke betalt): {basis:.2f}")
     return 0
 
 
@@ -1409,7 +1477,9 @@ def parser() -> argparse.ArgumentParser:
     timp = tariff.add_parser(
         "import", help="import Helfo's NLK list or radiology table (and rates) into the tariffs"
     )
-    timp.add_argument("--kind", required=True, choices=["nlk", "radiologi"], help="the list")
+    timp.add_argument(
+        "--kind", required=True, choices=["nlk", "radiologi", "egenandel"], help="the list"
+    )
     timp.add_argument(
         "file",
         help="nlk: Helfo's NLK CSV (or the reference digest of it); radiologi: Helfo's"
@@ -1443,11 +1513,19 @@ def parser() -> argparse.ArgumentParser:
     tshow = tariff.add_parser(
         "show", help="one NLK code, radiology code or tilleggskode: category, flags, rate"
     )
-    tshow.add_argument("code")
+    tshow.add_argument("code", help="a code, or `egenandel` for the egenandel register")
     tshow.add_argument("--date", help="YYYY-MM-DD (default: today)")
     tshow.add_argument("--sector", choices=["stat", "privat"], help="default: both")
     tshow.add_argument("--dir", help="the registers folder (default: the config's [paths] tariffs)")
     tshow.set_defaults(func=cmd_tariff_show)
+    # ---- egenandel (the frikort basis, EG-03)
+    egen = sub.add_parser(
+        "egenandel", help="the recorded egenandeler (frikort basis) per patient pseudonym"
+    ).add_subparsers(dest="action", required=True)
+    esum = egen.add_parser("sum", help="a patient pseudonym's egenandeler in a year")
+    esum.add_argument("--patient-key", required=True, help="the pseudonym (never an fnr)")
+    esum.add_argument("--year", required=True, type=int)
+    esum.set_defaults(func=cmd_egenandel_sum)
     _keys_parser(sub)
     return p
 

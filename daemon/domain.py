@@ -179,7 +179,9 @@ class Patient:
 class Line:
     """One claimed service: an NLK/takst code (`Takst`) or a procedure code (`Kode`).
 
-    kind: "takst" for Kontakt/Takst, "prosedyre" for Tjeneste/Tiltak/Prosedyre/Kode.
+    kind: "takst" for Kontakt/Takst, "prosedyre" for Tjeneste/Tiltak/Prosedyre/Kode,
+    "egenandel" for a Kontakt/Takst whose code the egenandel register names (the bill's
+    egenandel part, judged by EG-01..12).
     code_system: for procedures the NPR Kodeverk attribute ("R" = radiology, slash-
     separated `kodeVerdi`); for takster None. `raw_code` is kept exactly as sent.
     """
@@ -209,6 +211,7 @@ class Episode:
     # a Kontakt of type utredning/behandling/kontroll (8432: 1-3) with a Helseperson:
     # a consultation, whose simple (starred) analyses ISF finances (LAB-07)
     consultation: bool = False
+    personnel: tuple[str, ...] = ()  # Helseperson/@polUtforende of its contacts (EG-06)
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +380,8 @@ class Payment:
     payee: str | None
     claimed: Decimal
     approved: Decimal
+    # 'refusjon', or 'egenandel': an exempt egenandel paid to the institution (EG-02)
+    kind: str = "refusjon"
 
 
 @dataclass(frozen=True, slots=True)

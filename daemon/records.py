@@ -65,6 +65,11 @@ class BillHistory(Protocol):
         which message and regning."""
         ...
 
+    def egenandel_status(self, institution_id: str, uuid: str) -> str | None:
+        """How the egenandel of this institution's bill `uuid` was recorded (EG-03):
+        'ikke betalt', 'betalt', 'fritak'; None when no egenandel was recorded for it."""
+        ...
+
     def day_version(self, patient_key: str, day: str) -> int:
         """The version of that day's approved exams (moves with every change): asked
         before `exams_on`, kept in the decision, checked again when it is recorded."""
@@ -72,6 +77,9 @@ class BillHistory(Protocol):
 
 
 class NoBillHistory:
+    def egenandel_status(self, institution_id: str, uuid: str) -> str | None:
+        return None
+
     def paid_bill(self, institution_id: str, uuid: str) -> Decimal | None:
         return None
 

@@ -59,6 +59,12 @@ class RuleSettings:
     mr_mra_share_limit: bool = True
     # RAD-07: the MR pair list ("Region+Region")
     mr_pairs: tuple[Annotated[str, BeforeValidator(_region_pair)], ...] = MR_PAIRS
+    # EG-05: "0 år til kalenderår pasienten fyller 26 år": the year the patient turns the
+    # limit is included (False: only the years before it)
+    egenandel_youth_includes_limit_year: bool = True
+    # EG-08: a second programme egenandel of a patient that the message cannot tie to a
+    # programme is flagged (a note) and paid; False: rejected
+    egenandel_flag_programmes: bool = True
 
     def described(self) -> list[tuple[str, str]]:
         """(key, value as written in TOML) for `kravmottak rules`."""

@@ -46,6 +46,10 @@ class B:
     sum: str | None = None  # default: the lines' sum
     no_episode: bool = False
     municipality: str | None = "0301"  # komNrHjem (Oslo)
+    egenandel: str | None = None  # kodeEgenandel (7461)
+    contact_type: str | None = None  # kontaktType; default 1 with consultation, else 5
+    personnel: str = "1"  # polUtforende of the consultation's Helseperson (8401)
+    debitor: str = "1"
 
     def total(self) -> Decimal:
         if self.sum is not None:
@@ -63,14 +67,16 @@ class C:
     msg_id: str = field(default_factory=lambda: str(uuid_module.uuid4()))
     krav_count: int | None = None
     krav_sum: str | None = None
+    resh: str = "101797"  # Enhet reshID
 
 
 def _bill_xml(i: int, b: B) -> str:
     nr = b.regning_nr or str(1000 + i)
     uid = b.uuid or f"{{{uuid_module.uuid4()}}}".upper()
     episode = "" if b.no_episode else f' episodeID="{i}"'
+    copay = f' kodeEgenandel="{b.egenandel}"' if b.egenandel else ""
     return (
-        f'<EnkeltRegning uuid={quoteattr(uid)} typeTransaksjon="{b.transaction_type}" '
+        f'<EnkeltRegning uuid={quoteattr(uid)} typeTransaksjon="{b.transaction_type}"{copay} '
         f'kravGrunnlag="{b.basis}" regningNr="{nr}" TransDatoTid="{b.date}"{episode} '
         f'sumBelop="{b.total():.2f}"/>'
     )
@@ -80,8 +86,8 @@ def _patient_xml(i: int, b: B) -> str:
     ident = (
         f'<Ident typeId="FNR" id="{b.fnr}"/>' if b.fnr else '<AltIdent fodselsDato="1980-01-01"/>'
     )
-    contact_type = "1" if b.consultation else "5"
-    helseperson = '<Helseperson polUtforende="1"/>' if b.consultation else ""
+    contact_type = b.contact_type or ("1" if b.consultation else "5")
+    helseperson = f'<Helseperson polUtforende="{b.personnel}"/>' if b.consultation else ""
     takster = "".join(
         f'<Takst kode="{x.code}" antall="{x.count}" takstBelop="{x.unit}"/>'
         for x in b.lines
@@ -101,7 +107,7 @@ def _patient_xml(i: int, b: B) -> str:
     home = f' komNrHjem="{b.municipality}"' if b.municipality else ""
     return (
         f'<Pasient><PasientEx kjonn="2">{ident}</PasientEx>'
-        f'<Episode episodeID="{i}" debitor="1"{home}>'
+        f'<Episode episodeID="{i}" debitor="{b.debitor}"{home}>'
         f'<Kontakt kontaktType="{contact_type}">{helseperson}{takster}</Kontakt>'
         f"{diagnoses}{procedures}</Episode></Pasient>"
     )
@@ -141,7 +147,7 @@ def msghead(claim: C) -> bytes:
              tilDatoPeriode="2026-10-31" uttakDato="2026-11-02" kontPerson="Ola Kontakt"
              meldEpost1="krav@demo-sykehus.example" meldRefNr="TEST">
       <Institusjon institusjonID="{claim.institution}">
-        <Enhet enhetID="1" enhetKode="8151" reshID="101797">
+        <Enhet enhetID="1" enhetKode="8151" reshID="{claim.resh}">
           <Krav antallRegninger="{count}" sumKravBelop="{krav_sum}">{bills}</Krav>
         </Enhet>
         {patients}

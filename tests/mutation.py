@@ -60,6 +60,8 @@ LEDGER = (
     "by_hash",
     "undelivered",
     "exams_on",
+    "egenandel_status",  # EG-03: a correction turns only an unpaid egenandel into paid
+    "egenandel_sum",  # the frikort basis
 )
 # test_trust_attacks: the trust decisions through the real pipeline (dates, who may sign)
 TRUST_TESTS = (
@@ -76,6 +78,7 @@ TARGETS: dict[str, Target] = {
             "tests/test_lab_rules.py",
             "tests/test_radiology_rules.py",
             "tests/test_judgement_order.py",  # the same-day rules (RAD-06..11)
+            "tests/test_egenandel.py",  # EG-01..12 and the money paid to institutions
         ),
     ),
     "trust": Target(("daemon/transport/trust.py",), ("daemon.transport.trust.*",), TRUST_TESTS),
@@ -83,7 +86,7 @@ TARGETS: dict[str, Target] = {
     "settlement": Target(
         ("daemon/settlement/*",),
         ("daemon.settlement.*",),
-        ("tests/test_settlement.py", "tests/test_vedtak.py"),
+        ("tests/test_settlement.py", "tests/test_vedtak.py", "tests/test_egenandel.py"),
     ),
     "ledger": Target(
         ("daemon/ledger/sqlite.py",),
@@ -93,6 +96,7 @@ TARGETS: dict[str, Target] = {
             "tests/test_lab_rules.py",
             "tests/test_radiology_rules.py",
             "tests/test_intake.py",  # by_hash: a message seen before is answered once
+            "tests/test_egenandel.py",  # the egenandel register and payments.kind
         ),
     ),
     "files": Target(("daemon/files.py",), ("daemon.files.*",), ("tests/test_files.py",)),

@@ -206,7 +206,7 @@ def test_the_wheel_ships_the_migrations(installed: Path, tmp_path: Path) -> None
     box = tmp_path / "sandbox"
     run([*k, "init", str(box)], tmp_path, env)
     cfg = ["--config", str(box / "kravmottak.toml")]
-    assert "revision 0001 (head)" in run([*k, *cfg, "db", "current"], tmp_path, env)
+    assert "revision 0002 (head)" in run([*k, *cfg, "db", "current"], tmp_path, env)
     ledger = box / "var" / "ledger.sqlite3"
     import sqlite3
 
@@ -215,5 +215,5 @@ def test_the_wheel_ships_the_migrations(installed: Path, tmp_path: Path) -> None
     old = subprocess.run([*k, *cfg, "db", "current"], env=env, capture_output=True, text=True)
     assert old.returncode == 1 and "kravmottak db upgrade" in old.stdout, old
     out = run([*k, *cfg, "db", "upgrade"], tmp_path, env)
-    assert "upgraded from legacy to revision 0001 (head)" in out
-    assert "revision 0001 (head)" in run([*k, *cfg, "db", "current"], tmp_path, env)
+    assert "upgraded from legacy to revision 0002 (head)" in out
+    assert "revision 0002 (head)" in run([*k, *cfg, "db", "current"], tmp_path, env)

@@ -96,8 +96,25 @@ def test_run_refuses_an_older_sqlite_ledger_naming_the_upgrade(sandbox):
     code, out, _ = _cli("--config", str(sandbox.config_path), "db", "current")
     assert code == 1 and "made before versioned migrations" in out
     code, out, _ = _cli("--config", str(sandbox.config_path), "db", "upgrade")
-    assert code == 0 and "upgraded from legacy to revision 0001 (head)" in out
+    assert code == 0 and f"upgraded from legacy to revision {migrate.HEAD} (head)" in out
     assert _cli("--config", str(sandbox.config_path), "db", "current")[0] == 0
+
+
+def test_a_ledger_at_revision_0001_is_refused_then_upgraded_with_the_egenandel_register(sandbox):
+    """Revision 0002 (#21) on a ledger made by 0001: run refuses it naming the command;
+    `db upgrade` adds `egenandeler` and `payments.kind` (existing payments: 'refusjon')."""
+    with sandbox.db() as db:  # as 0001 left it
+        db.execute("DROP TABLE egenandeler")
+        db.execute("ALTER TABLE payments DROP COLUMN kind")
+        db.execute("UPDATE alembic_version SET version_num = '0001'")
+    code, _out, err = _cli("--config", str(sandbox.config_path), "run")
+    assert code == 2 and "at revision 0001" in err and "kravmottak db upgrade" in err
+    code, out, _ = _cli("--config", str(sandbox.config_path), "db", "upgrade")
+    assert code == 0 and "upgraded from 0001 to revision 0002 (head)" in out, out
+    with sandbox.db() as db:
+        assert db.execute("SELECT count(*) FROM egenandeler").fetchone() == (0,)
+        columns = {row[1]: row[4] for row in db.execute("PRAGMA table_info(payments)")}
+        assert columns["kind"] == "'refusjon'"
 
 
 def test_the_ledger_url_is_read_and_checked(tmp_path):
@@ -168,10 +185,10 @@ def test_db_upgrade_makes_an_empty_database_a_ledger_and_run_refuses_an_older_on
     code, _out, err = _cli("--config", cfg, "run")
     assert code == 2 and "kravmottak db upgrade" in err
     code, out, _ = _cli("--config", cfg, "db", "upgrade")
-    assert code == 0 and "upgraded from empty to revision 0001 (head)" in out
+    assert code == 0 and f"upgraded from empty to revision {migrate.HEAD} (head)" in out
     assert _cli("--config", cfg, "db", "current")[:2] == (
         0,
-        f"ledger {url}: revision 0001 (head)\n",
+        f"ledger {url}: revision {migrate.HEAD} (head)\n",
     )
     assert _cli("--config", cfg, "db", "upgrade")[1].endswith("nothing to do\n")
     with psycopg.connect(url, autocommit=True) as db:  # as an older revision would look

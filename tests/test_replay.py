@@ -43,18 +43,19 @@ def changed_rate_config(tmp_path: Path, old: str = "6.96", new: str = "7.11") ->
     rate from 2023 instead of `old`."""
     folder = tmp_path / "candidate"
     shutil.copytree(CONFIG.parent, folder)
-    shutil.copytree(ROOT / "config" / "tariffs", folder / "tariffs")
+    # the shipped registers beside the corpus's own egenandel register (which stays)
+    shutil.copytree(
+        ROOT / "config" / "tariffs",
+        folder / "tariffs",
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("egenandel.toml"),
+    )
     rates = folder / "tariffs" / "lab-rates.csv"
     text = rates.read_text()
     assert f"MB2,stat,{old},2023-01-01" in text
     rates.write_text(text.replace(f"MB2,stat,{old},2023-01-01", f"MB2,stat,{new},2023-01-01"))
     cfg = folder / "kravmottak.toml"
-    cfg.write_text(
-        cfg.read_text().replace(
-            'institutions = "institutions.toml"\n',
-            'institutions = "institutions.toml"\ntariffs = "tariffs"\n',
-        )
-    )
+    assert 'tariffs = "tariffs"' in cfg.read_text()  # the corpus config's own folder
     return cfg
 
 

@@ -57,7 +57,9 @@ def test_every_rule_runs_on_every_bill_and_line_and_is_traced():
     problems, decision = decide.evaluate(c, context(c), decide.RULEBOOK)
     assert problems == []
     book = decide.RULEBOOK
-    per_bill = len(book.bill) + len(book.line) + len(book.exam)  # one line each
+    # one (takst) line each: every line rule but those of other line kinds (EG-01..11)
+    per_bill = len(book.bill) + len(book.lines_for("takst")) + len(book.exam)
+    assert len(book.lines_for("takst")) == len(book.line) - 11
     assert decision.evaluations == len(book.claim) + 2 * per_bill
     assert all(fired for *_, fired, _inputs in decision.trace)  # only what fired is kept
     # with no tariffs, every bill is rejected; the sums of the second are wrong too

@@ -48,7 +48,8 @@ def read(work: Work, ctx: Context) -> Work:
         )
         return work.failed(Problem(Layer.PAYLOAD, "T99", text, f"{CONTENT}/Melding/Institusjon"))
     try:
-        claim = read_claim(melding, ctx.patient_secret)
+        copay = ctx.tariffs.egenandel.takster if ctx.tariffs is not None else frozenset()
+        claim = read_claim(melding, ctx.patient_secret, frozenset(copay))
     except (InvalidOperation, ValueError) as exc:  # the schema should have caught it
         return work.failed(Problem(Layer.PAYLOAD, "T02", f"uleselig verdi: {exc}"))
     # the XML is read: no later stage needs the trees or the payload bytes. Letting go
@@ -73,12 +74,19 @@ def _money(value: str | None) -> Decimal:
     return Decimal(value) if value else Decimal("0")
 
 
-def read_claim(melding: etree._Element, patient_secret: bytes | None = None) -> Claim:
+def read_claim(
+    melding: etree._Element,
+    patient_secret: bytes | None = None,
+    egenandel_takster: frozenset[str] = frozenset(),
+) -> Claim:
+    """`egenandel_takster`: the takst codes that carry a bill's egenandel (the egenandel
+    register's `[takster]`): they become lines of kind `egenandel`, judged by EG-01..12
+    and not by the lab rules."""
     institution = melding.find(f"{N}Institusjon")
     episodes = {
         ep.episode_id: ep
         for pasient in institution.iterfind(f"{N}Pasient")
-        for ep in _episodes(pasient, patient_secret)
+        for ep in _episodes(pasient, patient_secret, egenandel_takster)
     }
     units = tuple(_unit(enhet, episodes) for enhet in institution.iterfind(f"{N}Enhet"))
     return Claim(
@@ -140,15 +148,19 @@ def _patient(pasient: etree._Element, secret: bytes | None) -> Patient:
     )
 
 
-def _episodes(pasient: etree._Element, secret: bytes | None) -> list[Episode]:
+def _episodes(
+    pasient: etree._Element, secret: bytes | None, egenandel_takster: frozenset[str] = frozenset()
+) -> list[Episode]:
     patient = _patient(pasient, secret)
     out = []
     for ep in pasient.iterfind(f"{N}Episode"):
         lines: list[Line] = []
         contact_types = []
+        personnel = []
         consultation = False
         for kontakt in ep.iterfind(f"{N}Kontakt"):
             contact_types.append(kontakt.get("kontaktType", ""))
+            personnel.extend(h.get("polUtforende", "") for h in kontakt.iterfind(f"{N}Helseperson"))
             if kontakt.get("kontaktType") in CONSULTATION_TYPES and (
                 kontakt.find(f"{N}Helseperson") is not None
             ):
@@ -156,7 +168,7 @@ def _episodes(pasient: etree._Element, secret: bytes | None) -> list[Episode]:
             for takst in kontakt.iterfind(f"{N}Takst"):
                 lines.append(
                     Line(
-                        kind="takst",
+                        kind="egenandel" if takst.get("kode") in egenandel_takster else "takst",
                         raw_code=takst.get("kode", ""),
                         code_system=None,
                         count=int(takst.get("antall") or 1),
@@ -187,6 +199,7 @@ def _episodes(pasient: etree._Element, secret: bytes | None) -> list[Episode]:
                 diagnoses=diagnoses,
                 lines=tuple(lines),
                 consultation=consultation,
+                personnel=tuple(personnel),
             )
         )
     return out

@@ -16,14 +16,17 @@ Alembic's head.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from contextlib import closing
 from importlib import resources
 from pathlib import Path
 
 from daemon.config import ConfigError
-from daemon.ledger import schema_0001
+from daemon.ledger import schema_0001, schema_0002
 
-HEAD = schema_0001.REVISION
+HEAD = schema_0002.REVISION
+# every revision's DDL, oldest first: a new SQLite file is made by running them all
+REVISIONS = (schema_0001, schema_0002)
 LEGACY = "legacy"
 # as Alembic writes it (SQLite keeps the text: the two ways give the same file)
 VERSION_TABLE = (
@@ -102,6 +105,22 @@ def _reset(db) -> None:
         db.rollback()
 
 
+def columns_of(bind) -> Callable[[str], set[str]]:
+    """A table's column names through an Alembic connection, for either dialect."""
+
+    def columns(table: str) -> set[str]:
+        if bind.dialect.name == "sqlite":
+            rows = bind.exec_driver_sql(f"PRAGMA table_info({table})").fetchall()
+            return {row[1] for row in rows}
+        rows = bind.exec_driver_sql(
+            "SELECT column_name FROM information_schema.columns"
+            f" WHERE table_schema = current_schema() AND table_name = '{table}'"
+        ).fetchall()
+        return {row[0] for row in rows}
+
+    return columns
+
+
 def current(url: str) -> str | None:
     if is_sqlite(url):
         path = Path(url.removeprefix("sqlite:///"))
@@ -144,11 +163,12 @@ def create_sqlite(db: sqlite3.Connection) -> None:
     db.execute("BEGIN IMMEDIATE")
     try:
         if revision_of(db) is None:
-            schema_0001.create(
-                db.execute,
-                "sqlite",
-                lambda table: {r[1] for r in db.execute(f"PRAGMA table_info({table})")},
-            )
+            for revision in REVISIONS:
+                revision.create(
+                    db.execute,
+                    "sqlite",
+                    lambda table: {r[1] for r in db.execute(f"PRAGMA table_info({table})")},
+                )
             db.execute(VERSION_TABLE)
             db.execute("INSERT INTO alembic_version (version_num) VALUES (?)", (HEAD,))
         db.execute("COMMIT")

@@ -82,6 +82,7 @@ class OpenPayment:
     uuid: str | None
     message_id: str | None  # the claim's ebXML MessageId
     remarks: tuple[str, ...]
+    kind: str = "refusjon"  # or 'egenandel' (EG-02): the vedtak shows the line kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +174,11 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     raise ConfigError(f"ledger {path}: cannot be read: {last}")
 
 
+# the egenandel register (#21, EG-03; schema in daemon.ledger.schema_0002): the status
+# recorded for each typeTransaksjon
+EGENANDEL_STATUS = {"1": "fritak", "2": "ikke betalt", "3": "betalt", "4": "betalt"}
+
+
 class SqliteLedger:
     # a unique constraint refused a write: another worker was first (Conflict)
     integrity_errors: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
@@ -210,29 +216,32 @@ class SqliteLedger:
         self._db.close()
 
     def patient_keys(self) -> set[str]:
-        """Every patient pseudonym the ledger holds (bills and exams)."""
+        """Every patient pseudonym the ledger holds (bills, exams, egenandeler)."""
         rows = self._db.execute(
             "SELECT patient_key FROM bills WHERE patient_key IS NOT NULL"
             " UNION SELECT patient_key FROM exams"
+            " UNION SELECT patient_key FROM egenandeler WHERE patient_key IS NOT NULL"
         )
         return {key for (key,) in rows}
 
     def rekey_patients(self, mapping: dict[str, str], *, drop: frozenset[str] = frozenset()) -> int:
-        """Replace pseudonyms (old -> new) in bills and exams in one transaction; the
-        keys in `drop` are cleared from bills (exams without a key are deleted: they
-        only serve the same-day rules). Returns the rows changed."""
+        """Replace pseudonyms (old -> new) in bills, exams and egenandeler in one
+        transaction; the keys in `drop` are cleared from bills and egenandeler (exams
+        without a key are deleted: they only serve the same-day rules). Returns the rows
+        changed."""
         changed = 0
         with self._tx() as db:
             for old, new in mapping.items():
-                for table in ("bills", "exams"):
+                for table in ("bills", "exams", "egenandeler"):
                     cur = db.execute(
                         f"UPDATE {table} SET patient_key = ? WHERE patient_key = ?", (new, old)
                     )
                     changed += cur.rowcount
             for old in drop:
-                changed += db.execute(
-                    "UPDATE bills SET patient_key = NULL WHERE patient_key = ?", (old,)
-                ).rowcount
+                for table in ("bills", "egenandeler"):
+                    changed += db.execute(
+                        f"UPDATE {table} SET patient_key = NULL WHERE patient_key = ?", (old,)
+                    ).rowcount
                 changed += db.execute("DELETE FROM exams WHERE patient_key = ?", (old,)).rowcount
         return changed
 
@@ -429,6 +438,7 @@ class SqliteLedger:
             if (row[0] if row else 0) != seen:  # another message changed that day meanwhile
                 raise Conflict(f"same-day picture of {day} changed since it was judged")
         bills, lines, payments, exams, remarks, withdrawn = [], [], [], [], [], []
+        copays, copays_withdrawn = [], []
         for bill_id, bill, outcome in zip(
             self._new_bill_ids(db, len(claim.bills)), claim.bills, decision.bills, strict=True
         ):
@@ -466,8 +476,12 @@ class SqliteLedger:
                 for ld in outcome.lines
             )
             payments.extend(
-                (bill_id, p.payee, str(p.claimed), str(p.approved)) for p in outcome.payments
+                (bill_id, p.payee, str(p.claimed), str(p.approved), p.kind)
+                for p in outcome.payments
             )
+            copays.extend(_egenandeler(bill_id, claim, bill, outcome, patient))
+            if bill.transaction_type in ("4", "5") and outcome.verdict != "rejected":
+                copays_withdrawn.append((claim.institution_id, outcome.uuid))
             if not bill.is_new and outcome.verdict != "rejected":
                 # the credited or corrected bill's exams no longer count (RAD-06..10)
                 withdrawn.append((claim.institution_id, outcome.uuid))
@@ -505,8 +519,18 @@ class SqliteLedger:
             lines,
         )
         db.executemany(
-            "INSERT INTO payments (bill_id, payee, claimed, approved) VALUES (?, ?, ?, ?)",
+            "INSERT INTO payments (bill_id, payee, claimed, approved, kind) VALUES (?, ?, ?, ?, ?)",
             payments,
+        )
+        # EG-03: a correction (4) or credit (5) replaces what was recorded for its uuid
+        db.executemany(
+            "UPDATE egenandeler SET active = 0 WHERE institution_id = ? AND uuid = ?",
+            copays_withdrawn,
+        )
+        db.executemany(
+            "INSERT INTO egenandeler (bill_id, institution_id, uuid, regning_nr, patient_key,"
+            " year, amount, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            copays,
         )
         # withdrawn before the new exams go in: a correction's own exams stay active
         touched = {
@@ -682,6 +706,27 @@ class SqliteLedger:
         return {name: worker for name, worker in rows}
 
     # ------------------------------------------------------------------ bill history
+
+    def egenandel_status(self, institution_id: str, uuid: str) -> str | None:
+        self._hold([bill_key(institution_id, uuid)])
+        row = self._db.execute(
+            "SELECT status FROM egenandeler WHERE institution_id = ? AND uuid = ? AND active = 1"
+            " ORDER BY id DESC LIMIT 1",
+            (institution_id, uuid),
+        ).fetchone()
+        return row[0] if row else None
+
+    def egenandel_sum(self, patient_key: str, year: int) -> dict[str, Decimal]:
+        """The frikort basis of a patient pseudonym in a year: the recorded egenandeler
+        (not credited, not replaced by a correction) per status."""
+        out = {status: Decimal("0") for status in ("betalt", "ikke betalt", "fritak")}
+        for status, amount in self._db.execute(
+            "SELECT status, amount FROM egenandeler WHERE patient_key = ? AND year = ?"
+            " AND active = 1 ORDER BY id",
+            (patient_key, year),
+        ):
+            out[status] += Decimal(amount)
+        return out
 
     def paid_bill(self, institution_id: str, uuid: str) -> Decimal | None:
         """Net paid on this uuid (originals + corrections − credits); None if never paid."""
@@ -869,7 +914,7 @@ class SqliteLedger:
     def _open_payments(db: sqlite3.Connection, cutoff: str) -> list[OpenPayment]:
         rows = db.execute(
             "SELECT p.id, p.payee, p.claimed, p.approved, b.regning_nr, b.verdict,"
-            " b.transaction_type, b.uuid, m.ebxml_message_id, b.id"
+            " b.transaction_type, b.uuid, m.ebxml_message_id, b.id, p.kind"
             " FROM payments p JOIN bills b ON b.id = p.bill_id"
             " JOIN messages m ON m.id = b.message_id"
             " WHERE p.vedtak_id IS NULL AND p.payee IS NOT NULL AND m.processed_at <= ?"
@@ -898,6 +943,7 @@ class SqliteLedger:
                 uuid=r[7],
                 message_id=r[8],
                 remarks=tuple(remarks.get(r[9], ())),
+                kind=r[10],
             )
             for r in rows
         ]
@@ -1086,6 +1132,7 @@ class SqliteLedger:
                     "SELECT rule_id, number, text, line FROM remarks WHERE bill_id = ?",
                     (bill_id,),
                 ).fetchall()
+                copays = self._bill_egenandeler(bill_id)
                 bills.append(
                     {
                         "regning_nr": regning_nr,
@@ -1097,6 +1144,7 @@ class SqliteLedger:
                         "payee": payee,
                         "lines": lines,
                         "remarks": remarks,
+                        "egenandeler": copays,
                     }
                 )
             out.append(
@@ -1115,6 +1163,16 @@ class SqliteLedger:
             )
         return out
 
+    def _bill_egenandeler(self, bill_id: int) -> list[tuple]:
+        try:
+            return self._db.execute(
+                "SELECT year, amount, status, active FROM egenandeler WHERE bill_id = ?"
+                " ORDER BY id",
+                (bill_id,),
+            ).fetchall()
+        except sqlite3.OperationalError:  # a read-only look at a ledger made before #21
+            return []
+
     # ------------------------------------------------------------------ status
 
     def counts(self) -> dict[str, int]:
@@ -1132,3 +1190,26 @@ class SqliteLedger:
             "SELECT min(received_at) FROM receipts WHERE state = 'claimed'"
         ).fetchone()
         return row[0]
+
+
+def _egenandeler(bill_id: int, claim: Claim, bill, outcome, patient: str | None) -> list[tuple]:
+    """The egenandel lines of a bill as the register records them (EG-03): approved
+    lines of a new bill or a correction, per patient pseudonym and year."""
+    status = EGENANDEL_STATUS.get(bill.transaction_type)
+    day = bill.service_date
+    if status is None or day is None or outcome.verdict == "rejected":
+        return []
+    return [
+        (
+            bill_id,
+            claim.institution_id,
+            outcome.uuid,
+            outcome.regning_nr,
+            patient,
+            day.year,
+            str(ld.claimed),
+            status,
+        )
+        for ld in outcome.lines
+        if ld.category in ("egenandel", "egenandel-registrert") and ld.verdict == "approved"
+    ]

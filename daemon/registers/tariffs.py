@@ -28,7 +28,8 @@ from pathlib import Path
 from types import MappingProxyType
 
 from daemon import resources
-from daemon.registers import radiology_tariffs, tariff_table
+from daemon.registers import egenandel, radiology_tariffs, tariff_table
+from daemon.registers.egenandel import EgenandelRegister
 from daemon.registers.radiology_tariffs import RadiologyRegister
 from daemon.registers.rhf import RhfTable
 from daemon.registers.tariff_table import RATE_COLUMNS as RATE_COLUMNS  # re-exported
@@ -111,6 +112,7 @@ class Tariffs:
     history: Mapping[str, tuple[NlkCode, ...]] = field(default_factory=lambda: MappingProxyType({}))
     radiology: RadiologyRegister = field(default_factory=RadiologyRegister)
     rhf: RhfTable = field(default_factory=RhfTable.empty)  # municipality → RHF (RAD-15)
+    egenandel: EgenandelRegister = field(default_factory=EgenandelRegister)  # EG-01..12
     _rates: RateTable = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -160,7 +162,9 @@ def load(directory: Path, shipped: Path | None = SHIPPED_DIR) -> Tariffs:
     rhf_file = _in_force(directory, shipped, (RHF_FILE,)) / RHF_FILE
     areas = RhfTable.load(rhf_file) if rhf_file.exists() else RhfTable.empty()
     radiology_dir = _in_force(directory, shipped, radiology_tariffs.FILES)
-    return replace(lab, radiology=radiology_tariffs.load(radiology_dir), rhf=areas)
+    egenandel_file = _in_force(directory, shipped, (egenandel.FILE,)) / egenandel.FILE
+    copay = egenandel.load(egenandel_file) if egenandel_file.exists() else EgenandelRegister()
+    return replace(lab, radiology=radiology_tariffs.load(radiology_dir), rhf=areas, egenandel=copay)
 
 
 def in_force(directory: Path, files: tuple[str, ...]) -> Path:

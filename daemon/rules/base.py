@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from types import ModuleType
 
@@ -33,6 +33,7 @@ class RuleInfo:
     text: str  # what the sender is told
     credits: bool = True  # False: not run on credits, whose lines are not judged
     retryable: bool = False  # claim scope: a refusal our registry may lift (COM-09)
+    kinds: tuple[str, ...] = ()  # line scope: only lines of these kinds (empty: every line)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,16 +64,21 @@ def rule(
     text: str,
     credits: bool = True,
     retryable: bool = False,
+    kinds: tuple[str, ...] = (),
 ):
     """Declare a rule. Its identity is written here and nowhere else. `credits=False`:
-    the rule judges what is claimed, and a credit (typeTransaksjon 5) claims nothing."""
+    the rule judges what is claimed, and a credit (typeTransaksjon 5) claims nothing.
+    `kinds`: a line rule that judges only lines of these kinds (EG-01..11: `egenandel`)
+    is not evaluated on the others (a lab claim does not pay for the egenandel rules)."""
     if scope not in SCOPES:
         raise ValueError(f"{id}: unknown scope {scope!r}")
     if retryable and scope != "claim":
         raise ValueError(f"{id}: only a claim rule refuses retryably")
+    if kinds and scope != "line":
+        raise ValueError(f"{id}: only a line rule is restricted to line kinds")
 
     def mark(fn: Rule) -> Rule:
-        info = RuleInfo(id, scope, source, number, text, credits, retryable)
+        info = RuleInfo(id, scope, source, number, text, credits, retryable, kinds)
         fn.rule = info  # type: ignore[attr-defined]
         return fn
 
@@ -85,10 +91,19 @@ class Rulebook:
     bill: tuple[Rule, ...]
     line: tuple[Rule, ...]
     exam: tuple[Rule, ...] = ()
+    _by_kind: dict[str, tuple[Rule, ...]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def all(self) -> tuple[Rule, ...]:
         return self.claim + self.bill + self.line + self.exam
+
+    def lines_for(self, kind: str) -> tuple[Rule, ...]:
+        """The line rules a line of this kind is judged by (in id order)."""
+        found = self._by_kind.get(kind)
+        if found is None:
+            found = tuple(f for f in self.line if not f.rule.kinds or kind in f.rule.kinds)
+            self._by_kind[kind] = found
+        return found
 
 
 def collect(*modules: ModuleType) -> Rulebook:

@@ -181,7 +181,10 @@ def correction_refers_to_earlier_bill(bill: Bill, ctx: RuleContext) -> Finding |
             detail=f"ingen tidligere betalt regning med uuid {bill.uuid}",
             inputs=(("uuid", bill.uuid), ("found", "false")),
         )
-    if balance <= 0:
+    # a recorded egenandel (typeTransaksjon 2/3, EG-03) was paid nothing: it stands
+    # while its record is active (a credit withdraws it)
+    recorded = balance == 0 and ctx.history.egenandel_status(ctx.claim.institution_id, bill.uuid)
+    if balance <= 0 and not recorded:
         return Finding(
             detail=f"regning {bill.uuid} er allerede kreditert (saldo {_money(balance)})",
             inputs=(("uuid", bill.uuid), ("balance", _money(balance))),

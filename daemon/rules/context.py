@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from functools import cached_property
+from typing import Any
 
-from daemon.domain import Bill, Claim
+from daemon.domain import Bill, Claim, Unit
 from daemon.records import BillHistory, NoBillHistory
 from daemon.registers.registry import Institution, Partner
 from daemon.registers.tariffs import Tariffs
@@ -125,6 +126,21 @@ class RuleContext:
     @cached_property
     def _resh(self) -> dict[int, str]:
         return {id(b): unit.resh_id for unit in self.claim.units for b in unit.bills}
+
+    @cached_property
+    def _units(self) -> dict[int, Unit]:
+        return {id(b): unit for unit in self.claim.units for b in unit.bills}
+
+    def unit_of(self, bill: Bill) -> Unit | None:
+        """The unit (`Enhet`) whose Krav holds `bill`."""
+        return self._units.get(id(bill))
+
+    @cached_property
+    def first_of(self) -> dict[object, Any]:
+        """(kind, key) → the position of the first bill with it, for rule sets that ask
+        "did an earlier bill of this claim have it" in one pass (EG-08); filled by
+        the rule set on first use, per claim."""
+        return {}
 
     def services(self, bill: Bill) -> tuple[str, ...]:
         """What the unit (`Enhet`, by reshID) that claims `bill` is approved for: its

@@ -42,13 +42,14 @@ from daemon.domain import (
 from daemon.records import Context, Work
 from daemon.registers.registry import Partner
 from daemon.registers.tariffs import Tariffs
-from daemon.rules import common, lab, radiology, sameday, scope
+from daemon.rules import common, egenandel, lab, radiology, sameday, scope
 from daemon.rules.base import Rulebook, collect
 from daemon.rules.context import RuleContext
 
-RULEBOOK: Rulebook = collect(common, lab, radiology, scope)
+RULEBOOK: Rulebook = collect(common, egenandel, lab, radiology, scope)
 KRAV = "/MsgHead/Document/RefDoc/Content/Melding/Institusjon/Enhet/Krav"
 ZERO = Decimal("0")
+RECORDED = "egenandel-registrert"  # the category of a recorded egenandel line (EG-03)
 
 
 def rule_context(claim: Claim, ctx: Context, sender: Partner | None = None) -> RuleContext:
@@ -157,7 +158,7 @@ def _judge(bill: Bill, rc: RuleContext, book: Rulebook, trace: Trace) -> _Judged
     for number, line in enumerate(() if credit else bill.lines, start=1):
         j.line_rejected.append(False)
         j.deducted.append(ZERO)
-        _line_rules(j, number, line, book.line, rc, trace)
+        _line_rules(j, number, line, book.lines_for(line.kind), rc, trace)
     return j
 
 
@@ -217,9 +218,11 @@ def _finish(j: _Judged, rc: RuleContext, book: Rulebook, trace: Trace) -> BillDe
         lines.append(_line(number, line, bill, rc, paid, j.deducted[number - 1]))
     remarks = j.remarks
     approved = sum((ld.approved for ld in lines), ZERO)
-    claimed = sum((ld.claimed for ld in lines), ZERO)
+    # a recorded egenandel (typeTransaksjon 2-4, EG-03) asks no refund: it is approved
+    # at 0 and does not make the bill "reduced"
+    claimed = sum((ld.claimed for ld in lines if ld.category != RECORDED), ZERO)
     rejecting = j.rejected or any(j.line_rejected)
-    if j.rejected or (rejecting and approved == ZERO):
+    if j.rejected or (rejecting and approved == ZERO and not _recorded(lines)):
         verdict, approved = Verdict.REJECTED, ZERO
     elif rejecting or approved < claimed:
         verdict = Verdict.REDUCED
@@ -243,34 +246,59 @@ def _finish(j: _Judged, rc: RuleContext, book: Rulebook, trace: Trace) -> BillDe
     )
 
 
+def _recorded(lines: list[LineDecision]) -> bool:
+    """Does the bill hold a recorded egenandel that passed its rules (EG-03)? Then it
+    is not rejected, even when it moves no money."""
+    return any(ld.category == RECORDED and ld.verdict == Verdict.APPROVED for ld in lines)
+
+
+def _kind(ld: LineDecision) -> str:
+    return "egenandel" if ld.category in ("egenandel", RECORDED) else "refusjon"
+
+
 def _payments(bill: Bill, lines: list[LineDecision], verdict: Verdict, rc: RuleContext):
     """Who gets what. A new bill: its lines grouped by payee. A correction or credit
     moves money with the payees of the bill it names (COM-07 made sure it was paid): a
     credit takes back what each was paid, a correction pays each the difference between
     the judged amount and what it was paid. Rejected: the same payees, 0."""
     judged: dict[str | None, list[Decimal]] = {}
+    kinds: dict[str | None, str] = {}
     for ld in lines:
+        if ld.category == RECORDED and len(lines) > 1:
+            continue  # a recorded egenandel beside other lines moves no money (EG-03)
         claimed, approved = judged.setdefault(ld.payee, [ZERO, ZERO])
         judged[ld.payee] = [claimed + ld.claimed, approved + ld.approved]
+        kinds.setdefault(ld.payee, _kind(ld))
     if len(judged) == 1:  # the bill as claimed, whatever its lines add up to
         (only,) = judged
         judged[only][0] = bill.sum_amount
     if bill.is_new:
         if not judged:  # no lines (no episode): the institution's payee sees it rejected
             return (Payment(lab.payee(rc.institution), bill.sum_amount, ZERO),)
-        return tuple(Payment(p, c, a) for p, (c, a) in judged.items())
+        return tuple(Payment(p, c, a, kinds[p]) for p, (c, a) in judged.items())
     paid = rc.history.paid_by_payee(rc.claim.institution_id, bill.uuid) if bill.uuid else {}
+    # a correction or credit of an egenandel moves the institution's egenandel money
+    copay = egenandel.payee(rc) if any(egenandel.is_egenandel(x) for x in bill.lines) else None
+    kinds.update({p: "egenandel" for p in [*paid, *judged] if p == copay})
+    if copay is not None:
+        kinds.setdefault(copay, "egenandel")
     credit = bill.transaction_type == TRANSACTION_CREDIT
     if verdict == Verdict.REJECTED or not paid:
-        payees = list(paid) or list(judged) or [lab.payee(rc.institution)]
+        payees = list(paid) or list(judged) or [copay or lab.payee(rc.institution)]
         claimed = -bill.sum_amount if credit else bill.sum_amount
-        return tuple(Payment(p, claimed if i == 0 else ZERO, ZERO) for i, p in enumerate(payees))
+        return tuple(
+            Payment(p, claimed if i == 0 else ZERO, ZERO, kinds.get(p, "refusjon"))
+            for i, p in enumerate(payees)
+        )
     if credit:
-        return tuple(Payment(p, -amount, -amount) for p, amount in paid.items())
+        return tuple(
+            Payment(p, -amount, -amount, kinds.get(p, "refusjon")) for p, amount in paid.items()
+        )
     out = []
     for payee in dict.fromkeys([*judged, *paid]):
         claimed, approved = judged.get(payee, [ZERO, ZERO])
-        out.append(Payment(payee, claimed, approved - paid.get(payee, ZERO)))
+        kind = kinds.get(payee, "refusjon")
+        out.append(Payment(payee, claimed, approved - paid.get(payee, ZERO), kind))
     return tuple(out)
 
 
@@ -282,7 +310,16 @@ def _line(
     remember once it is approved (as the judgement approved it)."""
     category = exam = None
     payee = lab.payee(rc.institution)  # lab lines (LAB-10) and lines without a rule set
-    if line.kind == "takst":
+    if line.kind == "egenandel":  # EG-02: the hospital's own lost income
+        payee = egenandel.payee(rc)
+        if bill.transaction_type != egenandel.EXEMPT:
+            # EG-03: recorded, no refund; a rule that rejects it still rejects it
+            verdict = Verdict.APPROVED if paid else Verdict.REJECTED
+            return LineDecision(
+                number, line.raw_code, line.count, line.total, ZERO, verdict, RECORDED, payee
+            )
+        category = "egenandel"
+    elif line.kind == "takst":
         code = rc.tariffs.code(line.raw_code, bill.service_date)
         category = code.category if code else None
     elif radiology.is_radiology(line, rc):

@@ -21,8 +21,8 @@ from daemon.rules.context import RuleContext
     text="Linjen har et kodeverk denne mottakeren ikke vurderer refusjon for",
 )
 def line_has_a_rule_set(line: Line, bill: Bill, ctx: RuleContext) -> Finding | None:
-    if line.kind == "takst" or radiology.is_radiology(line, ctx):
-        return None  # NLK: the lab rules; radiology: the RAD rules
+    if line.kind in ("takst", "egenandel") or radiology.is_radiology(line, ctx):
+        return None  # NLK: the lab rules; radiology: the RAD rules; egenandel: EG-01..12
     return Finding(
         detail=f"Prosedyre/Kode Kodeverk={line.code_system!r} {line.raw_code}",
         inputs=(("kodeverk", str(line.code_system)), ("code", line.raw_code)),

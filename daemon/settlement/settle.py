@@ -236,12 +236,15 @@ def _line(p: OpenPayment) -> VedtakLine:
     status = STATUS_OF_VERDICT[p.verdict]
     if p.transaction_type in ("4", "5") and p.verdict != "rejected":
         status = vedtak.STATUS_APPROVED  # the difference or the credit is what is decided
+    # the M22 Regning has no field for the line kind: an egenandel paid to the
+    # institution (EG-02) says so in a Merknad
+    kind = (f"Linjetype: {p.kind}",) if p.kind != "refusjon" else ()
     return VedtakLine(
         regning_nr=p.regning_nr,
         claimed=p.claimed,
         approved=p.approved,
         status=status,
-        remarks=p.remarks,
+        remarks=kind + p.remarks,
         transaction_type=p.transaction_type,
         uuid=p.uuid,
         message_id=p.message_id,

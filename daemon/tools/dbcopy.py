@@ -35,6 +35,7 @@ TABLES = (
     "remarks",
     "outputs",
     "payee_changes",
+    "egenandeler",
     "workers",
     "holds",
 )
@@ -45,11 +46,12 @@ MONEY = {
     "payments": ("claimed", "approved"),
     "vedtak": ("claimed", "approved"),
     "payee_changes": ("approved",),
+    "egenandeler": ("amount",),
 }
 # the key each table's rows are read in (SQLite's implicit rowid where there is no id)
 ORDER = {"exam_days": "patient_key, day", "workers": "worker_id", "holds": "work_name"}
 IDENTITY = {t: "id" for t in ("messages", "receipts", "bills", "settlements", "vedtak")} | {
-    t: "id" for t in ("payments", "outputs", "payee_changes")
+    t: "id" for t in ("payments", "outputs", "payee_changes", "egenandeler")
 }
 IDENTITY |= {t: "rowid" for t in ("bill_lines", "exams", "vedtak_outputs", "remarks")}
 BATCH = 1000

@@ -8,7 +8,11 @@ error the daemon answers (tests/corpus/README.md).
 - `lab-*.msg`, `rad-*.msg`: one message per case of the CASES tables in
   tests/test_lab_rules.py and tests/test_radiology_rules.py (every rule id, approving
   and rejecting), sent by the demo partner (HER 90001, unsigned).
-- `seq-*.msg`: rules across messages (COM-06, COM-07, RAD-06), in name order.
+- `eg-*.msg`: one message per case of the CASES table in tests/test_egenandel.py
+  (EG-01..12, firing and passing), judged with that test's egenandel register, which
+  this script writes to config/tariffs/egenandel.toml (its PHV and LAR units).
+- `seq-*.msg`: rules across messages (COM-06, COM-07, RAD-06; EG-02/03 corrections and
+  credits of `eg-*` bills), in name order.
 - `tech-*.msg`: technical errors (T01, T02, T10, T99, E10, E21, S01, S02, S99, and the
   MessageError cases), duplicates and a retransmission; the signed and encrypted ones
   come from the corpus hospital (HER 90002), whose agreement requires both.
@@ -213,11 +217,12 @@ Case = tuple[str, bytes, dict]  # file name, bytes, what it shows (cases.json)
 
 
 def rule_cases() -> list[Case]:
+    from tests.test_egenandel import CASES as EG
     from tests.test_lab_rules import CASES as LAB
     from tests.test_radiology_rules import CASES as RAD
 
     out = []
-    for prefix, cases in (("lab", LAB), ("rad", RAD)):
+    for prefix, cases in (("lab", LAB), ("rad", RAD), ("eg", EG)):
         for case_id, rule_id, fires, claim in cases:
             name = f"{prefix}-{case_id}"
             payload = msghead(pinned(name, claim))
@@ -254,6 +259,10 @@ def sequence_cases() -> list[Case]:
     add("seq-rad06-1-head", C((head,)), {"rule": "RAD-06", "fires": False})
     add("seq-rad06-2-chest", C((chest,)), {"rule": "RAD-06", "fires": False})
     add("seq-rad06-3-knee", C((knee,)), {"rule": "RAD-06", "fires": True})
+    from tests.test_egenandel import LATER  # after every eg-* file (name order)
+
+    for case_id, rule_id, fires, claim in LATER:
+        add(f"seq-{case_id}", claim, {"rule": rule_id, "fires": fires})
     return out
 
 
@@ -444,6 +453,14 @@ def make(new_keys: bool = False) -> list[Case]:
         path = HERE / name
         if not path.exists() or path.read_bytes() != raw:
             path.write_bytes(raw)
+    from tests.test_egenandel import REGISTER
+
+    (CONFIG / "tariffs").mkdir(exist_ok=True)
+    (CONFIG / "tariffs" / "egenandel.toml").write_text(
+        "# TEST ONLY: written by tests/corpus/make_corpus.py from tests/test_egenandel.py\n"
+        + REGISTER,
+        encoding="utf-8",
+    )
     shows = {name: what for name, _, what in cases}
     text = json.dumps(shows, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
     (HERE / "cases.json").write_text(text, encoding="utf-8")

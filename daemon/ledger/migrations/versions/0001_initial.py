@@ -9,7 +9,7 @@ Revises:
 
 from alembic import op
 
-from daemon.ledger import schema_0001
+from daemon.ledger import migrate, schema_0001
 
 revision = "0001"
 down_revision = None
@@ -19,19 +19,7 @@ depends_on = None
 
 def upgrade() -> None:
     bind = op.get_bind()
-    dialect = bind.dialect.name
-
-    def columns(table: str) -> set[str]:
-        if dialect == "sqlite":
-            rows = bind.exec_driver_sql(f"PRAGMA table_info({table})").fetchall()
-            return {row[1] for row in rows}
-        rows = bind.exec_driver_sql(
-            "SELECT column_name FROM information_schema.columns"
-            f" WHERE table_schema = current_schema() AND table_name = '{table}'"
-        ).fetchall()
-        return {row[0] for row in rows}
-
-    schema_0001.create(bind.exec_driver_sql, dialect, columns)
+    schema_0001.create(bind.exec_driver_sql, bind.dialect.name, migrate.columns_of(bind))
 
 
 def downgrade() -> None:
