@@ -17,6 +17,7 @@ implement it later for several workers on one inbox.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sqlite3
@@ -31,6 +32,8 @@ from daemon.claims.answer import Answer, Output
 from daemon.config import ConfigError
 from daemon.domain import Claim, Decision, Exam
 from daemon.records import Work
+
+BILL_ROWS_AT_ONCE = 1000  # bills whose rows are built and inserted together
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -610,115 +613,14 @@ class SqliteLedger:
             if (row[0] if row else 0) != seen:  # another message changed that day meanwhile
                 raise Conflict(f"same-day picture of {day} changed since it was judged")
         (last,) = db.execute("SELECT coalesce(max(id), 0) FROM bills").fetchone()
-        bills, lines, payments, exams, remarks, withdrawn = [], [], [], [], [], []
-        for bill_id, (bill, outcome) in enumerate(
-            zip(claim.bills, decision.bills, strict=True), start=last + 1
-        ):
-            patient = bill.episode.patient.key if bill.episode else None
-            bills.append(
-                (
-                    bill_id,
-                    message_id,
-                    outcome.regning_nr,
-                    outcome.uuid,
-                    bill.transaction_type,
-                    claim.institution_id,
-                    patient,
-                    bill.codes,
-                    bill.claimed_at,
-                    bill.instant,
-                    str(outcome.verdict),
-                    str(outcome.claimed),
-                    str(outcome.approved),
-                    outcome.payee,
-                )
-            )
-            lines.extend(
-                (
-                    bill_id,
-                    ld.line,
-                    ld.code,
-                    ld.count,
-                    ld.category,
-                    str(ld.claimed),
-                    str(ld.approved),
-                    str(ld.verdict),
-                    ld.payee,
-                )
-                for ld in outcome.lines
-            )
-            payments.extend(
-                (bill_id, p.payee, str(p.claimed), str(p.approved)) for p in outcome.payments
-            )
-            if not bill.is_new and outcome.verdict != "rejected":
-                # the credited or corrected bill's exams no longer count (RAD-06..10)
-                withdrawn.append((claim.institution_id, outcome.uuid))
-            exams.extend(
-                (
-                    bill_id,
-                    ld.line,
-                    patient,
-                    e.day,
-                    e.instant,
-                    claim.institution_id,
-                    outcome.uuid,
-                    e.code,
-                    e.side,
-                    e.modality,
-                    e.kind,
-                    "+".join(e.regions),
-                    e.units,
-                    e.tele,
-                    int(e.ambulant),
-                )
-                for ld in outcome.lines
-                if (e := ld.exam) is not None and patient is not None
-            )
-            remarks.extend((bill_id, r.rule_id, r.number, r.text, r.line) for r in outcome.remarks)
-        db.executemany(
-            "INSERT INTO bills (id, message_id, regning_nr, uuid, transaction_type,"
-            " institution_id, patient_key, codes, claimed_at, instant, verdict, claimed,"
-            " approved, payee) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            bills,
-        )
-        db.executemany(
-            "INSERT INTO bill_lines (bill_id, line, code, count, category, claimed, approved,"
-            " verdict, payee) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            lines,
-        )
-        db.executemany(
-            "INSERT INTO payments (bill_id, payee, claimed, approved) VALUES (?, ?, ?, ?)",
-            payments,
-        )
-        # withdrawn before the new exams go in: a correction's own exams stay active
-        touched = {
-            tuple(row)
-            for key in withdrawn
-            for row in db.execute(
-                "SELECT patient_key, day FROM exams WHERE institution_id = ? AND uuid = ?"
-                " AND active = 1",
-                key,
-            )
-        }
-        touched |= {(e[2], e[3]) for e in exams}
-        db.executemany(
-            "UPDATE exams SET active = 0 WHERE institution_id = ? AND uuid = ?", withdrawn
-        )
-        db.executemany(
-            "INSERT INTO exams (bill_id, line, patient_key, day, instant, institution_id,"
-            " uuid, code, side, modality, kind, regions, units, tele, ambulant)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            exams,
-        )
-        db.executemany(
-            "INSERT INTO exam_days (patient_key, day, version) VALUES (?, ?, 1)"
-            " ON CONFLICT (patient_key, day) DO UPDATE SET version = version + 1",
-            sorted(touched),
-        )
-        db.executemany(
-            "INSERT INTO remarks (bill_id, rule_id, number, text, line) VALUES (?, ?, ?, ?, ?)",
-            remarks,
-        )
+        pairs = zip(claim.bills, decision.bills, strict=True)
+        # in slices of BILL_ROWS_AT_ONCE bills: a streamed claim's rows never all sit in
+        # memory (#17.4); each slice withdraws before it inserts, as one slice did before
+        for first in itertools.count(last + 1, BILL_ROWS_AT_ONCE):
+            part = list(itertools.islice(pairs, BILL_ROWS_AT_ONCE))
+            if not part:
+                return
+            _insert_bill_rows(db, message_id, claim.institution_id, first, part)
 
     # ------------------------------------------------------------------ bill history
 
@@ -1166,3 +1068,115 @@ class SqliteLedger:
             "SELECT min(received_at) FROM receipts WHERE state = 'claimed'"
         ).fetchone()
         return row[0]
+
+
+def _insert_bill_rows(
+    db: sqlite3.Connection, message_id: int, institution_id: str, first: int, part: list
+) -> None:
+    """Bills `first`.. of a decision with their lines, payments, exams and remarks: one
+    statement per table for the slice `part` of (bill, outcome) pairs."""
+    bills, lines, payments, exams, remarks, withdrawn = [], [], [], [], [], []
+    for bill_id, (bill, outcome) in enumerate(part, start=first):
+        patient = bill.episode.patient.key if bill.episode else None
+        bills.append(
+            (
+                bill_id,
+                message_id,
+                outcome.regning_nr,
+                outcome.uuid,
+                bill.transaction_type,
+                institution_id,
+                patient,
+                bill.codes,
+                bill.claimed_at,
+                bill.instant,
+                str(outcome.verdict),
+                str(outcome.claimed),
+                str(outcome.approved),
+                outcome.payee,
+            )
+        )
+        lines.extend(
+            (
+                bill_id,
+                ld.line,
+                ld.code,
+                ld.count,
+                ld.category,
+                str(ld.claimed),
+                str(ld.approved),
+                str(ld.verdict),
+                ld.payee,
+            )
+            for ld in outcome.lines
+        )
+        payments.extend(
+            (bill_id, p.payee, str(p.claimed), str(p.approved)) for p in outcome.payments
+        )
+        if not bill.is_new and outcome.verdict != "rejected":
+            # the credited or corrected bill's exams no longer count (RAD-06..10)
+            withdrawn.append((institution_id, outcome.uuid))
+        exams.extend(
+            (
+                bill_id,
+                ld.line,
+                patient,
+                e.day,
+                e.instant,
+                institution_id,
+                outcome.uuid,
+                e.code,
+                e.side,
+                e.modality,
+                e.kind,
+                "+".join(e.regions),
+                e.units,
+                e.tele,
+                int(e.ambulant),
+            )
+            for ld in outcome.lines
+            if (e := ld.exam) is not None and patient is not None
+        )
+        remarks.extend((bill_id, r.rule_id, r.number, r.text, r.line) for r in outcome.remarks)
+    db.executemany(
+        "INSERT INTO bills (id, message_id, regning_nr, uuid, transaction_type,"
+        " institution_id, patient_key, codes, claimed_at, instant, verdict, claimed,"
+        " approved, payee) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        bills,
+    )
+    db.executemany(
+        "INSERT INTO bill_lines (bill_id, line, code, count, category, claimed, approved,"
+        " verdict, payee) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        lines,
+    )
+    db.executemany(
+        "INSERT INTO payments (bill_id, payee, claimed, approved) VALUES (?, ?, ?, ?)",
+        payments,
+    )
+    # withdrawn before the new exams go in: a correction's own exams stay active
+    touched = {
+        tuple(row)
+        for key in withdrawn
+        for row in db.execute(
+            "SELECT patient_key, day FROM exams WHERE institution_id = ? AND uuid = ?"
+            " AND active = 1",
+            key,
+        )
+    }
+    touched |= {(e[2], e[3]) for e in exams}
+    db.executemany("UPDATE exams SET active = 0 WHERE institution_id = ? AND uuid = ?", withdrawn)
+    db.executemany(
+        "INSERT INTO exams (bill_id, line, patient_key, day, instant, institution_id,"
+        " uuid, code, side, modality, kind, regions, units, tele, ambulant)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        exams,
+    )
+    db.executemany(
+        "INSERT INTO exam_days (patient_key, day, version) VALUES (?, ?, 1)"
+        " ON CONFLICT (patient_key, day) DO UPDATE SET version = version + 1",
+        sorted(touched),
+    )
+    db.executemany(
+        "INSERT INTO remarks (bill_id, rule_id, number, text, line) VALUES (?, ?, ?, ?, ?)",
+        remarks,
+    )

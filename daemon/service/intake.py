@@ -38,6 +38,7 @@ from threading import Event
 import structlog
 
 from daemon import files
+from daemon.claims import stream
 from daemon.claims.answer import Answer, answer, timestamp
 from daemon.claims.read import read
 from daemon.claims.validate import validate
@@ -49,6 +50,7 @@ from daemon.masking import mask
 from daemon.records import Context, Work, content_hash
 from daemon.registers.registry import Registry
 from daemon.registers.tariffs import Tariffs
+from daemon.rules.chunked import decide_streamed
 from daemon.rules.decide import decide
 from daemon.schemas import Schemas
 from daemon.service.metrics import Metrics
@@ -125,6 +127,7 @@ class Intake:
         self._group_files = 0
         self._group_opened = 0.0
         self._big = False  # the message in hand is over GROUP_MAX_BYTES
+        self._spill: stream.Spill | None = None  # the streamed message in hand's spill
 
     # ------------------------------------------------------------------ passes
 
@@ -133,6 +136,8 @@ class Intake:
         for folder in (self.settings.paths.outbox, self.settings.paths.quarantine):
             for temp in files.remove_stale_temps(folder):  # a write cut short by a kill
                 self.log.info("removed_stale_temp", file=temp)
+        for spill in stream.remove_spills(self.settings.paths.work):  # killed while opening
+            self.log.info("removed_stale_temp", file=spill)
         names = sorted(p for p in self.settings.paths.work.iterdir() if not p.name.startswith("."))
         for path in names:
             self.log.info("recovering", file=path.name)
@@ -198,7 +203,7 @@ class Intake:
             if path is None:
                 continue
             try:
-                if candidate.size > GROUP_MAX_BYTES:
+                if candidate.size > min(GROUP_MAX_BYTES, self.settings.intake.stream_above_bytes):
                     self._close_group()  # judged alone, in its own short transactions
                 else:
                     self._open_group()
@@ -290,7 +295,15 @@ class Intake:
             opened = refused
         ids = _ids_of(opened.prefix) if isinstance(opened, files.Opened) else {}
         with structlog.contextvars.bound_contextvars(file=path.name, **ids):
-            self._handle(path, opened, received_at, recovering)
+            try:
+                self._handle(path, opened, received_at, recovering)
+            finally:
+                self._drop_spill()
+
+    def _drop_spill(self) -> None:
+        spill, self._spill = self._spill, None
+        if spill is not None:
+            spill.close()
 
     def _handle(
         self,
@@ -340,12 +353,17 @@ class Intake:
         ms = round((time.perf_counter() - started) * 1000, 2)
         outcome = "duplicate" if duplicate else stored.state
         totals = _totals(decision) if decision else self.ledger.bill_totals(stored.id)
+        # a streamed message's decision reads its bills from the spill: kept open until
+        # the metrics have counted them
+        spill, self._spill = self._spill, None
 
         def done() -> None:  # once the outcome is durable and the answers delivered
             self._log_outcome(outcome, name, stored, ms, totals)
             self.metrics.observe_message(outcome, stored.apprec_status, time.time() - mtime)
             if not duplicate:
                 self.metrics.observe_decision(decision)
+            if spill is not None:
+                spill.close()
 
         if self._group is None:
             self._deliver(path, stored)
@@ -438,7 +456,46 @@ class Intake:
 
     def _run(self, work: Work, ctx: Context) -> Work:
         # a bug must not lose the message nor stop the daemon
-        return run(STAGES, work, ctx, around=self._around, on_error=self._internal_error)
+        # the stages up to the payload, then the rest: a payload over
+        # `stream_above_bytes` takes the streamed ones instead (`_run_streamed`)
+        split = STAGES.index(extract_payload) + 1
+        work = run(STAGES[:split], work, ctx, around=self._around, on_error=self._internal_error)
+        if work.problems or work.retransmission_of:
+            return work
+        if stream.wants_stream(work, ctx):
+            return self._run_streamed(work, ctx, STAGES[split:])
+        return run(STAGES[split:], work, ctx, around=self._around, on_error=self._internal_error)
+
+    def _run_streamed(self, work: Work, ctx: Context, whole: tuple) -> Work:
+        """A payload over `stream_above_bytes`: read as a stream and judged in chunks,
+        its state in a spill file (`daemon.claims.stream`, `daemon.rules.chunked`). A
+        signed one is verified whole, which needs its tree: up to `max_whole_bytes`
+        it takes the whole-message path, over that it is refused (T99)."""
+        size, limit = len(work.payload), ctx.settings.intake.max_whole_bytes
+        if stream.signed(work.payload):
+            if size <= limit:
+                return run(whole, work, ctx, around=self._around, on_error=self._internal_error)
+            text = (
+                f"signert MsgHead på {size} byte er over grensen på {limit} byte for "
+                "signaturkontroll (signaturen må kontrolleres over hele dokumentet); "
+                "del kravet i flere meldinger"
+            )
+            return work.failed(Problem(Layer.MSGHEAD, "T99", text, "/MsgHead/Signature"))
+        self._drop_spill()  # a retry after a ledger conflict starts afresh
+        self.log.info("streaming", payload_bytes=size)
+        spill = self._spill = stream.Spill(
+            stream.spill_path(ctx.settings.paths.work, work.content_hash)
+        )
+        self._big = True  # the skeleton and the freed subtrees: give the heap back
+
+        def validate(work: Work, ctx: Context) -> Work:
+            return stream.stream_validate(work, ctx, spill)
+
+        def decide(work: Work, ctx: Context) -> Work:
+            return decide_streamed(work, ctx, spill)
+
+        stages = (validate, verify_payload_signature, decide)
+        return run(stages, work, ctx, around=self._around, on_error=self._internal_error)
 
     def _around(self, stage: str, call: Callable[[], Work]) -> Work:
         """Each stage timed into the metrics; the heartbeat says the loop is alive
