@@ -22,7 +22,9 @@ why the bills wait in the spill and are judged in a second pass.
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import operator
 import pickle
 import sqlite3
 from collections.abc import Iterator
@@ -62,6 +64,47 @@ _ITERPARSE = {
     "huge_tree": False,
     "remove_comments": False,
 }
+
+
+class _Pickler(pickle.Pickler):
+    """Dataclasses pickled as (class, field values): the standard reduction of a slotted
+    dataclass asks `dataclasses.fields` on every object, which took half the time of a
+    streamed claim (cProfile of a 10 MB claim: 4 of 20 s in `_dataclass_setstate`)."""
+
+    def reducer_override(self, obj):
+        get = _getters.get(type(obj), False)
+        if get is False:
+            get = _getters[type(obj)] = _getter(type(obj))
+        if get is None:
+            return NotImplemented
+        return type(obj), get(obj)
+
+
+_getters: dict[type, object] = {}
+
+
+def _getter(cls: type):
+    """A function giving a dataclass's init fields as a tuple, or None for anything
+    that is not a dataclass made of init fields only."""
+    if not dataclasses.is_dataclass(cls) or not isinstance(cls, type):
+        return None
+    fields = dataclasses.fields(cls)
+    if not all(f.init for f in fields):
+        return None
+    names = [f.name for f in fields]
+    if len(names) == 1:
+        one = operator.attrgetter(names[0])
+        return lambda obj: (one(obj),)
+    return operator.attrgetter(*names)
+
+
+def dumps(value: object) -> bytes:
+    buffer = io.BytesIO()
+    _Pickler(buffer, pickle.HIGHEST_PROTOCOL).dump(value)
+    return buffer.getvalue()
+
+
+loads = pickle.loads  # only ever of what `dumps` wrote into our own spill
 
 
 def wants_stream(work: Work, ctx: Context) -> bool:
@@ -134,7 +177,7 @@ class Spill:
                 uuid.strip().upper() if uuid else None,
                 attrs.get("typeTransaksjon", ""),
                 attrs.get("episodeID"),
-                pickle.dumps((attrs, el.sourceline), pickle.HIGHEST_PROTOCOL),
+                dumps((attrs, el.sourceline)),
             ),
         )
 
@@ -147,7 +190,7 @@ class Spill:
                 self.db.execute("INSERT OR IGNORE INTO shared VALUES (?)", (ep.episode_id,))
             self.db.execute(
                 "INSERT OR REPLACE INTO episodes VALUES (?, ?, ?)",
-                (ep.episode_id, index, pickle.dumps(ep, pickle.HIGHEST_PROTOCOL)),
+                (ep.episode_id, index, dumps(ep)),
             )
 
     # ---------------------------------------------------------------- reading

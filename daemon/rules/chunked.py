@@ -20,7 +20,6 @@ memory:
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -28,7 +27,7 @@ from decimal import Decimal
 from functools import cached_property
 
 from daemon.claims.read import N
-from daemon.claims.stream import Spill
+from daemon.claims.stream import Spill, dumps, loads
 from daemon.domain import TRANSACTION_CREDIT, Bill, Claim, Decision, Unit, _day_of
 from daemon.records import Context, Work
 from daemon.rules import radiology, sameday
@@ -62,26 +61,27 @@ class _Light:
 class Spilled:
     """A table of the spill read back in file order: `len`, iteration (re-iterable)."""
 
-    def __init__(self, spill: Spill, query: str, make) -> None:
-        self.spill, self.query, self.make = spill, query, make
+    def __init__(self, spill: Spill, table: str, make) -> None:
+        self.spill, self.table, self.make = spill, table, make
         self._len: int | None = None
 
     def __len__(self) -> int:
         if self._len is None:
-            self._len = sum(1 for _ in self.spill.db.execute(self.query))
+            (self._len,) = self.spill.db.execute(f"SELECT count(*) FROM {self.table}").fetchone()
         return self._len
 
     def __bool__(self) -> bool:
         return len(self) > 0
 
     def __iter__(self) -> Iterator:
-        for row in self.spill.db.execute(self.query):
-            yield self.make(row)
+        make = self.make
+        for (blob,) in self.spill.db.execute(f"SELECT blob FROM {self.table} ORDER BY pos"):
+            yield make(loads(blob))
 
 
 class _LightBills(Spilled):
     def __init__(self, spill: Spill) -> None:
-        super().__init__(spill, "", None)
+        super().__init__(spill, "bills", None)
 
     def __len__(self) -> int:
         return self.spill.count()
@@ -146,8 +146,20 @@ class ChunkContext(RuleContext):
     def earlier_in_claim(self, bill: Bill, key: object) -> bool:
         if super().earlier_in_claim(bill, key):
             return True
-        found = self.spill.db.execute("SELECT 1 FROM keys WHERE key = ?", (repr(key),))
-        return found.fetchone() is not None  # a new bill of an earlier chunk
+        return repr(key) in self._earlier_keys  # a new bill of an earlier chunk
+
+    @cached_property
+    def _earlier_keys(self) -> set[str]:
+        """This chunk's duplicate keys that new bills of earlier chunks had: asked of
+        the spill once per chunk, 500 at a time."""
+        wanted = sorted({repr(key) for key in self._new_bills_by_key})
+        found: set[str] = set()
+        for i in range(0, len(wanted), 500):
+            part = wanted[i : i + 500]
+            marks = ",".join("?" * len(part))
+            rows = self.spill.db.execute(f"SELECT key FROM keys WHERE key IN ({marks})", part)
+            found.update(r[0] for r in rows)
+        return found
 
     def judge_same_day(self, days):
         inst = self.claim.institution_id
@@ -214,7 +226,7 @@ def _claim_of(melding, bills) -> Claim:
 
 
 def _dump(value) -> bytes:
-    return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    return dumps(value)
 
 
 def decide_streamed(work: Work, ctx: Context, spill: Spill) -> Work:
@@ -245,7 +257,7 @@ def decide_streamed(work: Work, ctx: Context, spill: Spill) -> Work:
     streamed = StreamedClaim(
         light.institution_id,
         light.period_from,
-        Spilled(spill, "SELECT blob FROM judged ORDER BY pos", lambda r: pickle.loads(r[0]).bill),
+        Spilled(spill, "judged", lambda j: j.bill),
     )
     if decision is not None:
         return work.with_(claim=streamed, decision=decision).failed(*problems)
@@ -283,9 +295,9 @@ def decide_streamed(work: Work, ctx: Context, spill: Spill) -> Work:
         if not rows:
             break
         last = rows[-1][0]
-        judged = [(pos, pickle.loads(blob)) for pos, blob in rows]
+        judged = [(pos, loads(blob)) for pos, blob in rows]
         outcomes = {
-            (pos, number): pickle.loads(blob)
+            (pos, number): loads(blob)
             for pos, number, blob in db.execute(
                 "SELECT pos, number, blob FROM outcomes WHERE pos BETWEEN ? AND ?",
                 (rows[0][0], last),
@@ -303,9 +315,7 @@ def decide_streamed(work: Work, ctx: Context, spill: Spill) -> Work:
             "INSERT INTO decisions VALUES (?, ?)",
             [(pos, _dump(_finish(j, rc, RULEBOOK, trace))) for pos, j in judged],
         )
-    bills_out = Spilled(
-        spill, "SELECT blob FROM decisions ORDER BY pos", lambda r: pickle.loads(r[0])
-    )
+    bills_out = Spilled(spill, "decisions", lambda d: d)
     decision = Decision(bills_out, tuple(trace.fired), trace.count, basis)  # type: ignore[arg-type]
     return work.with_(claim=streamed, decision=decision)
 
@@ -363,7 +373,7 @@ def _same_day(base: RuleContext, light: Claim, spill: Spill) -> tuple:
         if (patient, day) != current and held >= SAME_DAY_BATCH:
             judge()
         current = (patient, day)
-        days.setdefault(current, []).append(pickle.loads(blob))
+        days.setdefault(current, []).append(loads(blob))
         held += 1
     judge()
     return tuple(basis)

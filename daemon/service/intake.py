@@ -128,6 +128,7 @@ class Intake:
         self._group_opened = 0.0
         self._big = False  # the message in hand is over GROUP_MAX_BYTES
         self._spill: stream.Spill | None = None  # the streamed message in hand's spill
+        self._opened: files.Opened | None = None  # the file in hand, while it is processed
 
     # ------------------------------------------------------------------ passes
 
@@ -343,6 +344,7 @@ class Intake:
             return
         started = time.perf_counter()
         for _attempt in range(3):
+            opened = self._reread(path, opened)
             try:
                 stored, duplicate, decision = self._process(path, opened, now, attempts)
                 break
@@ -370,6 +372,19 @@ class Intake:
             done()
         else:
             self._group.append((path, stored, done))
+
+    def _reread(
+        self, path: Path, opened: files.Opened | files.Refused
+    ) -> files.Opened | files.Refused:
+        """The file again when a streamed try let go of its bytes (`_release_raw`) and a
+        ledger conflict makes us try once more."""
+        limit = self.settings.intake.max_file_bytes
+        if isinstance(opened, files.Opened) and opened.raw is None and opened.size <= limit:
+            try:
+                return files.read_claimed(path, limit, PEEK_BYTES)
+            except files.Refused as refused:
+                return refused
+        return opened
 
     def _log_outcome(
         self,
@@ -442,7 +457,11 @@ class Intake:
             elif opened.raw is None:
                 work = _oversized(opened, self.settings.intake.max_file_bytes)
             else:
-                work = self._run(Work(raw=opened.raw, content_hash=opened.digest), ctx)
+                self._opened = opened  # `_run_streamed` lets go of its bytes
+                try:
+                    work = self._run(Work(raw=opened.raw, content_hash=opened.digest), ctx)
+                finally:
+                    self._opened = None
         if work.retransmission_of:  # same MessageId and payload in a new envelope
             earlier = self.ledger.by_hash(work.retransmission_of)
             self.ledger.record_duplicate(path.name, earlier, now.isoformat())
@@ -482,6 +501,12 @@ class Intake:
             )
             return work.failed(Problem(Layer.MSGHEAD, "T99", text, "/MsgHead/Signature"))
         self._drop_spill()  # a retry after a ledger conflict starts afresh
+        # the file's bytes and its MIME parts are not needed any more (the envelope is
+        # open and verified, the payload taken out): let go of them, or a 100 MB claim
+        # holds 200 MB of bytes while it is judged
+        work = work.with_(raw=b"", multipart=None)
+        if self._opened is not None:
+            object.__setattr__(self._opened, "raw", None)  # frozen: see `_reread`
         self.log.info("streaming", payload_bytes=size)
         spill = self._spill = stream.Spill(
             stream.spill_path(ctx.settings.paths.work, work.content_hash)
