@@ -124,8 +124,16 @@ def _outcome(sb: Sandbox):
 
 def test_the_streamed_path_judges_every_bill_as_the_whole_message_path(tmp_path):
     raw = wrap_demo(mixed_claim())
-    whole, streamed = _sandbox(tmp_path / "whole", False), _sandbox(tmp_path / "stream", True)
+    whole = _sandbox(tmp_path / "whole", False)
+    streamed = _sandbox(tmp_path / "stream", True, "progress_every_bills = 15\n")
     whole_log, stream_log = _run(whole, raw), _run(streamed, raw)
+    # progress while reading (the number of bills not known yet), then while judging
+    progress = [(x["stage"], x["bills"], x["of"]) for x in stream_log if x["event"] == "progress"]
+    assert progress == [
+        ("read", 15, None), ("read", 30, None), ("decide", 15, 40), ("decide", 30, 40)
+    ]  # fmt: skip
+    rates = [x["bills_per_s"] for x in stream_log if x["event"] == "progress"]
+    assert rates[0] is None and rates[2] is None and rates[1] > 0 and rates[3] > 0
     assert not [x for x in whole_log if x["event"] == "streaming"]
     assert [x["event"] for x in stream_log if x["event"] == "streaming"] == ["streaming"]
     expected, got = _outcome(whole), _outcome(streamed)

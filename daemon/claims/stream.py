@@ -255,6 +255,7 @@ def stream_read(work: Work, ctx: Context, spill: Spill) -> Streamed:
     first_bill: etree._Element | None = None
     secret = ctx.patient_secret
     nodes = ctx.settings.intake.max_xml_nodes
+    every = ctx.settings.intake.progress_every_bills
     parser = etree.iterparse(
         io.BytesIO(payload), events=("start", "end", "comment", "pi"), **_ITERPARSE
     )
@@ -291,6 +292,8 @@ def stream_read(work: Work, ctx: Context, spill: Spill) -> Streamed:
                 else:
                     errors += _check(schema, el, where, problems, errors)
                 spill.add_bill(bills - 1, el)
+                if ctx.progress is not None and bills % every == 0:
+                    ctx.progress("read", bills, 0)  # how many in all: known at the end
                 if el is not first_bill:
                     parent.remove(el)
             else:

@@ -129,6 +129,8 @@ class Intake:
         self._big = False  # the message in hand is over GROUP_MAX_BYTES
         self._spill: stream.Spill | None = None  # the streamed message in hand's spill
         self._opened: files.Opened | None = None  # the file in hand, while it is processed
+        # the stage whose progress is being told: (stage, when first told, bills then)
+        self._progress_began: tuple[str, float, int] | None = None
 
     # ------------------------------------------------------------------ passes
 
@@ -426,9 +428,20 @@ class Intake:
         )
 
     def _progress(self, stage: str, done: int, total: int) -> None:
-        """A long message's progress: a log line, and a sign of life for the watchdog."""
-        self.heartbeat = time.monotonic()
-        self.log.info("progress", stage=stage, bills=done, of=total)
+        """A long message's progress: a log line, and a sign of life for the watchdog.
+        `of` is None while the number of bills is not known yet (a streamed read);
+        `bills_per_s` since the stage began (its first report starts the clock)."""
+        now = time.monotonic()
+        self.heartbeat = now
+        began = self._progress_began
+        if began is None or began[0] != stage or done <= began[2]:
+            began = self._progress_began = (stage, now, done)
+        _stage, since, first = began
+        rate = (done - first) / (now - since) if done > first and now > since else None
+        self.log.info(
+            "progress", stage=stage, bills=done, of=total or None,
+            bills_per_s=round(rate) if rate else None,
+        )  # fmt: skip
 
     def _process(
         self, path: Path, opened: files.Opened | files.Refused, now: datetime, attempts: int = 1
