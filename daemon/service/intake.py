@@ -472,7 +472,7 @@ class Intake:
             else:
                 self._opened = opened  # `_run_streamed` lets go of its bytes
                 try:
-                    work = self._run(Work(raw=opened.raw, content_hash=opened.digest), ctx)
+                    work = self._run_opened(opened, ctx)
                 finally:
                     self._opened = None
         if work.retransmission_of:  # same MessageId and payload in a new envelope
@@ -488,15 +488,37 @@ class Intake:
 
     def _run(self, work: Work, ctx: Context) -> Work:
         # a bug must not lose the message nor stop the daemon
-        # the stages up to the payload, then the rest: a payload over
-        # `stream_above_bytes` takes the streamed ones instead (`_run_streamed`)
-        split = STAGES.index(extract_payload) + 1
-        work = run(STAGES[:split], work, ctx, around=self._around, on_error=self._internal_error)
+        on_error = self._internal_error
+        return self._rest([run(self._front(), work, ctx, self._around, on_error)], ctx)
+
+    def _run_opened(self, opened: files.Opened, ctx: Context) -> Work:
+        """`_run` for a claimed file. No frame keeps a `Work` with the file's bytes
+        while the rest runs (the box is the only holder): a streamed message lets go
+        of them (`_rest`)."""
+        start, on_error = [Work(raw=opened.raw, content_hash=opened.digest)], self._internal_error
+        return self._rest([run(self._front(), start.pop(), ctx, self._around, on_error)], ctx)
+
+    @staticmethod
+    def _front() -> tuple:
+        """The stages up to the payload; the rest follow (`_rest`)."""
+        return STAGES[: STAGES.index(extract_payload) + 1]
+
+    def _rest(self, box: list[Work], ctx: Context) -> Work:
+        """The stages after the payload: a payload over `stream_above_bytes` takes the
+        streamed ones instead (`_run_streamed`). `box` holds the only reference."""
+        work, rest = box.pop(), STAGES[len(self._front()) :]
         if work.problems or work.retransmission_of:
             return work
         if stream.wants_stream(work, ctx):
-            return self._run_streamed(work, ctx, STAGES[split:])
-        return run(STAGES[split:], work, ctx, around=self._around, on_error=self._internal_error)
+            if not stream.signed(work.payload):
+                # the file's bytes and its MIME parts are not needed any more (the
+                # envelope is open and verified, the payload taken out): a 100 MB claim
+                # held 200 MB of bytes while it was judged
+                work = work.with_(raw=b"", multipart=None)
+                if self._opened is not None:
+                    object.__setattr__(self._opened, "raw", None)  # frozen: see `_reread`
+            return self._run_streamed(work, ctx, rest)
+        return run(rest, work, ctx, around=self._around, on_error=self._internal_error)
 
     def _run_streamed(self, work: Work, ctx: Context, whole: tuple) -> Work:
         """A payload over `stream_above_bytes`: read as a stream and judged in chunks,
@@ -514,12 +536,6 @@ class Intake:
             )
             return work.failed(Problem(Layer.MSGHEAD, "T99", text, "/MsgHead/Signature"))
         self._drop_spill()  # a retry after a ledger conflict starts afresh
-        # the file's bytes and its MIME parts are not needed any more (the envelope is
-        # open and verified, the payload taken out): let go of them, or a 100 MB claim
-        # holds 200 MB of bytes while it is judged
-        work = work.with_(raw=b"", multipart=None)
-        if self._opened is not None:
-            object.__setattr__(self._opened, "raw", None)  # frozen: see `_reread`
         self.log.info("streaming", payload_bytes=size)
         spill = self._spill = stream.Spill(
             stream.spill_path(ctx.settings.paths.work, work.content_hash)
