@@ -108,7 +108,9 @@ loads = pickle.loads  # only ever of what `dumps` wrote into our own spill
 
 
 def wants_stream(work: Work, ctx: Context) -> bool:
-    """Is this payload read as a stream? Only a plain NPR-BKM payload above the limit."""
+    """Is this payload (after decryption and inflation) read as a stream? Any payload
+    over `[intake] stream_above_bytes`; a signed one is then verified whole or refused
+    (`Intake._run_streamed`)."""
     payload = work.payload
     return payload is not None and len(payload) > ctx.settings.intake.stream_above_bytes
 
