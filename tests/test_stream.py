@@ -225,3 +225,23 @@ def test_a_kill_inside_a_streamed_message_leaves_it_to_be_done_again(tmp_path):
     whole = _sandbox(tmp_path / "whole", False)
     _run(whole, raw)
     assert _outcome(whole)[1:] == _outcome(sb)[1:]
+
+
+def test_a_small_gzip_file_inflating_over_the_limit_is_streamed_inside_a_commit_group(tmp_path):
+    """The file is small (handled in a commit group), its payload inflates over the
+    limit: the spill stays open until the group's commit has delivered and counted it."""
+    claim = mixed_claim()
+    raw = wrap_demo(claim, gzip=True)
+    assert len(raw) < len(claim)
+    limit = (len(raw) + len(claim)) // 2  # the file below it, the payload above
+    streamed = make_sandbox(tmp_path / "stream", registry(DEMO_HF))
+    text = streamed.config_path.read_text()
+    streamed.config_path.write_text(
+        text.replace("[intake]\n", f"[intake]\nstream_above_bytes = {limit}\n", 1)
+    )
+    log = _run(streamed, raw)
+    assert [x["event"] for x in log if x["event"] == "streaming"] == ["streaming"]
+    whole = _sandbox(tmp_path / "whole", False)
+    _run(whole, raw)
+    assert _outcome(streamed) == _outcome(whole)
+    assert [x["bills"] for x in log if x["event"] == "answered"] == [40]
