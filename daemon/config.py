@@ -82,7 +82,14 @@ class Intake:
     poll_interval_seconds: Positive = 1.0
     # a file whose size or mtime changed within this many seconds is still being written
     stable_seconds: Annotated[float, Field(ge=0)] = 1.0
-    max_file_bytes: PositiveInt = 50 * 1024 * 1024
+    max_file_bytes: PositiveInt = 128 * 1024 * 1024
+    # a payload over this is read as a stream and judged in chunks of stream_chunk_bills
+    # bills, its state in a spill file in work/ (memory stays bounded: #17.4)
+    stream_above_bytes: PositiveInt = 8 * 1024 * 1024
+    stream_chunk_bills: PositiveInt = 1000
+    # a signed payload is verified whole (the signature digest needs the whole MsgHead):
+    # over this it is refused (T99) instead of parsed into one tree
+    max_whole_bytes: PositiveInt = 50 * 1024 * 1024
     # ceiling for a payload after gzip inflation (a gzip bomb is refused, not inflated);
     # never more than PAYLOAD_PER_FILE times max_file_bytes, whatever is set here
     max_payload_bytes: PositiveInt = 200 * 1024 * 1024
@@ -396,7 +403,7 @@ patient_secret = "var/keys/patient.secret"   # HMAC secret of the patient pseudo
 [intake]
 poll_interval_seconds = 1.0
 stable_seconds = 1.0
-max_file_bytes = 52428800
+max_file_bytes = 134217728
 max_payload_bytes = 209715200
 
 [metrics]

@@ -133,7 +133,7 @@ def test_gzip_bomb_is_refused_without_inflating(sandbox, tmp_path):
 def test_oversized_file_is_refused_unread_but_answered(sandbox):
     """Over max_file_bytes: not parsed; the header in the first MB still addresses a refusal."""
     cfg = sandbox.config_path
-    cfg.write_text(cfg.read_text().replace("max_file_bytes = 52428800", "max_file_bytes = 20000"))
+    cfg.write_text(cfg.read_text().replace("max_file_bytes = 134217728", "max_file_bytes = 20000"))
     padding = b"<!--" + b"x" * 50_000 + b"-->"
     big = demo_claim().replace(b"<MsgHead", padding + b"<MsgHead", 1)
     sandbox.drop(wrap_demo(big, message_id="too-big"), "big.msg")

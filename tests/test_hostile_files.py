@@ -375,7 +375,7 @@ def test_the_inflation_ceiling_follows_the_file_size_limit(sandbox):
     however high max_payload_bytes is set."""
     text = sandbox.config_path.read_text()
     sandbox.config_path.write_text(
-        text.replace("max_file_bytes = 52428800", "max_file_bytes = 100000")
+        text.replace("max_file_bytes = 134217728", "max_file_bytes = 100000")
     )
     padding = b"<!--" + b"x" * 1_000_000 + b"-->"
     big = demo_claim().replace(b"<MsgHead", padding + b"<MsgHead", 1)

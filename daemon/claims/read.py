@@ -116,17 +116,24 @@ def _unit(enhet: etree._Element, episodes: dict[str, Episode]) -> Unit:
 
 def _bill(r: etree._Element, episodes: dict[str, Episode]) -> Bill:
     episode_id = r.get("episodeID")
+    return bill_of(r.attrib, r.sourceline, episodes.get(episode_id) if episode_id else None)
+
+
+def bill_of(attrs, source_line: int | None, episode: Episode | None) -> Bill:
+    """A Bill from an `EnkeltRegning`'s attributes (any mapping), joined to its episode:
+    the one way both the whole-message reader and the streamed one make bills."""
+    uuid = attrs.get("uuid")
     return Bill(
-        regning_nr=mask(r.get("regningNr", "")),  # echoed in AppRec and vedtak
-        uuid=r.get("uuid").strip().upper() if r.get("uuid") else None,  # GUIDs: any case
-        transaction_type=r.get("typeTransaksjon", ""),
-        claimed_at=r.get("TransDatoTid", ""),
-        episode_id=episode_id,
-        sum_amount=_money(r.get("sumBelop")),
-        claim_basis=r.get("kravGrunnlag", ""),
-        egenandel_code=r.get("kodeEgenandel"),
-        episode=episodes.get(episode_id) if episode_id else None,
-        source_line=r.sourceline,
+        regning_nr=mask(attrs.get("regningNr", "")),  # echoed in AppRec and vedtak
+        uuid=uuid.strip().upper() if uuid else None,  # GUIDs: any case
+        transaction_type=attrs.get("typeTransaksjon", ""),
+        claimed_at=attrs.get("TransDatoTid", ""),
+        episode_id=attrs.get("episodeID"),
+        sum_amount=_money(attrs.get("sumBelop")),
+        claim_basis=attrs.get("kravGrunnlag", ""),
+        egenandel_code=attrs.get("kodeEgenandel"),
+        episode=episode,
+        source_line=source_line,
     )
 
 

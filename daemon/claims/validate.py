@@ -39,7 +39,19 @@ def validate(work: Work, ctx: Context) -> Work:
     parsed = parse_untrusted(work.payload, Layer.MSGHEAD, max_nodes=nodes, max_attributes=2 * nodes)
     if parsed.problem:
         return work.failed(*problems, parsed.problem)
-    root = parsed.root
+    return validate_root(work, ctx, parsed.root, problems)
+
+
+def validate_root(
+    work: Work, ctx: Context, root: etree._Element, problems: list[Problem] | None = None,
+    *, skeleton: bool = False,
+) -> Work:  # fmt: skip
+    """The checks of a parsed MsgHead: its type, its one payload and the schema. A
+    streamed payload's skeleton (`daemon.claims.stream`) is checked here the same way
+    (with the envelope, whose problems come first)."""
+    if skeleton:
+        problems = list(xsd_validate(ctx.schemas.envelope, work.soap, Layer.ENVELOPE))
+    problems = [] if problems is None else problems
     if root.tag != f"{{{MSGHEAD}}}MsgHead":
         text = f"nyttelasten er {etree.QName(root).localname}, ikke en KITH MsgHead 1.2"
         return work.failed(*problems, Problem(Layer.MSGHEAD, "T10", text, "/", root.sourceline))

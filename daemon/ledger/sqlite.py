@@ -18,6 +18,7 @@ is owned by the versioned migrations (daemon.ledger.schema_0001, migrations/).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sqlite3
@@ -34,6 +35,8 @@ from daemon.config import ConfigError
 from daemon.domain import Claim, Decision, Exam
 from daemon.ledger import migrate
 from daemon.records import Work
+
+BILL_ROWS_AT_ONCE = 1000  # bills whose rows are built and inserted together (#17.4)
 
 STATES = ("claimed", "answered", "quarantined")
 _STORED = "id, state, apprec_status, problems, ebxml_message_id, conversation_id, sender_her"
@@ -437,11 +440,19 @@ class SqliteLedger:
             ).fetchone()
             if (row[0] if row else 0) != seen:  # another message changed that day meanwhile
                 raise Conflict(f"same-day picture of {day} changed since it was judged")
+        pairs = zip(claim.bills, decision.bills, strict=True)
+        # in slices of BILL_ROWS_AT_ONCE bills: a streamed claim's rows never all sit in
+        # memory (#17.4); each slice withdraws before it inserts, as one slice did before
+        while part := list(itertools.islice(pairs, BILL_ROWS_AT_ONCE)):
+            self._insert_bill_rows(db, message_id, claim, self._new_bill_ids(db, len(part)), part)
+
+    @staticmethod
+    def _insert_bill_rows(db, message_id: int, claim: Claim, ids, part: list) -> None:
+        """The bills of `part` ((bill, outcome) pairs, ids `ids`) with their lines,
+        payments, egenandeler, exams and remarks: one statement per table per slice."""
         bills, lines, payments, exams, remarks, withdrawn = [], [], [], [], [], []
         copays, copays_withdrawn = [], []
-        for bill_id, bill, outcome in zip(
-            self._new_bill_ids(db, len(claim.bills)), claim.bills, decision.bills, strict=True
-        ):
+        for bill_id, (bill, outcome) in zip(ids, part, strict=True):
             patient = bill.episode.patient.key if bill.episode else None
             bills.append(
                 (

@@ -89,6 +89,25 @@ def evaluate(
     the exam rules, which read that judgement. `progress(n)` is called after each bill
     (n bills judged) when given."""
     trace = Trace()
+    problems, refused = claim_rules(claim, rc, book, trace)
+    if refused is not None:
+        return problems, refused
+    judged = []
+    for n, bill in enumerate(claim.bills, start=1):
+        judged.append(_judge(bill, rc, book, trace))
+        if progress is not None:
+            progress(n)
+    outcomes, basis = _same_day(judged, rc)
+    rc = replace(rc, same_day=outcomes)
+    bills = tuple(_finish(j, rc, book, trace) for j in judged)
+    return [], Decision(bills, tuple(trace.fired), trace.count, basis)
+
+
+def claim_rules(
+    claim: Claim, rc: RuleContext, book: Rulebook, trace: Trace
+) -> tuple[list[Problem], Decision | None]:
+    """The claim rules; when one fires, its problems and the decision that judges no
+    bill (the whole message is refused)."""
     problems = []
     for fn in book.claim:
         info, finding = fn.rule, fn(claim, rc)
@@ -99,15 +118,7 @@ def evaluate(
             problems.append(Problem(layer, info.number, text, KRAV, scheme="8223"))
     if problems:
         return problems, Decision((), tuple(trace.fired), trace.count)
-    judged = []
-    for n, bill in enumerate(claim.bills, start=1):
-        judged.append(_judge(bill, rc, book, trace))
-        if progress is not None:
-            progress(n)
-    outcomes, basis = _same_day(judged, rc)
-    rc = replace(rc, same_day=outcomes)
-    bills = tuple(_finish(j, rc, book, trace) for j in judged)
-    return [], Decision(bills, tuple(trace.fired), trace.count, basis)
+    return [], None
 
 
 class Trace:

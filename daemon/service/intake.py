@@ -38,6 +38,7 @@ from threading import Event
 import structlog
 
 from daemon import files
+from daemon.claims import stream
 from daemon.claims.answer import Answer, answer, timestamp
 from daemon.claims.read import read
 from daemon.claims.validate import validate
@@ -49,6 +50,7 @@ from daemon.masking import mask
 from daemon.records import Context, Work, content_hash
 from daemon.registers.registry import Registry
 from daemon.registers.tariffs import Tariffs
+from daemon.rules.chunked import decide_streamed
 from daemon.rules.decide import decide
 from daemon.schemas import Schemas
 from daemon.service.metrics import Metrics
@@ -129,6 +131,10 @@ class Intake:
         # this process among the workers of the inbox (`daemon.service.workers`): set by
         # the daemon; None: a one-off `process`, alone on the folders (the state lock)
         self.worker = None
+        self._spill: stream.Spill | None = None  # the streamed message in hand's spill
+        self._opened: files.Opened | None = None  # the file in hand, while it is processed
+        # the stage whose progress is being told: (stage, when first told, bills then)
+        self._progress_began: tuple[str, float, int] | None = None
 
     # ------------------------------------------------------------------ passes
 
@@ -140,6 +146,8 @@ class Intake:
             for folder in (self.settings.paths.outbox, self.settings.paths.quarantine):
                 for temp in files.remove_stale_temps(folder):  # a write cut short by a kill
                     self.log.info("removed_stale_temp", file=temp)
+            for spill in stream.remove_spills(self.settings.paths.work):  # killed while opening
+                self.log.info("removed_stale_temp", file=spill)
         names = sorted(p for p in self.settings.paths.work.iterdir() if not p.name.startswith("."))
         if self.worker is not None:
             names = self.worker.claimable(names, takeover_only=takeover_only)
@@ -216,7 +224,7 @@ class Intake:
             if self.worker is not None and not self._hold(path):
                 continue
             try:
-                if candidate.size > GROUP_MAX_BYTES:
+                if candidate.size > min(GROUP_MAX_BYTES, self.settings.intake.stream_above_bytes):
                     self._close_group()  # judged alone, in its own short transactions
                 else:
                     self._open_group()
@@ -322,7 +330,15 @@ class Intake:
             opened = refused
         ids = _ids_of(opened.prefix) if isinstance(opened, files.Opened) else {}
         with structlog.contextvars.bound_contextvars(file=path.name, **ids):
-            self._handle(path, opened, received_at, recovering)
+            try:
+                self._handle(path, opened, received_at, recovering)
+            finally:
+                self._drop_spill()
+
+    def _drop_spill(self) -> None:
+        spill, self._spill = self._spill, None
+        if spill is not None:
+            spill.close()
 
     def _handle(
         self,
@@ -364,6 +380,7 @@ class Intake:
             return
         started = time.perf_counter()
         for _attempt in range(3):
+            opened = self._reread(path, opened)
             try:
                 stored, duplicate, decision = self._process(path, opened, now, attempts)
                 break
@@ -379,18 +396,36 @@ class Intake:
         ms = round((time.perf_counter() - started) * 1000, 2)
         outcome = "duplicate" if duplicate else stored.state
         totals = _totals(decision) if decision else self.ledger.bill_totals(stored.id)
+        # a streamed message's decision reads its bills from the spill: kept open until
+        # the metrics have counted them
+        spill, self._spill = self._spill, None
 
         def done() -> None:  # once the outcome is durable and the answers delivered
             self._log_outcome(outcome, name, stored, ms, totals)
             self.metrics.observe_message(outcome, stored.apprec_status, time.time() - mtime)
             if not duplicate:
                 self.metrics.observe_decision(decision)
+            if spill is not None:
+                spill.close()
 
         if self._group is None:
             self._deliver(path, stored)
             done()
         else:
             self._group.append((path, stored, done))
+
+    def _reread(
+        self, path: Path, opened: files.Opened | files.Refused
+    ) -> files.Opened | files.Refused:
+        """The file again when a streamed try let go of its bytes (`_release_raw`) and a
+        ledger conflict makes us try once more."""
+        limit = self.settings.intake.max_file_bytes
+        if isinstance(opened, files.Opened) and opened.raw is None and opened.size <= limit:
+            try:
+                return files.read_claimed(path, limit, PEEK_BYTES)
+            except files.Refused as refused:
+                return refused
+        return opened
 
     def _log_outcome(
         self,
@@ -432,9 +467,20 @@ class Intake:
         )
 
     def _progress(self, stage: str, done: int, total: int) -> None:
-        """A long message's progress: a log line, and a sign of life for the watchdog."""
-        self.heartbeat = time.monotonic()
-        self.log.info("progress", stage=stage, bills=done, of=total)
+        """A long message's progress: a log line, and a sign of life for the watchdog.
+        `of` is None while the number of bills is not known yet (a streamed read);
+        `bills_per_s` since the stage began (its first report starts the clock)."""
+        now = time.monotonic()
+        self.heartbeat = now
+        began = self._progress_began
+        if began is None or began[0] != stage or done <= began[2]:
+            began = self._progress_began = (stage, now, done)
+        _stage, since, first = began
+        rate = (done - first) / (now - since) if done > first and now > since else None
+        self.log.info(
+            "progress", stage=stage, bills=done, of=total or None,
+            bills_per_s=round(rate) if rate else None,
+        )  # fmt: skip
 
     def _process(
         self, path: Path, opened: files.Opened | files.Refused, now: datetime, attempts: int = 1
@@ -463,7 +509,11 @@ class Intake:
             elif opened.raw is None:
                 work = _oversized(opened, self.settings.intake.max_file_bytes)
             else:
-                work = self._run(Work(raw=opened.raw, content_hash=opened.digest), ctx)
+                self._opened = opened  # `_run_streamed` lets go of its bytes
+                try:
+                    work = self._run_opened(opened, ctx)
+                finally:
+                    self._opened = None
         if work.retransmission_of:  # same MessageId and payload in a new envelope
             earlier = self.ledger.by_hash(work.retransmission_of)
             self.ledger.record_duplicate(path.name, earlier, now.isoformat())
@@ -477,7 +527,68 @@ class Intake:
 
     def _run(self, work: Work, ctx: Context) -> Work:
         # a bug must not lose the message nor stop the daemon
-        return run(STAGES, work, ctx, around=self._around, on_error=self._internal_error)
+        on_error = self._internal_error
+        return self._rest([run(self._front(), work, ctx, self._around, on_error)], ctx)
+
+    def _run_opened(self, opened: files.Opened, ctx: Context) -> Work:
+        """`_run` for a claimed file. No frame keeps a `Work` with the file's bytes
+        while the rest runs (the box is the only holder): a streamed message lets go
+        of them (`_rest`)."""
+        start, on_error = [Work(raw=opened.raw, content_hash=opened.digest)], self._internal_error
+        return self._rest([run(self._front(), start.pop(), ctx, self._around, on_error)], ctx)
+
+    @staticmethod
+    def _front() -> tuple:
+        """The stages up to the payload; the rest follow (`_rest`)."""
+        return STAGES[: STAGES.index(extract_payload) + 1]
+
+    def _rest(self, box: list[Work], ctx: Context) -> Work:
+        """The stages after the payload: a payload over `stream_above_bytes` takes the
+        streamed ones instead (`_run_streamed`). `box` holds the only reference."""
+        work, rest = box.pop(), STAGES[len(self._front()) :]
+        if work.problems or work.retransmission_of:
+            return work
+        if stream.wants_stream(work, ctx):
+            if not stream.signed(work.payload):
+                # the file's bytes and its MIME parts are not needed any more (the
+                # envelope is open and verified, the payload taken out): a 100 MB claim
+                # held 200 MB of bytes while it was judged
+                work = work.with_(raw=b"", multipart=None)
+                if self._opened is not None:
+                    object.__setattr__(self._opened, "raw", None)  # frozen: see `_reread`
+            return self._run_streamed(work, ctx, rest)
+        return run(rest, work, ctx, around=self._around, on_error=self._internal_error)
+
+    def _run_streamed(self, work: Work, ctx: Context, whole: tuple) -> Work:
+        """A payload over `stream_above_bytes`: read as a stream and judged in chunks,
+        its state in a spill file (`daemon.claims.stream`, `daemon.rules.chunked`). A
+        signed one is verified whole, which needs its tree: up to `max_whole_bytes`
+        it takes the whole-message path, over that it is refused (T99)."""
+        size, limit = len(work.payload), ctx.settings.intake.max_whole_bytes
+        if stream.signed(work.payload):
+            if size <= limit:
+                return run(whole, work, ctx, around=self._around, on_error=self._internal_error)
+            text = (
+                f"signert MsgHead på {size} byte er over grensen på {limit} byte for "
+                "signaturkontroll (signaturen må kontrolleres over hele dokumentet); "
+                "del kravet i flere meldinger"
+            )
+            return work.failed(Problem(Layer.MSGHEAD, "T99", text, "/MsgHead/Signature"))
+        self._drop_spill()  # a retry after a ledger conflict starts afresh
+        self.log.info("streaming", payload_bytes=size)
+        spill = self._spill = stream.Spill(
+            stream.spill_path(ctx.settings.paths.work, work.content_hash)
+        )
+        self._big = True  # the skeleton and the freed subtrees: give the heap back
+
+        def validate(work: Work, ctx: Context) -> Work:
+            return stream.stream_validate(work, ctx, spill)
+
+        def decide(work: Work, ctx: Context) -> Work:
+            return decide_streamed(work, ctx, spill)
+
+        stages = (validate, verify_payload_signature, decide)
+        return run(stages, work, ctx, around=self._around, on_error=self._internal_error)
 
     def _around(self, stage: str, call: Callable[[], Work]) -> Work:
         """Each stage timed into the metrics; the heartbeat says the loop is alive
