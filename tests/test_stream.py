@@ -36,6 +36,8 @@ CT_HEAD, CT_CHEST, CT_KNEE = "SAA0AD", "SSC0AD", "SNG0AD"
 REGISTER = tariffs.load(tariffs.SHIPPED_DIR).radiology
 LAB = ("NOR05003", "6.96")  # an NLK code and its rate (state sector), as generate.py uses
 
+BOTH_BACKENDS = True  # the tests taking `ledger_url` run on SQLite and PostgreSQL (conftest.py)
+
 
 def rad(code: str) -> P:
     entry = REGISTER.code(code)
@@ -71,8 +73,8 @@ def mixed_claim(bills: int = 40) -> bytes:
     return msghead(C(tuple(specs)))
 
 
-def _sandbox(root: Path, streamed: bool, extra: str = "") -> Sandbox:
-    sb = make_sandbox(root, registry(DEMO_HF))
+def _sandbox(root: Path, streamed: bool, extra: str = "", ledger_url: str | None = None) -> Sandbox:
+    sb = make_sandbox(root, registry(DEMO_HF), ledger_url=ledger_url)
     if streamed:
         text = sb.config_path.read_text()
         limits = f"stream_above_bytes = 1024\nstream_chunk_bills = 7\n{extra}"
@@ -122,10 +124,11 @@ def _outcome(sb: Sandbox):
     return message, bills, remarks, lines, exams, status, errors
 
 
-def test_the_streamed_path_judges_every_bill_as_the_whole_message_path(tmp_path):
+def test_the_streamed_path_judges_every_bill_as_the_whole_message_path(tmp_path, ledger_url):
+    """On SQLite and on PostgreSQL for the streamed path; the whole path on SQLite."""
     raw = wrap_demo(mixed_claim())
     whole = _sandbox(tmp_path / "whole", False)
-    streamed = _sandbox(tmp_path / "stream", True, "progress_every_bills = 15\n")
+    streamed = _sandbox(tmp_path / "stream", True, "progress_every_bills = 15\n", ledger_url)
     whole_log, stream_log = _run(whole, raw), _run(streamed, raw)
     # progress while reading (the number of bills not known yet), then while judging
     progress = [(x["stage"], x["bills"], x["of"]) for x in stream_log if x["event"] == "progress"]
@@ -194,10 +197,10 @@ def test_a_signed_payload_over_max_whole_bytes_is_refused_with_t99(tmp_path):
     assert "signaturkontroll" in etree.tostring(root, encoding="unicode")
 
 
-def test_a_kill_inside_a_streamed_message_leaves_it_to_be_done_again(tmp_path):
+def test_a_kill_inside_a_streamed_message_leaves_it_to_be_done_again(tmp_path, ledger_url):
     """SIGKILL while the daemon judges a streamed message: at restart it is read again
     from the start, answered once, every bill recorded once, and no spill is left."""
-    sb = _sandbox(tmp_path / "stream", True, "progress_every_bills = 7\n")
+    sb = _sandbox(tmp_path / "stream", True, "progress_every_bills = 7\n", ledger_url)
     text = sb.config_path.read_text().replace("stream_chunk_bills = 7", "stream_chunk_bills = 1")
     sb.config_path.write_text(text)
     claim = mixed_claim(400)
