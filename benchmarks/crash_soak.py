@@ -223,13 +223,15 @@ SAME_DAY_REGIONS = ("Hode", "Toraks", "Overekstremitet", "Underekstremitet")  # 
 @dataclass(frozen=True)
 class ConflictGroup:
     """Messages whose bills compete: `duplicate`, one bill (same institution and uuid)
-    sent in several messages, so COM-06 pays exactly one; `same-day`, one CT exam of
-    one patient and day in each message, so RAD-06 pays exactly `sameday.DAILY_LIMIT`.
-    The plan cannot know which win, only how many: `winners`."""
+    sent in several messages, so COM-06 pays exactly one; `same-day`, one CT, MR or UL
+    exam (`modality`, the same for the group) of one patient and day in each message,
+    so RAD-06 pays exactly `sameday.DAILY_LIMIT`. The plan cannot know which win, only
+    how many: `winners`."""
 
     kind: str
     winners: int
     messages: tuple[generate.PlannedMessage, ...]
+    modality: str = ""
 
     @property
     def message_ids(self) -> set[str]:
@@ -243,7 +245,7 @@ def _conflicts(
     count: int,
 ) -> list[ConflictGroup]:
     """About `count` extra messages in conflict groups (seeded), half duplicate bills,
-    half same-day CT exams. Every bill is without defects and has a patient of its own
+    half same-day CT, MR or UL exams. Every bill is without defects and has a patient of its own
     group, so the only thing that can reject one is the conflict."""
     rng = random.Random(f"{spec.seed}/conflicts")
     codes = generate._Codes(generate.default_tariffs(), replace(spec, invalid=0.0))
@@ -252,13 +254,17 @@ def _conflicts(
     people.used |= seen
     radiology = [i for i in institutions if "radiology" in i.services]
     claimable = [i for i in institutions if {"lab", "radiology"} & set(i.services)]
-    ct = [
-        c
-        for c in codes.radiology.get("CT", [])
-        if c.modality == "CT" and len(c.regions) == 1 and c.regions[0] in SAME_DAY_REGIONS
-    ]
-    if not radiology or len(ct) < DAILY_LIMIT + 2:
-        raise ValueError("--conflicts needs radiology institutions and CT codes")
+    limited = {  # codes of one region each, of regions no RAD-07 list pairs
+        group: [
+            c
+            for c in codes.radiology.get(group, [])
+            if c.modality == group and len(c.regions) == 1 and c.regions[0] in SAME_DAY_REGIONS
+        ]
+        for group in ("CT", "MR", "UL")
+    }
+    limited = {g: pool for g, pool in limited.items() if len(pool) >= DAILY_LIMIT + 2}
+    if not radiology or not limited:
+        raise ValueError("--conflicts needs radiology institutions and CT, MR or UL codes")
     regning = iter(range(900_001, 10**9))
     index = iter(range(len(base), 10**9))
     groups: list[ConflictGroup] = []
@@ -302,9 +308,11 @@ def _conflicts(
                 bill = codes.lab_bill(rng, inst, day, rng.randint(1, 3), common(at))
             sent = [message(inst, bill) for _ in range(rng.randint(2, 3))]
             groups.append(ConflictGroup("duplicate", 1, tuple(sent)))
-        else:  # DAILY_LIMIT + 1..2 CT exams of one patient and day, one a message
+        else:  # DAILY_LIMIT + 1..2 exams of one group, patient and day, one a message
             sent = []
-            for n, code in enumerate(rng.sample(ct, DAILY_LIMIT + rng.randint(1, 2))):
+            modality = rng.choice(sorted(limited))
+            pool = limited[modality]
+            for n, code in enumerate(rng.sample(pool, DAILY_LIMIT + rng.randint(1, 2))):
                 inst = rng.choice(radiology)
                 cs = ncrp.CodeString(code.code, None, None, None, ())
                 amount = codes.radiology_amount(cs, code, inst, day)
@@ -317,7 +325,7 @@ def _conflicts(
                     lines=(line,),
                 )
                 sent.append(message(inst, bill))
-            groups.append(ConflictGroup("same-day", DAILY_LIMIT, tuple(sent)))
+            groups.append(ConflictGroup("same-day", DAILY_LIMIT, tuple(sent), modality))
         made += len(sent)
     return groups
 
@@ -902,7 +910,12 @@ def check(
         ]
     if groups:
         report.figures["conflict groups"] = (
-            ", ".join(f"{k} {v}" for k, v in sorted(Counter(g.kind for g in groups).items()))
+            ", ".join(
+                f"{k} {v}"
+                for k, v in sorted(
+                    Counter(f"{g.kind} {g.modality}".strip() for g in groups).items()
+                )
+            )
             + f" ({sum(len(g.messages) for g in groups)} messages)"
         )
     invariant("every conflict group has exactly its number of winners", problems)
@@ -1142,7 +1155,7 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         metavar="N",
         help="extra messages in conflict groups: a share of --messages (below 1) or a count;"
-        " bills re-sent in several messages (COM-06 pays one) and CT exams of one patient"
+        " bills re-sent in several messages (COM-06 pays one) and CT/MR/UL exams of one patient"
         " and day spread over messages (RAD-06 pays two)",
     )
     args = ap.parse_args(argv)
