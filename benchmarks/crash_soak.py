@@ -33,6 +33,12 @@ it comes back at once, half of the time under its own id (it recovers its own ho
 otherwise under a new one (the others take its files over: its process is gone). The
 `settle` processes take the ledger's settlement lock while the workers answer.
 
+Competing claims (`--conflicts N`, a share of --messages below 1, else a count): extra
+messages in groups dropped side by side, a bill re-sent in several messages (COM-06
+pays one) or CT/MR/UL exams of one patient and day one per message (RAD-06 pays two).
+The plan cannot know which message of a group wins, so the check counts the winners of
+each group and checks every patient and day against the same-day limits.
+
 The sandbox's clock is frozen at 2026-11-23T12:00Z (the generated claims are judged on
 that day), so the daemon's make-up batch at its first start covers Friday's 16:00
 batch and finds nothing: every claim is answered "at" the frozen instant, after it.
