@@ -33,6 +33,12 @@ it comes back at once, half of the time under its own id (it recovers its own ho
 otherwise under a new one (the others take its files over: its process is gone). The
 `settle` processes take the ledger's settlement lock while the workers answer.
 
+Competing claims (`--conflicts N`, a share of --messages below 1, else a count): extra
+messages in groups dropped side by side, a bill re-sent in several messages (COM-06
+pays one) or CT/MR/UL exams of one patient and day one per message (RAD-06 pays two).
+The plan cannot know which message of a group wins, so the check counts the winners of
+each group and checks every patient and day against the same-day limits.
+
 The sandbox's clock is frozen at 2026-11-23T12:00Z (the generated claims are judged on
 that day), so the daemon's make-up batch at its first start covers Friday's 16:00
 batch and finds nothing: every claim is answered "at" the frozen instant, after it.
@@ -55,7 +61,8 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -67,7 +74,9 @@ if str(ROOT) not in sys.path:
 
 from benchmarks import generate  # noqa: E402
 from daemon import files  # noqa: E402
+from daemon.registers import ncrp  # noqa: E402
 from daemon.registers.registry import load_institutions  # noqa: E402
+from daemon.rules.sameday import DAILY_LIMIT  # noqa: E402
 from daemon.transport import (  # noqa: E402
     keys,
     mime,
@@ -212,6 +221,133 @@ def write_lock_held(ledger: Path) -> bool:
         db.close()
 
 
+# --------------------------------------------------------------------------- conflicts
+
+SAME_DAY_REGIONS = ("Hode", "Toraks", "Overekstremitet", "Underekstremitet")  # no RAD-07 pair
+
+
+@dataclass(frozen=True)
+class ConflictGroup:
+    """Messages whose bills compete: `duplicate`, one bill (same institution and uuid)
+    sent in several messages, so COM-06 pays exactly one; `same-day`, one CT, MR or UL
+    exam (`modality`, the same for the group) of one patient and day in each message,
+    so RAD-06 pays exactly `sameday.DAILY_LIMIT`. The plan cannot know which win, only
+    how many: `winners`."""
+
+    kind: str
+    winners: int
+    messages: tuple[generate.PlannedMessage, ...]
+    modality: str = ""
+
+    @property
+    def message_ids(self) -> set[str]:
+        return {m.message_id for m in self.messages}
+
+
+def _conflicts(
+    spec: generate.Spec,
+    institutions,
+    base: list[generate.PlannedMessage],
+    count: int,
+) -> list[ConflictGroup]:
+    """About `count` extra messages in conflict groups (seeded), half duplicate bills,
+    half same-day CT, MR or UL exams. Every bill is without defects and has a patient of its own
+    group, so the only thing that can reject one is the conflict."""
+    rng = random.Random(f"{spec.seed}/conflicts")
+    codes = generate._Codes(generate.default_tariffs(), replace(spec, invalid=0.0))
+    seen = {b.fnr for m in base for b in m.bills}
+    people = generate._People(rng)
+    people.used |= seen
+    radiology = [i for i in institutions if "radiology" in i.services]
+    claimable = [i for i in institutions if {"lab", "radiology"} & set(i.services)]
+    limited = {  # codes of one region each, of regions no RAD-07 list pairs
+        group: [
+            c
+            for c in codes.radiology.get(group, [])
+            if c.modality == group and len(c.regions) == 1 and c.regions[0] in SAME_DAY_REGIONS
+        ]
+        for group in ("CT", "MR", "UL")
+    }
+    limited = {g: pool for g, pool in limited.items() if len(pool) >= DAILY_LIMIT + 2}
+    if not radiology or not limited:
+        raise ValueError("--conflicts needs radiology institutions and CT, MR or UL codes")
+    regning = iter(range(900_001, 10**9))
+    index = iter(range(len(base), 10**9))
+    groups: list[ConflictGroup] = []
+    made = 0
+    while made < count:
+        day = spec.today - timedelta(days=rng.randint(2, spec.days_back))
+        fnr = people.new()
+        municipality = generate._municipality(rng)
+
+        def common(at: str, day=day, fnr=fnr, municipality=municipality) -> dict:
+            return {
+                "regning_nr": str(next(regning)),
+                "uuid": generate._uuid(rng, braces=True),
+                "episode_id": "1",
+                "fnr": fnr,
+                "municipality": municipality,
+                "instant": f"{day.isoformat()}T{at}",
+            }
+
+        def message(inst, bill, day=day) -> generate.PlannedMessage:
+            n = next(index)
+            sent = max(day + timedelta(days=1), spec.today - timedelta(days=rng.randint(1, 5)))
+            return generate.PlannedMessage(
+                index=n,
+                name=f"{spec.prefix}-{spec.seed}-c{n:06d}.msg",
+                message_id=generate._uuid(rng),
+                conversation_id=generate._uuid(rng),
+                msg_id=generate._uuid(rng),
+                gen_date=datetime.combine(sent, datetime.min.time(), UTC)
+                + timedelta(hours=rng.randint(5, 10), minutes=rng.randint(0, 59)),
+                institution=inst,
+                bills=(bill,),
+            )
+
+        if len(groups) % 2 == 0:  # one bill re-sent in 2..3 messages
+            inst = rng.choice(claimable)
+            at = f"{rng.randint(7, 16):02d}:{rng.randint(0, 59):02d}:00"
+            if "radiology" in inst.services and rng.random() < 0.5:
+                bill = codes.radiology_bill(rng, inst, day, rng.randint(1, 3), common(at))
+            else:
+                bill = codes.lab_bill(rng, inst, day, rng.randint(1, 3), common(at))
+            sent = [message(inst, bill) for _ in range(rng.randint(2, 3))]
+            groups.append(ConflictGroup("duplicate", 1, tuple(sent)))
+        else:  # DAILY_LIMIT + 1..2 exams of one group, patient and day, one a message
+            sent = []
+            modality = rng.choice(sorted(limited))
+            pool = limited[modality]
+            for n, code in enumerate(rng.sample(pool, DAILY_LIMIT + rng.randint(1, 2))):
+                inst = rng.choice(radiology)
+                cs = ncrp.CodeString(code.code, None, None, None, ())
+                amount = codes.radiology_amount(cs, code, inst, day)
+                system = "R" if code.code_system == "NCRP" else "K"
+                line = generate.PlannedLine("radiology", str(cs), amount, code_system=system)
+                rhf = codes.rhf.for_municipality(municipality, day)
+                bill = generate.PlannedBill(
+                    **common(f"{8 + n:02d}:{rng.randint(0, 59):02d}:00"),
+                    payee=f"RHF:{rhf.name}",
+                    lines=(line,),
+                )
+                sent.append(message(inst, bill))
+            groups.append(ConflictGroup("same-day", DAILY_LIMIT, tuple(sent), modality))
+        made += len(sent)
+    return groups
+
+
+def _spread(named: list, groups: list[ConflictGroup], rng: random.Random) -> list:
+    """The conflict messages put among the others, each group's side by side (so one
+    wave carries a group whole, and the workers take its files at the same time)."""
+    raw = dict(named)
+    grouped = {m.name for g in groups for m in g.messages}
+    out = [(n, data) for n, data in named if n not in grouped]
+    for group in groups:
+        at = rng.randint(0, len(out))
+        out[at:at] = [(m.name, raw[m.name]) for m in group.messages]
+    return out
+
+
 # --------------------------------------------------------------------------- the soak
 
 
@@ -234,6 +370,15 @@ class Report:
     checks: list[tuple[str, list[str]]] = field(default_factory=list)  # (invariant, problems)
     workers: int = 1
     ledger: str = "sqlite"
+    groups: list[ConflictGroup] = field(default_factory=list)
+
+    def spread_groups(self, logs: Path) -> int:
+        """How many conflict groups had their messages answered by more than one
+        worker process (from the daemons' `answered` events)."""
+        by = {
+            e["message_id"]: e.get("worker") for e in _events(logs) if e.get("event") == "answered"
+        }
+        return sum(len({by.get(i) for i in g.message_ids}) > 1 for g in self.groups)
 
     @property
     def violations(self) -> list[str]:
@@ -253,6 +398,7 @@ def run(
     secure: bool = True,
     workers: int = 1,
     ledger: str | None = None,
+    conflicts: float = 0,
     say: Callable[[str], None] = lambda _: None,
 ) -> Report:
     """The soak in `root` (a new folder); the report holds the invariants' results."""
@@ -283,10 +429,14 @@ def run(
     institutions = load_institutions(box.paths.institutions)
     ours = keys.load_pair(box.paths.private_key, box.paths.certificate, None)
     planned = generate.plan(spec, institutions)
-    say(f"generating {messages} messages (seed {seed}) …")
+    extra = round(conflicts * messages) if 0 < conflicts < 1 else int(conflicts)
+    groups = _conflicts(spec, institutions, planned, extra) if extra else []
+    everything = planned + [m for g in groups for m in g.messages]
+    say(f"generating {len(everything)} messages (seed {seed}) …")
     named = generate.render_all(
-        planned, spec, institutions, recipient=ours.certificate, jobs=os.cpu_count() or 1
+        everything, spec, institutions, recipient=ours.certificate, jobs=os.cpu_count() or 1
     )
+    named = _spread(named, groups, random.Random(f"{seed}/spread"))
     sender = None
     if secure:
         partner = generate.write_sender(root / "sender", spec, institutions)
@@ -294,7 +444,7 @@ def run(
         sender = generate.sender_keys(
             spec.seed, spec.from_her, institutions[0].orgnr, institutions[0].name
         )
-    report = Report(spec, generate.summarize(planned), workers=workers)
+    report = Report(spec, generate.summarize(planned), workers=workers, groups=groups)
     report.ledger = "postgresql" if ledger else "sqlite"
     logs = root / "logs"
     logs.mkdir()
@@ -322,7 +472,12 @@ def run(
         report.figures["taken over"] = (
             f"{sum(e['files'] for e in taken)} files from {len(taken)} dead workers"
         )
-    check(report, box, named, planned, sender)
+        if groups:
+            report.figures["conflicts spread"] = (
+                f"{report.spread_groups(logs)} of {len(groups)} groups answered by"
+                " two or more worker processes"
+            )
+    check(report, box, named, planned, sender, groups)
     return report
 
 
@@ -601,8 +756,11 @@ def check(
     named: list[tuple[str, bytes]],
     planned: list[generate.PlannedMessage],
     sender: trust.KeyPair | None,
+    groups: list[ConflictGroup] = (),
 ) -> None:
-    """Every invariant, from the ledger, the outbox and the folders."""
+    """Every invariant, from the ledger, the outbox and the folders. `planned`: the
+    messages whose outcome the plan knows; `groups`: those whose winners it cannot
+    know, only how many there must be."""
     paths = box.paths
     db = connect(box)
     q = db.execute
@@ -625,7 +783,8 @@ def check(
         f"{r[0]}: receipt {r[1]}, duplicate {r[2]}" for r in receipts if r[1:3] != ("answered", 0)
     ]
     problems += [f"{r[0]}: receipt not finished" for r in receipts if not r[3]]
-    ids = {m.message_id for m in planned}
+    in_conflict = {m.message_id: g for g in groups for m in g.messages}
+    ids = {m.message_id for m in planned} | set(in_conflict)
     rows = q("SELECT ebxml_message_id, state, final, apprec_status FROM messages").fetchall()
     per_id = Counter(r[0] for r in rows)
     problems += [f"MessageId {i}: {c} outcomes" for i, c in per_id.items() if c != 1]
@@ -667,6 +826,7 @@ def check(
     expected_status = {m.message_id: m.status for m in planned}
     problems = []
     seen_status: Counter = Counter()
+    group_status: dict[int, Counter] = {id(g): Counter() for g in groups}
     for message_id, names_ in apprecs.items():
         status = _apprec_status((paths.outbox / names_[0]).read_bytes(), sender)
         seen_status[status] += 1
@@ -674,9 +834,18 @@ def check(
             problems.append(
                 f"{message_id}: AppRec says {status}, ledger {status_of.get(message_id)}"
             )
-        if status != expected_status.get(message_id):
+        if message_id in in_conflict:  # the winners say 1, the others 3 (COM-06, RAD-06)
+            group_status[id(in_conflict[message_id])][status] += 1
+        elif status != expected_status.get(message_id):
             problems.append(
                 f"{message_id}: status {status}, expected {expected_status.get(message_id)}"
+            )
+    for g in groups:
+        want = Counter({"1": g.winners, "3": len(g.messages) - g.winners})
+        if group_status[id(g)] != want:
+            problems.append(
+                f"{g.kind} group of {len(g.messages)}: AppRec status "
+                f"{dict(group_status[id(g)])}, expected {dict(want)}"
             )
     report.figures["AppRec status"] = ", ".join(f"{k}: {v}" for k, v in sorted(seen_status.items()))
     invariant("every AppRec's status is the ledger's and the expected one (1 or 3)", problems)
@@ -699,10 +868,14 @@ def check(
     invariant("no bill paid twice; each bill's payments equal its approved amount", problems)
 
     expected = generate.expected_of(planned)
-    got = {(b[1], b[2]): Decimal(b[3]) for b in bills}
+    contested = {
+        (m.institution.orgnr, b.uuid): b for g in groups for m in g.messages for b in m.bills
+    }
+    got = {(b[1], b[2]): Decimal(b[3]) for b in bills if (b[1], b[2]) not in contested}
     problems = []
-    if len(bills) != len(expected):
-        problems.append(f"{len(bills)} bills in the ledger, {len(expected)} sent")
+    sent = len(expected) + sum(len(g.messages) for g in groups)
+    if len(bills) != sent:
+        problems.append(f"{len(bills)} bills in the ledger, {sent} sent")
     problems += [
         f"{k}: approved {got.get(k)}, expected {v}" for k, v in expected.items() if got.get(k) != v
     ]
@@ -710,6 +883,62 @@ def check(
         f"{k} {v}" for k, v in sorted(Counter(b[4] for b in bills).items())
     )
     invariant("every bill approved as the generator planned it", problems)
+
+    # ---- conflicts: how many won, never which; the limits hold for every patient
+    problems, contested_paid = [], ZERO
+    by_key: dict[tuple[str, str], list[tuple]] = {}
+    for b in bills:
+        by_key.setdefault((b[1], b[2]), []).append(b)
+    for g in groups:
+        keys = list(
+            dict.fromkeys((m.institution.orgnr, b.uuid) for m in g.messages for b in m.bills)
+        )
+        rows_ = [r for k in keys for r in by_key.get(k, [])]
+        won = [r for r in rows_ if r[4] in ("approved", "reduced")]
+        lost = [r for r in rows_ if r[4] not in ("approved", "reduced")]
+        if len(rows_) != len(g.messages):
+            problems.append(
+                f"{g.kind} group: {len(rows_)} bills in the ledger, {len(g.messages)} sent"
+            )
+        if len(won) != g.winners:
+            problems.append(
+                f"{g.kind} group of {len(g.messages)}: {len(won)} approved, expected {g.winners}"
+            )
+        for r in won:
+            if Decimal(r[3]) != contested[(r[1], r[2])].approved:
+                claimed = contested[(r[1], r[2])].approved
+                problems.append(
+                    f"{g.kind} winner {r[1]} {r[2]}: approved {r[3]}, claimed {claimed}"
+                )
+            contested_paid += Decimal(r[3])
+        problems += [
+            f"{g.kind} loser {r[1]} {r[2]}: {r[4]} {r[3]}" for r in lost if Decimal(r[3]) != ZERO
+        ]
+    if groups:
+        report.figures["conflict groups"] = (
+            ", ".join(
+                f"{k} {v}"
+                for k, v in sorted(
+                    Counter(f"{g.kind} {g.modality}".strip() for g in groups).items()
+                )
+            )
+            + f" ({sum(len(g.messages) for g in groups)} messages)"
+        )
+    invariant("every conflict group has exactly its number of winners", problems)
+
+    units: Counter = Counter()
+    for patient, day, modality, kind, n in q(
+        "SELECT patient_key, day, modality, kind, units FROM exams WHERE active = 1"
+    ):
+        group = _limit_group(modality, kind)
+        if group is not None:
+            units[(patient, day, group)] += n
+    problems = [
+        f"patient {p[:8]}… {d} {g}: {n} exams approved, limit {DAILY_LIMIT}"
+        for (p, d, g), n in units.items()
+        if n > DAILY_LIMIT
+    ]
+    invariant("no patient and day over a same-day limit (RAD-06, RAD-09)", problems)
 
     # ---- settlement
     open_ = q(
@@ -743,11 +972,17 @@ def check(
     payments_with_payee = q("SELECT count(*) FROM payments WHERE payee IS NOT NULL").fetchone()[0]
     if len(regninger) != payments_with_payee:
         problems.append(f"{len(regninger)} Regning in the files, {payments_with_payee} payments")
-    doubled = [r for r, c in Counter(regninger).items() if c > 1]
-    problems += [f"Regning {r} in {Counter(regninger)[r]} vedtak files" for r in doubled]
+    # a bill re-sent (a duplicate group) is in a vedtak once per copy, paid in one only
+    resent = {b.regning_nr for g in groups if g.kind == "duplicate" for b in g.messages[0].bills}
+    times = Counter(nr for nr, _ in regninger)
+    paid_in = Counter(nr for nr, amount in regninger if amount != ZERO)
+    problems += [
+        f"Regning {r} in {c} vedtak files" for r, c in times.items() if c > 1 and r not in resent
+    ]
+    problems += [f"Regning {r} paid in {c} vedtak files" for r, c in paid_in.items() if c > 1]
     ledger_total = sum((Decimal(v[4]) for v in vedtak), ZERO)
     approved_total = sum((Decimal(a) for (a,) in q("SELECT approved FROM payments")), ZERO)
-    expected_total = sum(expected.values(), ZERO)
+    expected_total = sum(expected.values(), ZERO) + contested_paid
     if not files_total == ledger_total == approved_total == expected_total:
         problems.append(
             f"vedtak files {files_total}, ledger vedtak {ledger_total}, "
@@ -781,6 +1016,17 @@ def check(
     ]
     invariant("no temporary files anywhere in the sandbox", temps)
     db.close()
+
+
+def _limit_group(modality: str, kind: str) -> str | None:
+    """The same-day limit group of an exam as the ledger records it (the default
+    settings: CT and CTA share a limit, MR and MRA too); None: no limit."""
+    if kind in ("intervention", "nuclear"):
+        return kind
+    for group in ("CT", "MR", "UL"):
+        if modality.startswith(group):
+            return group
+    return None
 
 
 def _writer_of(name: str) -> str:
@@ -825,15 +1071,18 @@ def _apprec_status(data: bytes, sender: trust.KeyPair | None) -> str | None:
 def _vedtak_files(
     outbox: Path, vedtak: list[tuple], sender
 ) -> tuple[Decimal, list[str], list[str]]:
-    """Σ Godkjent over every vedtak file, its Regning numbers, and what disagrees with
-    the ledger (a vedtak's total, its Utbetaling)."""
+    """Σ Godkjent over every vedtak file, its Regning (number, Godkjent) pairs, and what
+    disagrees with the ledger (a vedtak's total, its Utbetaling)."""
     total, regninger, problems = ZERO, [], []
     ledger = {v[1]: Decimal(v[4]) for v in vedtak}
     for path in sorted(outbox.glob("vedtak-*.msg")):
         body = _payload(path.read_bytes(), sender).find(f".//{M22}Oppgjorsresultat")
         nr = body.findtext(f"{M22}OppgjorsNr")
         amounts = [Decimal(r.find(f"{M22}Godkjent").get("V")) for r in body.iter(f"{M22}Regning")]
-        regninger += [r.findtext(f"{M22}RegningsNr") for r in body.iter(f"{M22}Regning")]
+        regninger += [
+            (r.findtext(f"{M22}RegningsNr"), Decimal(r.find(f"{M22}Godkjent").get("V")))
+            for r in body.iter(f"{M22}Regning")
+        ]
         total += sum(amounts, ZERO)
         if sum(amounts, ZERO) != ledger.get(nr):
             problems.append(f"{path.name}: Godkjent {sum(amounts, ZERO)}, ledger {ledger.get(nr)}")
@@ -906,7 +1155,18 @@ def main(argv: list[str] | None = None) -> int:
         help="postgresql://… (an empty database), or 'temp': a throw-away cluster started"
         " here (tests/pg.py); default: the sandbox's SQLite file",
     )
+    ap.add_argument(
+        "--conflicts",
+        type=float,
+        default=0,
+        metavar="N",
+        help="extra messages in conflict groups: a share of --messages (below 1) or a count;"
+        " bills re-sent in several messages (COM-06 pays one) and CT/MR/UL exams of one patient"
+        " and day spread over messages (RAD-06 pays two)",
+    )
     args = ap.parse_args(argv)
+    if args.conflicts < 0:
+        ap.error("--conflicts is a share (0..1) or a count, not negative")
     if args.workers > 1 and not args.ledger:
         ap.error("several workers need a PostgreSQL ledger: --ledger URL or --ledger temp")
     with contextlib.ExitStack() as stack:
@@ -937,6 +1197,7 @@ def main(argv: list[str] | None = None) -> int:
             secure=not args.plain,
             workers=args.workers,
             ledger=ledger,
+            conflicts=args.conflicts,
             say=lambda text: print(text, flush=True),
         )
         print(table(report))

@@ -9,6 +9,7 @@ kind of damage is reported by the invariant that should catch it.
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections import Counter
 
 import pytest
@@ -34,7 +35,7 @@ def test_sigkills_during_intake_and_settlement_lose_nothing_and_pay_nothing_twic
     assert kinds["intake"] >= 3 and kinds["settlement"] >= 2 and kinds["start-up"] >= 1
     assert not any(k.where.startswith("missed") for k in report.kills)
     assert report.daemon_starts == 2 + kinds["intake"] + kinds["start-up"]  # + the last
-    assert len(report.checks) == 11
+    assert len(report.checks) == 13
     assert report.summary.messages == MESSAGES and report.summary.defects
 
 
@@ -42,7 +43,10 @@ def test_sigkills_during_intake_and_settlement_lose_nothing_and_pay_nothing_twic
 def test_several_workers_on_postgresql_survive_sigkills_of_random_workers(tmp_path, pg_cluster):
     """The same soak with two workers on one inbox and one PostgreSQL ledger: each kill
     strikes a random worker, which comes back under its own id or a new one; a dead
-    worker's files are taken over by the others. Every invariant holds."""
+    worker's files are taken over by the others. With `conflicts`: bills re-sent in
+    several messages and CT exams of one patient and day in several messages, each
+    group dropped together so the workers judge it at once. Every invariant holds:
+    one winner per re-sent bill, exactly the daily limit of each day's exams."""
     report = crash_soak.run(
         tmp_path / "soak",
         messages=60,
@@ -50,13 +54,18 @@ def test_several_workers_on_postgresql_survive_sigkills_of_random_workers(tmp_pa
         seed=SEED,
         workers=2,
         ledger=pg_cluster.empty_database(),
+        conflicts=0.5,
     )
     print(crash_soak.table(report))
     assert report.violations == []
-    assert len(report.kills) == 5 and len(report.checks) == 11
+    assert len(report.kills) == 5 and len(report.checks) == 13
     assert report.workers == 2 and report.ledger == "postgresql"
     assert {k.kind for k in report.kills} >= {"intake", "settlement"}
     assert all("worker w" in k.note for k in report.kills if k.kind != "settlement")
+    kinds = Counter(g.kind for g in report.groups)
+    assert kinds["duplicate"] >= 3 and kinds["same-day"] >= 3
+    assert sum(len(g.messages) for g in report.groups) >= 30
+    assert report.spread_groups(tmp_path / "soak" / "logs") >= 1  # across workers
 
 
 def test_the_checker_passes_a_whole_sandbox_and_names_each_kind_of_damage(tmp_path):
@@ -102,3 +111,62 @@ def test_the_checker_passes_a_whole_sandbox_and_names_each_kind_of_damage(tmp_pa
     assert any(apprec.name in v and "not in the outbox" in v for v in found)
     assert any(f"writer {os.getpid()} alive" in v for v in found)
     assert os.path.exists(outbox / f"apprec-{'0' * 8}-copy.msg")
+
+
+def test_the_checker_counts_the_winners_of_each_conflict_group(tmp_path):
+    """Conflict groups (`--conflicts`) judged by one daemon pass the checker; a re-sent
+    bill with no paid copy, a loser of a same-day group made a winner, and a day over
+    the limit are each named. (A second paid copy the ledger itself refuses: a unique
+    index on the paid bills' institution and uuid.)"""
+    box = make_sandbox(tmp_path / "sandbox", crash_soak.institutions_toml("90001", direct=3))
+    institutions = g.load_institutions(box.paths.institutions)
+    spec = g.Spec(messages=6, bills=2, lines=3, radiology=0.4, invalid=0.2, seed=7)
+    planned = g.plan(spec, institutions)
+    groups = crash_soak._conflicts(spec, institutions, planned, 12)
+    named = g.render_all(planned + [m for c in groups for m in c.messages], spec, institutions)
+    g.write(box.paths.inbox, named)
+    box.process()
+    intake = box.intake()
+    try:
+        settle.settle(intake, cutoff=intake.clock(), kind="manual")
+    finally:
+        intake.ledger.close()
+
+    def violations() -> list[str]:
+        report = crash_soak.Report(spec, g.summarize(planned), groups=groups)
+        crash_soak.check(report, box, named, planned, None, groups)
+        return report.violations
+
+    assert violations() == []
+    assert {c.kind for c in groups} == {"duplicate", "same-day"}
+    resent = next(c for c in groups if c.kind == "duplicate")
+    day = next(c for c in groups if c.kind == "same-day")
+    assert day.winners == len(day.messages) - 1 or day.winners == len(day.messages) - 2
+    db = box.db()
+    uuid = resent.messages[0].bills[0].uuid
+    with pytest.raises(sqlite3.IntegrityError):  # a second copy paid
+        db.execute("UPDATE bills SET verdict = 'approved' WHERE uuid = ?", (uuid,))
+    db.execute("UPDATE bills SET verdict = 'rejected' WHERE uuid = ?", (uuid,))  # none paid
+    day_uuids = [m.bills[0].uuid for m in day.messages]
+    marks = ",".join("?" * len(day_uuids))
+    (winner,) = db.execute(
+        f"SELECT id FROM bills WHERE uuid IN ({marks}) AND verdict = 'approved' LIMIT 1",
+        day_uuids,
+    ).fetchone()
+    (loser,) = db.execute(
+        f"SELECT id FROM bills WHERE uuid IN ({marks}) AND verdict = 'rejected' LIMIT 1",
+        day_uuids,
+    ).fetchone()
+    db.execute("UPDATE bills SET verdict = 'approved' WHERE id = ?", (loser,))
+    db.execute("UPDATE exams SET units = 3 WHERE bill_id = ?", (winner,))  # over the limit
+    db.commit()
+    db.close()
+    found = violations()
+    assert {v.split(":")[0] for v in found} == {
+        "every conflict group has exactly its number of winners",
+        "no patient and day over a same-day limit (RAD-06, RAD-09)",
+        "the vedtak totals (files and ledger) equal the approved payments",  # the lost one
+    }, found
+    assert any("duplicate group" in v and "0 approved, expected 1" in v for v in found)
+    assert any(f"same-day group of {len(day.messages)}: 3 approved, expected 2" in v for v in found)
+    assert any("exams approved, limit 2" in v for v in found), found
