@@ -46,7 +46,7 @@ from daemon.claims.validate import (
 from daemon.domain import Bill, Episode, Layer, Problem
 from daemon.records import Context, Work
 from daemon.schemas import error_text
-from daemon.transport.xmlsafe import DOCTYPE_TEXT, _declares_doctype
+from daemon.transport.xmlsafe import DOCTYPE_TEXT, SAFE_OPTIONS, _declares_doctype
 
 N = f"{{{NPR_BKM}}}"
 KRAV = f"{CONTENT}/Melding/Institusjon/Enhet/Krav"
@@ -55,15 +55,7 @@ DSIG = b"http://www.w3.org/2000/09/xmldsig#"
 SPILL_PREFIX = ".spill-"
 STREAMED = {f"{N}EnkeltRegning", f"{N}Pasient"}  # the subtrees validated and dropped one by one
 MAX_SUBTREE_ERRORS = 100  # XSD errors kept from the streamed subtrees (the rest counted)
-_ITERPARSE = {
-    "resolve_entities": False,
-    "no_network": True,
-    "load_dtd": False,
-    "dtd_validation": False,
-    "attribute_defaults": False,
-    "huge_tree": False,
-    "remove_comments": False,
-}
+_ITERPARSE = SAFE_OPTIONS  # as the tree parser (daemon.transport.xmlsafe)
 
 
 class _Pickler(pickle.Pickler):

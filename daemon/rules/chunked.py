@@ -31,7 +31,7 @@ from daemon.claims.stream import Spill, dumps, loads
 from daemon.domain import TRANSACTION_CREDIT, Bill, Claim, Decision, Unit, _day_of
 from daemon.records import Context, Work
 from daemon.rules import radiology, sameday
-from daemon.rules.context import RuleContext
+from daemon.rules.context import RuleContext, duplicate_keys
 from daemon.rules.decide import (
     RULEBOOK,
     Trace,
@@ -186,17 +186,7 @@ def _keys(bills, positions: Mapping[int, int]) -> Iterator[tuple[object, int]]:
     """(key, position) of the same-file duplicate keys of new bills, as
     `RuleContext._new_bills_by_key` makes them."""
     for bill in bills:
-        if not bill.is_new:
-            continue
-        keys = []
-        if bill.uuid:
-            keys.append(("uuid", bill.uuid))
-        if bill.episode_id:
-            keys.append(("episode", bill.episode_id))
-        patient = bill.episode.patient.key if bill.episode else None
-        if patient and bill.lines:
-            keys.append(("service", patient, bill.codes, bill.instant))
-        for key in keys:
+        for key in duplicate_keys(bill):
             yield key, positions[id(bill)]
 
 

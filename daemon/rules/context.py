@@ -68,17 +68,7 @@ class RuleContext:
         code set, instant) and per episode: the same-file duplicate checks, in one pass."""
         index: dict[object, list[int]] = {}
         for position, bill in enumerate(self.claim.bills):
-            if not bill.is_new:
-                continue
-            keys = []
-            if bill.uuid:
-                keys.append(("uuid", bill.uuid))
-            if bill.episode_id:
-                keys.append(("episode", bill.episode_id))
-            patient = bill.episode.patient.key if bill.episode else None
-            if patient and bill.lines:
-                keys.append(("service", patient, bill.codes, bill.instant))
-            for key in keys:
+            for key in duplicate_keys(bill):
                 index.setdefault(key, []).append(position)
         return {key: tuple(positions) for key, positions in index.items()}
 
@@ -148,3 +138,19 @@ class RuleContext:
         if self.institution is None:
             return ()
         return self.institution.services_of(self._resh.get(id(bill)))
+
+
+def duplicate_keys(bill: Bill) -> list[tuple]:
+    """The same-file duplicate keys of a bill: its uuid, its episode and its service
+    (patient, code set, instant); none for a correction or credit (only new bills, 1-3)."""
+    if not bill.is_new:
+        return []
+    keys: list[tuple] = []
+    if bill.uuid:
+        keys.append(("uuid", bill.uuid))
+    if bill.episode_id:
+        keys.append(("episode", bill.episode_id))
+    patient = bill.episode.patient.key if bill.episode else None
+    if patient and bill.lines:
+        keys.append(("service", patient, bill.codes, bill.instant))
+    return keys

@@ -30,7 +30,9 @@ from lxml import etree
 
 from daemon.domain import Layer, Problem
 
-_PARSER_OPTIONS = {
+# what every parse of untrusted bytes sets (the tree parser here, the streamed reader's
+# iterparse in daemon.claims.stream)
+SAFE_OPTIONS = {
     "resolve_entities": False,
     "no_network": True,
     "load_dtd": False,
@@ -38,6 +40,9 @@ _PARSER_OPTIONS = {
     "attribute_defaults": False,
     "huge_tree": False,
     "remove_comments": False,
+}
+_PARSER_OPTIONS = {
+    **SAFE_OPTIONS,
     "collect_ids": False,  # note: with this, libxml2 asks for the external subset; see _Refuse
 }
 
