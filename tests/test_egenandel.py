@@ -15,7 +15,7 @@ from decimal import Decimal
 import pytest
 from lxml import etree
 
-from daemon import cli, config
+from daemon import cli, config, logs
 from daemon.ledger.backends import open_ledger
 from daemon.ledger.sqlite import SqliteLedger
 from daemon.registers import egenandel
@@ -535,3 +535,59 @@ def test_egenandel_line_rules_are_not_evaluated_on_other_lines():
     assert set(RULEBOOK.lines_for("egenandel")) == set(RULEBOOK.line)
     with pytest.raises(ValueError, match="only a line rule"):
         base.rule(id="X", scope="bill", source="s", number="1", text="t", kinds=("a",))
+
+
+def test_a_streamed_claim_reads_and_judges_its_egenandel_as_the_whole_path(tmp_path):
+    """A claim over `stream_above_bytes` is read as a stream and judged in chunks: its
+    egenandel takster are egenandel lines there too (the register's takster reach the
+    streamed reader), with the same outcomes, payments and egenandel records."""
+    patient = fnr()
+    bills = [
+        _b(CONS, transaction_type="2", fnr=patient, regning_nr="1"),
+        _b(CONS, transaction_type="3", fnr=patient, regning_nr="2", date="2026-10-06T09:30:00"),
+        _b(CONS, egenandel="F", fnr=patient, regning_nr="3", date="2026-10-07T09:30:00"),
+    ]
+    bills += [_b(CONS, OSMO, egenandel="F", regning_nr=str(n)) for n in range(4, 12)]
+    raw = wrap_demo(msghead(C(tuple(bills))), message_id="streamed-egenandel")
+    outcomes = []
+    for name, streamed in (("whole", False), ("streamed", True)):
+        box = make_sandbox(tmp_path / name)
+        assert import_register(box, REGISTER, "--force")[0] == 0
+        if streamed:
+            text = box.config_path.read_text()
+            limits = "stream_above_bytes = 1024\nstream_chunk_bills = 3\n"
+            box.config_path.write_text(text.replace("[intake]\n", f"[intake]\n{limits}", 1))
+        log = io.StringIO()
+        logs.configure("info", log)
+        try:
+            box.drop(raw, "big.msg")
+            box.process()
+        finally:
+            logs.configure("info")
+        assert ('"event": "streaming"' in log.getvalue()) is streamed
+        db = box.db()
+        try:
+            outcomes.append(
+                (
+                    db.execute(
+                        "SELECT regning_nr, verdict, approved FROM bills ORDER BY id"
+                    ).fetchall(),
+                    db.execute(
+                        "SELECT b.regning_nr, l.category, l.approved FROM bill_lines l"
+                        " JOIN bills b ON b.id = l.bill_id ORDER BY b.id, l.line"
+                    ).fetchall(),
+                    db.execute("SELECT payee, approved, kind FROM payments ORDER BY id").fetchall(),
+                    db.execute(
+                        "SELECT regning_nr, year, amount, status FROM egenandeler ORDER BY id"
+                    ).fetchall(),
+                )
+            )
+        finally:
+            db.close()
+    whole, streamed = outcomes
+    assert streamed == whole
+    categories = {(nr, cat) for nr, cat, _ in whole[1]}
+    assert ("3", "egenandel") in categories and ("4", "egenandel") in categories
+    statuses = sorted(status for *_, status in whole[3])
+    assert statuses == ["betalt", "fritak", *["fritak"] * 8, "ikke betalt"]
+    assert ("INST:" + HF, KONSULTASJON, "egenandel") in whole[2]

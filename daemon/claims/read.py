@@ -48,8 +48,7 @@ def read(work: Work, ctx: Context) -> Work:
         )
         return work.failed(Problem(Layer.PAYLOAD, "T99", text, f"{CONTENT}/Melding/Institusjon"))
     try:
-        copay = ctx.tariffs.egenandel.takster if ctx.tariffs is not None else frozenset()
-        claim = read_claim(melding, ctx.patient_secret, frozenset(copay))
+        claim = read_claim(melding, ctx.patient_secret, egenandel_takster(ctx))
     except (InvalidOperation, ValueError) as exc:  # the schema should have caught it
         return work.failed(Problem(Layer.PAYLOAD, "T02", f"uleselig verdi: {exc}"))
     # the XML is read: no later stage needs the trees or the payload bytes. Letting go
@@ -72,6 +71,12 @@ def _episode_ids_shared_by_patients(melding: etree._Element) -> list[str]:
 
 def _money(value: str | None) -> Decimal:
     return Decimal(value) if value else Decimal("0")
+
+
+def egenandel_takster(ctx: Context) -> frozenset[str]:
+    """The takst codes that carry a bill's egenandel (the egenandel register), for both
+    the whole-message reader and the streamed one."""
+    return frozenset(ctx.tariffs.egenandel.takster) if ctx.tariffs is not None else frozenset()
 
 
 def read_claim(

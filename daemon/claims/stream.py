@@ -34,7 +34,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from daemon.claims.read import _episodes, bill_of
+from daemon.claims.read import _episodes, bill_of, egenandel_takster
 from daemon.claims.validate import (
     BKM_183,
     CONTENT,
@@ -248,6 +248,7 @@ def stream_read(work: Work, ctx: Context, spill: Spill) -> Streamed:
     bills = patients = 0
     first_bill: etree._Element | None = None
     secret = ctx.patient_secret
+    copay = egenandel_takster(ctx)
     nodes = ctx.settings.intake.max_xml_nodes
     every = ctx.settings.intake.progress_every_bills
     parser = etree.iterparse(
@@ -295,7 +296,7 @@ def stream_read(work: Work, ctx: Context, spill: Spill) -> Streamed:
                 where = f"{INSTITUSJON}/Pasient[{patients}]"
                 errors += _check(schema, el, where, problems, errors)
                 if not errors:
-                    spill.add_patient(patients, _episodes(el, secret))
+                    spill.add_patient(patients, _episodes(el, secret, copay))
                 parent.remove(el)
     except etree.XMLSyntaxError as exc:
         line, column = exc.position if exc.position else (None, None)
