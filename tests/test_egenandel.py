@@ -16,6 +16,7 @@ import pytest
 from lxml import etree
 
 from daemon import cli, config, logs
+from daemon.domain import legacy_pseudonym, pseudonym
 from daemon.ledger.backends import open_ledger
 from daemon.ledger.sqlite import SqliteLedger
 from daemon.registers import egenandel
@@ -591,3 +592,27 @@ def test_a_streamed_claim_reads_and_judges_its_egenandel_as_the_whole_path(tmp_p
     statuses = sorted(status for *_, status in whole[3])
     assert statuses == ["betalt", "fritak", *["fritak"] * 8, "ikke betalt"]
     assert ("INST:" + HF, KONSULTASJON, "egenandel") in whole[2]
+
+
+def test_rekey_patients_rekeys_the_egenandel_register(tmp_path):
+    """`kravmottak rekey-patients` (old unkeyed pseudonyms → keyed ones, from the archived
+    originals) re-keys the egenandel register too: the frikort basis follows the patient."""
+    box = make_sandbox(tmp_path / "sandbox")
+    assert import_register(box, REGISTER, "--force")[0] == 0
+    patient = fnr()
+    claim = C((_b(CONS, transaction_type="3", fnr=patient, regning_nr="1"),))
+    box.drop(wrap_demo(msghead(claim), message_id="rekey-eg"), "rekey-eg.msg")
+    box.process()
+    old = legacy_pseudonym(patient)
+    with contextlib.closing(box.db()) as db, db:  # the ledger as the old code wrote it
+        for table in ("bills", "egenandeler"):
+            db.execute(f"UPDATE {table} SET patient_key = ?", (old,))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["--config", str(box.config_path), "rekey-patients"]) == 0
+    new = pseudonym(box.paths.patient_secret.read_bytes().strip(), patient)
+    with contextlib.closing(box.db()) as db:
+        keys = {k for (k,) in db.execute("SELECT patient_key FROM egenandeler")}
+    assert keys == {new}
+    assert f"betalt: {KONSULTASJON}" in _sum(box, new, 2026)
+    assert f"betalt: {KONSULTASJON}" not in _sum(box, old, 2026)
