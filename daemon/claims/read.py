@@ -79,6 +79,19 @@ def egenandel_takster(ctx: Context) -> frozenset[str]:
     return frozenset(ctx.tariffs.egenandel.takster) if ctx.tariffs is not None else frozenset()
 
 
+def claim_header(melding, institution) -> dict[str, str]:
+    """The claim's own fields from `Melding` and `Institusjon`: the same for the
+    whole-message reader and the streamed one (daemon.rules.chunked)."""
+    return {
+        "version": melding.get("versjon", ""),
+        "period_from": melding.get("fraDatoPeriode", ""),
+        "period_to": melding.get("tilDatoPeriode", ""),
+        "extracted_on": melding.get("uttakDato", ""),
+        "sender_reference": melding.get("meldRefNr", ""),
+        "institution_id": institution.get("institusjonID", ""),
+    }
+
+
 def read_claim(
     melding: etree._Element,
     patient_secret: bytes | None = None,
@@ -94,15 +107,7 @@ def read_claim(
         for ep in _episodes(pasient, patient_secret, egenandel_takster)
     }
     units = tuple(_unit(enhet, episodes) for enhet in institution.iterfind(f"{N}Enhet"))
-    return Claim(
-        version=melding.get("versjon", ""),
-        period_from=melding.get("fraDatoPeriode", ""),
-        period_to=melding.get("tilDatoPeriode", ""),
-        extracted_on=melding.get("uttakDato", ""),
-        sender_reference=melding.get("meldRefNr", ""),
-        institution_id=institution.get("institusjonID", ""),
-        units=units,
-    )
+    return Claim(**claim_header(melding, institution), units=units)
 
 
 def _unit(enhet: etree._Element, episodes: dict[str, Episode]) -> Unit:

@@ -26,7 +26,7 @@ from datetime import date
 from decimal import Decimal
 from functools import cached_property
 
-from daemon.claims.read import N
+from daemon.claims.read import N, claim_header
 from daemon.claims.stream import Spill, dumps, loads
 from daemon.domain import TRANSACTION_CREDIT, Bill, Claim, Decision, Unit, _day_of
 from daemon.records import Context, Work
@@ -204,15 +204,7 @@ def _claim_of(melding, bills) -> Claim:
         claimed_sum=Decimal(sum_text) if sum_text else Decimal("0"),
         bills=bills,
     )
-    return Claim(
-        version=melding.get("versjon", ""),
-        period_from=melding.get("fraDatoPeriode", ""),
-        period_to=melding.get("tilDatoPeriode", ""),
-        extracted_on=melding.get("uttakDato", ""),
-        sender_reference=melding.get("meldRefNr", ""),
-        institution_id=institution.get("institusjonID", ""),
-        units=(unit,),
-    )
+    return Claim(**claim_header(melding, institution), units=(unit,))
 
 
 def _dump(value) -> bytes:
