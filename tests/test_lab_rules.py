@@ -423,3 +423,62 @@ def test_an_institution_without_the_service_is_told_which_it_lacks(processed):
     service in words (#20: the word could be lost unseen)."""
     errors = [e.get("DN") for e in processed["com09-wrong-kind"]["apprec"].findall("ar:Error", AR)]
     assert any("er ikke registrert for laboratorieanalyser" in t for t in errors), errors
+
+
+# What `explain` shows for each rule that fired (the Finding's inputs, kept for the
+# tester and never sent): written here from each case's claim and the rule text, not
+# read back from the rule (#20: every Finding's inputs could change unseen).
+TRACE = {
+    "com04-claim-sum": ("COM-04", [(0, {"count": "1", "sum": "6.96"})]),
+    "com04-claim-count": ("COM-04", [(0, {"count": "1", "sum": "6.96"})]),
+    "com04-bill-sum": ("COM-04", [(0, {"sumBelop": "10.00", "lines": "6.96"})]),
+    "com04-bill-no-episode": ("COM-04", [(0, {"sumBelop": "6.96", "lines": "0.00"})]),
+    "com05-bad-fnr": ("COM-05", [(0, {"type": "FNR"})]),
+    "com06-same-file": ("COM-06", [(0, {"same": "uuid {0DDBA11D-0000-4000-8000-000000000001}"})]),
+    "com07-credit-same-file": (
+        "COM-07",
+        [(0, {"uuid": "{C0FFEE00-0000-4000-8000-000000000001}", "same_file": "true"})],
+    ),
+    "com07-credit-unknown": (
+        "COM-07",
+        [(0, {"uuid": "{C0FFEE00-0000-4000-8000-0000000000FF}", "found": "false"})],
+    ),
+    # the claims are judged on 2026-11-23 (the sandbox's today): six months back
+    "com08-future": ("COM-08", [(0, {"date": "2026-12-01"})]),
+    "com08-too-old": ("COM-08", [(0, {"date": "2026-05-01", "oldest": "2026-05-23"})]),
+    "com09-unknown": ("COM-09", [(0, {"institution": "111222333"})]),
+    "com09-wrong-kind": ("COM-09", [(0, {"services": "radiology"})]),
+    "com09-not-our-sender": ("COM-09", [(0, {"sender": "90001"})]),
+    "lab01-inpatient": ("LAB-01", [(0, {"kravGrunnlag": "2"})]),
+    "lab01-admitted": ("LAB-01", [(0, {"kravGrunnlag": "3"})]),
+    "lab02-unknown": ("LAB-02", [(1, {"code": "NPU99999"})]),
+    "lab02-expired": (
+        "LAB-02",
+        [(1, {"code": "NOR05043", "date": "2026-10-05", "valid": "2013-01-25–2023-06-30"})],
+    ),
+    "lab02-patologi": ("LAB-02", [(1, {"code": "NOR25034", "field": "PAT"})]),
+    "lab03-zero": ("LAB-03", [(1, {"antall": "0"})]),
+    "lab04-not-genetics": ("LAB-04", [(1, {"code": "NOR25437", "field": "MG"})]),
+    "lab05-other-field": ("LAB-05", [(1, {"code": "NOR05003", "field": "MB"})]),
+    "lab06-mixed": ("LAB-06", [(0, {"fields": "MB,MG"})]),
+    "lab07-consultation": ("LAB-07", [(1, {"code": "NPU01685", "consultation": "true"})]),
+    "lab08-no-criteria": ("LAB-08", [(1, {"code": "NPU57845", "diagnoses": "J069"})]),
+    "lab09-wrong": ("LAB-09", [(1, {"category": "MB2", "claimed": "7.00", "rate": "6.96"})]),
+    "lab09-state-rate-at-private": (
+        "LAB-09",
+        [(1, {"category": "MB2", "claimed": "6.96", "rate": "6.45"})],
+    ),
+    "scope01-ncsp-surgery": ("SCOPE-01", [(1, {"kodeverk": "K", "code": "JFB00"})]),
+}
+
+
+def test_every_rejecting_case_has_its_trace_written_down():
+    assert sorted(TRACE) == sorted(case_id for case_id, _r, fires, _c in CASES if fires)
+
+
+@pytest.mark.parametrize("case_id", sorted(TRACE))
+def test_the_trace_records_what_the_rule_saw(processed, case_id):
+    """`explain` shows the line the rule fired on and the values it judged."""
+    rule_id, expected = TRACE[case_id]
+    trace = processed[case_id]["trace"]
+    assert [(e[2], dict(e[4])) for e in trace if e[0] == rule_id and e[3]] == expected

@@ -665,3 +665,199 @@ def test_the_official_ncrp_sample_is_refused_for_its_dates(sandbox):
     (problem,) = result["problems"]
     assert problem["code"] == "E10" and "før tjenestene" in problem["text"]
     assert "2011-03-01" in problem["text"] and problem["location"].endswith("eb:Timestamp")
+
+
+# What `explain` shows for each rule that fired (the Finding's inputs, kept for the
+# tester and never sent): written here from each case's claim, the rule text and the
+# tables above, not read back from the rule (#20: every Finding's inputs could change
+# unseen). An exam is "code[/side] (group, region, time, regning N)".
+TRACE = {
+    "rad01-inpatient": ("RAD-01", [(0, {"kravGrunnlag": "2"})]),
+    "rad01-admitted": ("RAD-01", [(0, {"kravGrunnlag": "3"})]),
+    "rad02-unknown": ("RAD-02", [(1, {"code": "SXX9ZZ"})]),
+    "rad02-addon-as-procedure": ("RAD-02", [(1, {"code": "ZTX0FE"})]),
+    "rad03-tele-in-side-place": ("RAD-03", [(1, {"position": "2", "found": "ZTX0BA"})]),
+    "rad03-procedure-in-tail": ("RAD-03", [(1, {"position": "4", "found": "SSC0AA"})]),
+    "rad03-side-in-tele-place": ("RAD-03", [(1, {"position": "3", "found": "ZTX0XA"})]),
+    "rad03-empty-position-five": ("RAD-03", [(1, {"position": "5", "found": ""})]),
+    "rad04-missing": ("RAD-04", [(1, {"code": "TSY0AN", "addons": ""})]),
+    "rad04-contrast-is-not-one": ("RAD-04", [(1, {"code": "TSY0AN", "addons": "ZTX0EA"})]),
+    "rad05-missing": ("RAD-05", [(1, {"code": "PHX35", "addons": ""})]),
+    "rad06-three": (
+        "RAD-06",
+        [
+            (
+                1,
+                {
+                    "exam": "SNG0AD (CT, Underekstremitet, 2026-10-05T11:00:00Z, regning 1003)",
+                    "earlier": "SSC0AD (CT, Toraks, 2026-10-05T09:00:00Z, regning 1002)",
+                },
+            )
+        ],
+    ),
+    "rad06-bilateral-counts-two": (
+        "RAD-06",
+        [
+            (
+                1,
+                {
+                    "exam": "SAA0AD (CT, Hode, 2026-10-05T09:00:00Z, regning 1002)",
+                    "earlier": "SNG0AD/bilateral (CT, Underekstremitet, 2026-10-05T07:00:00Z,"
+                    " regning 1001)",
+                },
+            )
+        ],
+    ),
+    "rad06-three-in-one-bill": (
+        "RAD-06",
+        [(n, {"bill_units": "3", "group": "CT"}) for n in (1, 2, 3)],
+    ),
+    "rad07-neighbours": (
+        "RAD-07",
+        [
+            (
+                1,
+                {
+                    "exam": "SSB0AD (CT, Hals, 2026-10-05T09:00:00Z, regning 1002)",
+                    "earlier": "SAA0AD (CT, Hode, 2026-10-05T07:00:00Z, regning 1001)",
+                },
+            )
+        ],
+    ),
+    "rad07-one-claim-region": (
+        "RAD-07",
+        [
+            (
+                1,
+                {
+                    "exam": "SBC0AD (CT, Abdomen, 2026-10-05T09:00:00Z, regning 1002)",
+                    "earlier": "SSD0AD (CT, Abdomen, 2026-10-05T07:00:00Z, regning 1001)",
+                },
+            )
+        ],
+    ),
+    "rad07-combination-code": (
+        "RAD-07",
+        [
+            (
+                1,
+                {
+                    "exam": "SSC0AD (CT, Toraks, 2026-10-05T09:00:00Z, regning 1002)",
+                    "earlier": "SSH0AD (CT, Hode+Hals, 2026-10-05T07:00:00Z, regning 1001)",
+                },
+            )
+        ],
+    ),
+    "rad08-identical": (
+        "RAD-08",
+        [
+            (
+                2,
+                {
+                    "exam": "SNG0AA (RG, Underekstremitet, 2026-10-05T07:30:00Z, regning 1001)",
+                    "earlier": "SNG0AA (RG, Underekstremitet, 2026-10-05T07:30:00Z, regning 1001)",
+                },
+            )
+        ],
+    ),
+    "rad09-three-nuclear": (
+        "RAD-09",
+        [
+            (
+                1,
+                {
+                    "exam": "TAA0AN (NM, Hode, 2026-10-05T11:00:00Z, regning 1003)",
+                    "earlier": "TBA0AN (NM, Hals, 2026-10-05T09:00:00Z, regning 1002)",
+                },
+            )
+        ],
+    ),
+    "rad09-three-interventions": (
+        "RAD-09",
+        [
+            (
+                1,
+                {
+                    "exam": "AAB06K (intervention, -, 2026-10-05T11:00:00Z, regning 1003)",
+                    "earlier": "AAI20K (intervention, -, 2026-10-05T09:00:00Z, regning 1002)",
+                },
+            )
+        ],
+    ),
+    "rad10-bilateral-and-one-side": (
+        "RAD-10",
+        [
+            (
+                1,
+                {
+                    "exam": "SNG0AA/right (RG, Underekstremitet, 2026-10-05T09:00:00Z,"
+                    " regning 1002)",
+                    "earlier": "SNG0AA/bilateral (RG, Underekstremitet, 2026-10-05T07:00:00Z,"
+                    " regning 1001)",
+                },
+            )
+        ],
+    ),
+    "rad11-twice-in-one-contact": ("RAD-11", [(2, {"contact": "ambulant already paid"})]),
+    "rad12-private": ("RAD-12", [(1, {"tele": "ZTX0BA", "sector": "privat"})]),
+    "rad13-unknown": ("RAD-13", [(1, {"unknown": "ZZZ999"})]),
+    "rad14-wrong": ("RAD-14", [(1, {"claimed": "251.00", "computed": "D01 250.00 = 250.00"})]),
+    "rad15-unknown": ("RAD-15", [(0, {"komNrHjem": "9876"})]),
+    "com09-lab-claims-radiology": ("COM-09", [(0, {"services": "lab"})]),
+    "scope01-ncsp-surgery": ("SCOPE-01", [(1, {"kodeverk": "K", "code": "JFB00"})]),
+    # the computation in words, from the rule text (RAD-10, RAD-11, RAD-12)
+    "amount-bilateral-ambulant-doubled": (
+        "RAD-14",
+        [
+            (
+                1,
+                {
+                    "claimed": "700.00",
+                    "computed": "D01 250.00 × 2 bilateral + 100.00 ambulant = 600.00",
+                },
+            )
+        ],
+    ),
+    "amount-primary-ambulant-scaled": (
+        "RAD-14",
+        [
+            (
+                1,
+                {
+                    "claimed": "666.67",
+                    "computed": "D09 900.00 × 2/3 kun primærgransking + 100.00 ambulant = 700.00",
+                },
+            )
+        ],
+    ),
+    "amount-nuclear-primary-fixed": (
+        "RAD-14",
+        [(1, {"claimed": "380.00", "computed": "N02 1300.00 × 2/3 kun primærgransking = 866.67"})],
+    ),
+    "amount-nuclear-secondary-split": (
+        "RAD-14",
+        [
+            (
+                1,
+                {
+                    "claimed": "866.67",
+                    "computed": "sekundærgransking nukleærmedisin 380.00 = 380.00",
+                },
+            )
+        ],
+    ),
+}
+
+
+def test_every_rejecting_case_has_its_trace_written_down():
+    assert sorted(TRACE) == sorted(
+        case_id for case_id, _r, fires, _c in CASES + AMOUNT_CASES if fires
+    )
+
+
+@pytest.mark.parametrize("case_id", sorted(TRACE))
+def test_the_trace_records_what_the_rule_saw(processed, case_id):
+    """`explain` shows the line the rule fired on and the values it judged."""
+    rule_id, expected = TRACE[case_id]
+    trace = processed[case_id]["trace"]
+    assert [(e[2], dict(e[4])) for e in trace if e[0] == rule_id and e[3]] == expected

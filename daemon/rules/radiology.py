@@ -334,6 +334,10 @@ def known_addons(line: Line, bill: Bill, ctx: RuleContext) -> Finding | None:
     return None
 
 
+# the sender's words for a reading-only part of a teleradiology exam
+READING = {"primary": "primærgransking", "secondary": "sekundærgransking"}
+
+
 @dataclass(frozen=True, slots=True)
 class Amount:
     """What a radiology line is worth, and how (for the remark and the trace)."""
@@ -365,8 +369,8 @@ def amount_for(cs: CodeString, code: RadCode, bill: Bill, ctx: RuleContext) -> A
             total, steps = total * 2, [*steps, "× 2 bilateral"]
         if cs.tele == "image":
             total, steps = total / 3, [*steps, "× 1/3 kun billedtaking"]
-        elif cs.tele in ("primary", "secondary"):
-            total, steps = total * 2 / 3, [*steps, f"× 2/3 kun {cs.tele}gransking"]
+        elif cs.tele in READING:
+            total, steps = total * 2 / 3, [*steps, f"× 2/3 kun {READING[cs.tele]}"]
         total = total.quantize(CENT, rounding=ROUND_HALF_UP)
     if "ambulant" in roles(cs, ctx):
         addition = register.rate(AMBULANT, sector, day)
