@@ -593,6 +593,14 @@ def test_three_ct_exams_in_three_messages_approved_approved_rejected(tmp_path, c
     (remark,) = third["bills"][0]["remarks"]
     assert remark[0] == "RAD-06" and "2 CT-undersøkelse(r) er allerede godkjent" in remark[2]
     assert "ct-0" not in remark[2] and "ct-1" not in remark[2]  # no message ids
+    # the tester's trace names the earlier exams where they were paid (the ledger's
+    # exams of the day, with message id, regning and line)
+    earlier = [v for e in third["trace"] if e[0] == "RAD-06" for k, v in e[4] if k == "earlier"]
+    # (09:00 and 11:00 in Oslo, summer time; each message's one bill is regning 1001)
+    assert earlier == [
+        f"{CT_HEAD} (CT, Hode, 2026-10-05T07:00:00Z, regning 1001 linje 1 i melding ct-0)",
+        f"{CT_CHEST} (CT, Toraks, 2026-10-05T09:00:00Z, regning 1001 linje 1 i melding ct-1)",
+    ]
     capsys.readouterr()
     assert cli.main(["--config", str(box.config_path), "explain", "ct-2"]) == 0
     out = capsys.readouterr().out

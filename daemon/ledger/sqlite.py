@@ -82,8 +82,6 @@ class OpenPayment:
     regning_nr: str
     verdict: str
     transaction_type: str
-    uuid: str | None
-    message_id: str | None  # the claim's ebXML MessageId
     remarks: tuple[str, ...]
     kind: str = "refusjon"  # or 'egenandel' (EG-02): the vedtak shows the line kind
 
@@ -741,15 +739,7 @@ class SqliteLedger:
 
     def paid_bill(self, institution_id: str, uuid: str) -> Decimal | None:
         """Net paid on this uuid (originals + corrections − credits); None if never paid."""
-        self._hold([bill_key(institution_id, uuid)])
-        rows = self._db.execute(
-            "SELECT transaction_type, approved FROM bills WHERE institution_id = ? AND uuid = ?"
-            " AND verdict IN ('approved', 'reduced')",
-            (institution_id, uuid),
-        ).fetchall()
-        if not any(t not in ("4", "5") for t, _ in rows):
-            return None
-        return sum((Decimal(a) for _, a in rows), Decimal("0"))
+        return self.paid_bills(institution_id, [uuid]).get(uuid)
 
     def service_seen(self, institution_id: str, patient_key: str, codes: str, when: str) -> bool:
         row = self._db.execute(
@@ -761,6 +751,7 @@ class SqliteLedger:
         return row is not None
 
     def paid_bills(self, institution_id: str, uuids: list[str]) -> dict[str, Decimal]:
+        """Net paid per uuid of those ever paid (an original approved or reduced)."""
         self._hold([bill_key(institution_id, uuid) for uuid in uuids])
         rows: dict[str, list[tuple[str, str]]] = {}
         for chunk in _chunks(uuids):
@@ -925,7 +916,7 @@ class SqliteLedger:
     def _open_payments(db: sqlite3.Connection, cutoff: str) -> list[OpenPayment]:
         rows = db.execute(
             "SELECT p.id, p.payee, p.claimed, p.approved, b.regning_nr, b.verdict,"
-            " b.transaction_type, b.uuid, m.ebxml_message_id, b.id, p.kind"
+            " b.transaction_type, b.id, p.kind"
             " FROM payments p JOIN bills b ON b.id = p.bill_id"
             " JOIN messages m ON m.id = b.message_id"
             " WHERE p.vedtak_id IS NULL AND p.payee IS NOT NULL AND m.processed_at <= ?"
@@ -933,9 +924,7 @@ class SqliteLedger:
             (cutoff,),
         ).fetchall()
         remarks: dict[int, list[str]] = {}
-        bill_ids = sorted({r[9] for r in rows})
-        for start in range(0, len(bill_ids), 500):
-            chunk = bill_ids[start : start + 500]
+        for chunk in _chunks(sorted({r[7] for r in rows})):
             for bill_id, text in db.execute(
                 f"SELECT bill_id, text FROM remarks WHERE bill_id IN ({','.join('?' * len(chunk))})"
                 " ORDER BY rowid",
@@ -951,10 +940,8 @@ class SqliteLedger:
                 regning_nr=r[4],
                 verdict=r[5],
                 transaction_type=r[6],
-                uuid=r[7],
-                message_id=r[8],
-                remarks=tuple(remarks.get(r[9], ())),
-                kind=r[10],
+                remarks=tuple(remarks.get(r[7], ())),
+                kind=r[8],
             )
             for r in rows
         ]

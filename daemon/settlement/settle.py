@@ -245,9 +245,6 @@ def _line(p: OpenPayment) -> VedtakLine:
         approved=p.approved,
         status=status,
         remarks=kind + p.remarks,
-        transaction_type=p.transaction_type,
-        uuid=p.uuid,
-        message_id=p.message_id,
     )
 
 

@@ -62,9 +62,6 @@ class VedtakLine:
     approved: Decimal
     status: str  # STATUS_*
     remarks: tuple[str, ...] = ()
-    transaction_type: str = "1"
-    uuid: str | None = None
-    message_id: str | None = None  # the ebXML MessageId of the claim it came in
 
 
 @dataclass(frozen=True, slots=True)
