@@ -83,25 +83,34 @@ def _add_process(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str,
     return event
 
 
+# `[logging] level` (config.py allows only these)
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
 def configure(level: str = "info", stream: TextIO | None = None) -> None:
-    """JSON lines on stderr (journald adds time and unit; we add ours for files)."""
+    """JSON lines on stderr (journald adds time and unit; we add ours for files), time
+    in UTC (structlog's TimeStamper default); an unknown level is a KeyError, never a
+    silent default. Loggers are not cached, so a reconfiguration (reload) reaches them."""
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             _add_process,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.TimeStamper(fmt="iso"),
             structlog.processors.format_exc_info,
             mask_personal_data,
             structlog.processors.JSONRenderer(ensure_ascii=False),
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
         logger_factory=structlog.WriteLoggerFactory(file=stream or _Stderr()),  # type: ignore[arg-type]
-        cache_logger_on_first_use=False,
     )
 
 
-def get(name: str = "kravmottak"):
-    return structlog.get_logger(name)
+def get():
+    return structlog.get_logger()

@@ -25,7 +25,7 @@ MASK = "*" * 11
 
 
 def _replace(found: re.Match[str]) -> str:
-    return found.group(0) if found.group("keep") else MASK
+    return found.group("keep") or MASK
 
 
 def mask(text: str) -> str:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from pathlib import Path
 
+import pytest
 import structlog
 
 from daemon import logs
+from daemon.config import ConfigError, from_mapping
 from tests.conftest import wrap_demo
 
 FNRS = ("15057810014", "02039010065", "31128810016")
@@ -147,13 +150,17 @@ def test_configure_filters_by_level():
         logs.configure("info")
     assert [x["event"] for x in _lines(stream.getvalue())] == ["loud"]
     stream = io.StringIO()
-    logs.configure("no-such-level", stream)  # an unknown level: info
+    logs.configure(stream=stream)  # the default level: info
     try:
         logs.get().debug("quiet")
         logs.get().info("shown")
     finally:
         logs.configure("info")
     assert [x["event"] for x in _lines(stream.getvalue())] == ["shown"]
+    with pytest.raises(KeyError):  # config.py allows only the five; never a silent default
+        logs.configure("no-such-level", io.StringIO())
+    with pytest.raises(ConfigError, match=r"\[logging\] level"):
+        from_mapping({"logging": {"level": "loud"}}, Path("kravmottak.toml"))
 
 
 def test_an_exception_is_rendered_as_text_and_masked():
