@@ -33,6 +33,7 @@ import random
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SCRATCH = ROOT / "build" / "mutation"
 MUTMUT = Path(sys.executable).with_name("mutmut")
+# mutants read to behave like the original, each with why (`report` names them apart)
+EQUIVALENTS = Path(__file__).with_name("mutation_equivalent.toml")
 
 
 @dataclass(frozen=True)
@@ -199,26 +202,98 @@ def _of(target: Target, names) -> list[str]:
     return sorted(n for n in names if any(fnmatch.fnmatch(n, p) for p in target.names))
 
 
+@dataclass(frozen=True)
+class Equivalent:
+    """A mutant shown (by reading, in EQUIVALENTS' `why`) to behave like the original:
+    named by its function and the lines it changes, not by mutmut's number, which
+    changes whenever the function does."""
+
+    target: str
+    function: str
+    before: str
+    after: str
+    why: str
+
+
+def _equivalents(path: Path = EQUIVALENTS) -> list[Equivalent]:
+    if not path.exists():
+        return []
+    with open(path, "rb") as f:
+        return [Equivalent(**entry) for entry in tomllib.load(f).get("equivalent", [])]
+
+
+def _function(mutant: str) -> str:
+    """`daemon.ledger.sqlite.xǁSqliteLedgerǁsettle__mutmut_12` -> `settle`."""
+    return mutant.rpartition("__mutmut_")[0].rpartition(".")[2].split("ǁ")[-1].removeprefix("x_")
+
+
+def _change(folder: Path, mutant: str) -> tuple[str, str]:
+    """The lines a mutant removes and adds (stripped, joined by newlines)."""
+    shown = subprocess.run(
+        [str(MUTMUT), "show", mutant], cwd=folder, capture_output=True, text=True
+    ).stdout.splitlines()
+    removed = [x[1:].strip() for x in shown if x.startswith("-") and not x.startswith("---")]
+    added = [x[1:].strip() for x in shown if x.startswith("+") and not x.startswith("+++")]
+    return "\n".join(removed), "\n".join(added)
+
+
+def _listed(target: str, folder: Path, mutant: str, listed: list[Equivalent]) -> Equivalent | None:
+    before, after = _change(folder, mutant)
+    function = _function(mutant)
+    for entry in listed:
+        if (entry.target, entry.function, entry.before, entry.after) == (
+            target,
+            function,
+            before,
+            after,
+        ):
+            return entry
+    return None
+
+
 def report(scores: dict[str, dict[str, int | None]]) -> None:
-    total_killed = total_run = 0
+    """`mutation score: K/N killed` per target; then the same over the mutants not
+    listed as equivalent in tests/mutation_equivalent.toml, and every survivor with its
+    change (a listed one with why it is equivalent)."""
+    listed = _equivalents()
+    total_killed = total_run = total_equivalent = 0
     for name, results in scores.items():
+        folder = SCRATCH / name
         ran = sorted(n for n, code in results.items() if code is not None)
         killed = [n for n in ran if results[n] in KILLED]
         survived = [n for n in ran if results[n] in SURVIVED]
         untested = [n for n in ran if results[n] in NO_TESTS]
         other = Counter(results[n] for n in ran if n not in killed + survived + untested)
+        known = {m: _listed(name, folder, m, listed) for m in survived + untested}
+        equivalent = [m for m, entry in known.items() if entry is not None]
         total_killed += len(killed)
         total_run += len(ran)
+        total_equivalent += len(equivalent)
         share = f"{100 * len(killed) / len(ran):.0f} %" if ran else "-"
+        rest = len(ran) - len(equivalent)
         print(
             f"{name:11} mutation score: {len(killed)}/{len(ran)} killed ({share}); "
             f"{len(results)} chosen, {len(survived)} survived, {len(untested)} reached by no "
             "test" + (f", other exit codes {dict(other)}" if other else "")
         )
+        if equivalent and rest:
+            print(
+                f"{'':11} {len(killed)}/{rest} killed ({100 * len(killed) / rest:.0f} %) "
+                f"of those not listed as equivalent ({len(equivalent)} listed)"
+            )
         for mutant in survived + untested:
-            print(f"    {'survived' if mutant in survived else 'no tests'}: {mutant}")
+            state = "survived" if mutant in survived else "no tests"
+            entry = known[mutant]
+            if entry is None:
+                before, after = _change(folder, mutant)
+                print(f"    {state}: {mutant}\n        - {before}\n        + {after}")
+            else:
+                print(f"    {state}, equivalent: {mutant} ({entry.why})")
     if len(scores) > 1 and total_run:
         print(f"{'all':11} mutation score: {total_killed}/{total_run} killed")
+        if total_equivalent:
+            rest = total_run - total_equivalent
+            print(f"{'':11} {total_killed}/{rest} of those not listed as equivalent")
 
 
 def run_target(name: str, args: argparse.Namespace) -> dict[str, int | None]:
