@@ -55,3 +55,14 @@ def test_every_listed_equivalent_mutant_is_complete():
         assert entry.target in mutation.TARGETS, entry
         assert entry.function and entry.before != entry.after, entry
         assert len(entry.why) > 20, entry  # a reason a reader can check, not a shrug
+
+
+def test_only_a_change_of_case_in_sql_outside_its_values_is_equivalent():
+    same = mutation._sql_case_only
+    sql = "\"SELECT status FROM egenandeler WHERE uuid = ? AND verdict IN ('approved')\""
+    assert same(sql, sql.replace("SELECT status FROM", "select status from"))
+    assert same(sql, sql.replace("WHERE uuid", "WHERE UUID"))
+    assert not same(sql, sql.upper())  # 'APPROVED' is another value
+    assert not same(sql, sql)
+    assert not same('"kun primærgransking"', '"KUN PRIMÆRGRANSKING"')  # not SQL: words sent
+    assert not same(sql, sql.replace("uuid = ?", "uuid != ?"))
