@@ -65,7 +65,9 @@ def test_several_workers_on_postgresql_survive_sigkills_of_random_workers(tmp_pa
     kinds = Counter(g.kind for g in report.groups)
     assert kinds["duplicate"] >= 3 and kinds["same-day"] >= 3
     assert sum(len(g.messages) for g in report.groups) >= 30
-    assert report.spread_groups(tmp_path / "soak" / "logs") >= 1  # across workers
+    # Whether a group's files were judged by both workers at once is the scheduler's
+    # choice (beside two CPU hogs one worker took every group, #20): the report prints
+    # it as a figure; test_pg_ledger.py's races deal each message to a worker.
 
 
 def test_the_checker_passes_a_whole_sandbox_and_names_each_kind_of_damage(tmp_path):
