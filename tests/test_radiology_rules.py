@@ -869,3 +869,49 @@ def test_the_trace_records_what_the_rule_saw(processed, case_id):
     rule_id, expected = TRACE[case_id]
     trace = processed[case_id]["trace"]
     assert [(e[2], dict(e[4])) for e in trace if e[0] == rule_id and e[3]] == expected
+
+
+# The same-day cases above with each bill in a message of its own, in order: the
+# earlier exams now come from the ledger (`exams_on`), with their kind, regions and
+# ambulant add-on, and the later bill is judged against them as in one message.
+ACROSS = {
+    "rad06-three": ["approved", "approved", "rejected"],
+    "rad07-neighbours": ["approved", "rejected"],
+    "rad07-combination-code": ["approved", "rejected"],  # Hode+Hals, then Toraks
+    "rad09-three-nuclear": ["approved", "approved", "rejected"],
+    "rad09-three-interventions": ["approved", "approved", "rejected"],
+    "rad10-bilateral-and-one-side": ["approved", "rejected"],
+}
+
+
+def test_same_day_limits_hold_when_each_exam_comes_in_its_own_message(tmp_path):
+    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS)
+    claims = {case_id: claim for case_id, _r, _f, claim in CASES}
+    for case_id, expected in ACROSS.items():
+        verdicts = [
+            _send(box, C((bill,)), f"{case_id}-{n}")["bills"][0]["verdict"]
+            for n, bill in enumerate(claims[case_id].bills)
+        ]
+        assert verdicts == expected, case_id
+
+
+def test_the_ambulant_add_on_paid_in_an_earlier_message_is_not_paid_again(tmp_path):
+    """RAD-11 across messages: one contact (institution, patient, day), two bills each
+    with ZTX0AD: the second keeps its exam and loses the add-on."""
+    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS)
+    right, left = same_day(f"{KNEE}/ZTX0XA//ZTX0AD", f"{KNEE}/ZTX0XB//ZTX0AD")
+    with_add_on = rad(f"{KNEE}/ZTX0XA//ZTX0AD", rate(KNEE) + fixed("AMBULANT"))
+    right = B((with_add_on,), fnr=right.fnr, date=right.date)
+    left = B(
+        (rad(f"{KNEE}/ZTX0XB//ZTX0AD", rate(KNEE) + fixed("AMBULANT")),),
+        fnr=left.fnr,
+        date=left.date,
+    )
+    (first,) = _send(box, C((right,)), "amb-1")["bills"]
+    (second,) = _send(box, C((left,)), "amb-2")["bills"]
+    assert (first["verdict"], Decimal(first["approved"])) == (
+        "approved",
+        rate(KNEE) + fixed("AMBULANT"),
+    )
+    assert (second["verdict"], Decimal(second["approved"])) == ("reduced", rate(KNEE))
+    assert [r[0] for r in second["remarks"]] == ["RAD-11"]

@@ -223,7 +223,38 @@ def test_a_credit_the_next_day_is_a_negative_line_in_the_next_vedtak(tmp_path, c
     assert [(k, g, s) for _, k, g, s in second] == [(Decimal("-53.32"), Decimal("-53.32"), "2")]
     with box.db() as db:
         (total,) = db.execute("SELECT sum(CAST(approved AS REAL)) FROM vedtak").fetchone()
+        runs = [r for (r,) in db.execute("SELECT id FROM settlements ORDER BY id").fetchall()]
     assert total == 0  # paid, then taken back: never twice
+    # OppgjorsNr: the decision day (Oslo), the settlement run, the payee's place in it
+    assert len(runs) == 2
+    assert [nr for nr, _ in vedtak] == [f"20261123-{runs[0]}-1", f"20261124-{runs[1]}-1"]
+
+
+def test_a_run_that_would_settle_a_settled_payment_is_refused_whole(tmp_path, capsys, ledger_url):
+    """The last line against paying twice: a vedtak naming a payment another run has
+    settled (on PostgreSQL, a race the settlement lock should already prevent) raises
+    Conflict naming the vedtak, and the run leaves nothing behind."""
+    from daemon.ledger.backends import open_ledger
+    from daemon.ledger.sqlite import Conflict, MadeVedtak
+
+    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS, ledger_url=ledger_url)
+    _send(box, [C((_b(OSMO),))], "once")
+    _settle(box, capsys)
+    with box.db() as db:
+        ((settled,),) = db.execute("SELECT id FROM payments").fetchall()
+        runs = db.execute("SELECT count(*) FROM settlements").fetchone()[0]
+    again = MadeVedtak(
+        "20261123-9-1", "RHF:x", "2026-11-23", Decimal(1), Decimal(1), (settled,), ()
+    )
+    ledger = open_ledger(box.settings)
+    try:
+        with pytest.raises(Conflict, match="20261123-9-1: payments already settled"):
+            ledger.settle(None, "manual", "2026-11-23T12:00:00+00:00", "now", lambda *_: [again])
+    finally:
+        ledger.close()
+    with box.db() as db:
+        assert db.execute("SELECT count(*) FROM settlements").fetchone()[0] == runs
+        assert db.execute("SELECT count(*) FROM vedtak").fetchone()[0] == 1
 
 
 def test_status_shows_the_next_and_the_last_batch(tmp_path, capsys, ledger_url):
