@@ -616,3 +616,33 @@ def test_rekey_patients_rekeys_the_egenandel_register(tmp_path):
     assert keys == {new}
     assert f"betalt: {KONSULTASJON}" in _sum(box, new, 2026)
     assert f"betalt: {KONSULTASJON}" not in _sum(box, old, 2026)
+
+
+def test_the_frikort_basis_adds_every_egenandel_of_the_year(tmp_path):
+    """`egenandel sum`: two unpaid and one paid consultation of one patient in 2026
+    (each a bill of its own, on days of their own) add up per status; a credited one
+    no longer counts."""
+    box = make_sandbox(tmp_path / "sandbox")
+    assert import_register(box, REGISTER, "--force")[0] == 0
+    patient = fnr()
+    bills = [
+        _b(CONS, transaction_type="2", fnr=patient, date="2026-10-05T09:00:00", uuid=UID % 60),
+        _b(CONS, transaction_type="2", fnr=patient, date="2026-10-06T09:00:00", uuid=UID % 61),
+        _b(CONS, transaction_type="3", fnr=patient, date="2026-10-07T09:00:00", uuid=UID % 62),
+        _b(CONS, transaction_type="2", fnr=patient, date="2026-10-08T09:00:00", uuid=UID % 63),
+    ]
+    box.drop(wrap_demo(msghead(C(tuple(bills))), message_id="year"), "year.msg")
+    box.process()
+    credit = _b(CONS, transaction_type="5", fnr=patient, date=bills[3].date, uuid=UID % 63)
+    box.drop(wrap_demo(msghead(C((credit,))), message_id="credit"), "credit.msg")
+    box.process()
+    with box.db() as db:
+        ((key,),) = db.execute("SELECT DISTINCT patient_key FROM egenandeler").fetchall()
+    out = _sum(box, key, 2026)
+    unpaid, paid = Decimal(KONSULTASJON) * 2, Decimal(KONSULTASJON)
+    assert out.splitlines()[1:] == [
+        f"  betalt: {paid:.2f}",
+        f"  ikke betalt: {unpaid:.2f}",
+        "  fritak: 0.00",
+        f"  frikort basis (betalt + ikke betalt): {unpaid + paid:.2f}",
+    ]
