@@ -239,8 +239,10 @@ def _change(folder: Path, mutant: str) -> tuple[str, str]:
     return "\n".join(removed), "\n".join(added)
 
 
-SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|FROM|WHERE|JOIN|ORDER BY|LIMIT)\b", re.I)
+SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|FROM|WHERE|JOIN|ORDER BY|LIMIT|VALUES)\b", re.I)
 QUOTED = re.compile(r"'[^']*'")
+# a piece of a statement split over lines: column names only (" b.regning_nr, e.line,")
+NAMES = re.compile(r'^"[\s\w.,()]*",?$', re.A)
 SQL_CASE = Equivalent(
     "*",
     "*",
@@ -251,19 +253,21 @@ SQL_CASE = Equivalent(
 )
 
 
-def _sql_case_only(before: str, after: str) -> bool:
-    """A change of letter case only, in SQL text, outside its quoted values."""
+def _sql_case_only(before: str, after: str, names: bool = False) -> bool:
+    """A change of letter case only, in SQL text, outside its quoted values. `names`:
+    also in a piece of bare column names (the ledger's selections, whose every string
+    literal of that shape is a piece of a statement)."""
     return (
         before != after
         and before.lower() == after.lower()
-        and SQL.search(before) is not None
+        and (SQL.search(before) is not None or (names and NAMES.match(before) is not None))
         and QUOTED.findall(before) == QUOTED.findall(after)
     )
 
 
 def _listed(target: str, folder: Path, mutant: str, listed: list[Equivalent]) -> Equivalent | None:
     before, after = _change(folder, mutant)
-    if _sql_case_only(before, after):
+    if _sql_case_only(before, after, names=target == "ledger"):
         return SQL_CASE
     function = _function(mutant)
     for entry in listed:
@@ -374,7 +378,9 @@ def _confirm_survivors(folder: Path, target: Target, found: dict[str, int | None
     for name, code in found.items():
         if code not in SURVIVED | NO_TESTS | TIMEOUT:
             continue
-        if code in SURVIVED and _sql_case_only(*_change(folder, name)):
+        if code in SURVIVED and _sql_case_only(
+            *_change(folder, name), names=target is TARGETS["ledger"]
+        ):
             continue  # equivalent by construction: no test can tell
         env["MUTANT_UNDER_TEST"] = name
         tests = _files_reaching(folder, target, name)

@@ -66,3 +66,11 @@ def test_only_a_change_of_case_in_sql_outside_its_values_is_equivalent():
     assert not same(sql, sql)
     assert not same('"kun primærgransking"', '"KUN PRIMÆRGRANSKING"')  # not SQL: words sent
     assert not same(sql, sql.replace("uuid = ?", "uuid != ?"))
+
+
+def test_a_piece_of_column_names_counts_as_sql_in_the_ledger_only():
+    same = mutation._sql_case_only
+    piece, upper = '" b.regning_nr, e.line, e.uuid,"', '" B.REGNING_NR, E.LINE, E.UUID,"'
+    assert same(piece, upper, names=True)
+    assert not same(piece, upper)  # elsewhere a bare word may be text a person reads
+    assert not same('"kun primærgransking"', '"KUN PRIMÆRGRANSKING"', names=True)
