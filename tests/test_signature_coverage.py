@@ -245,3 +245,35 @@ def test_a_payload_encrypted_to_someone_else_is_named_as_a_mime_problem(sandbox,
     sandbox.process()
     err = refusal(sandbox, partner)
     assert err["V"] == "S99" and err["OT"].startswith("mime application/pkcs7-mime"), err
+
+
+def test_a_header_other_than_the_one_signed_is_refused_by_the_last_check(sandbox, partner):
+    """Defence in depth (#20: 15 mutants of this branch survived, as no attack we know
+    gets past the single-MessageHeader and actor checks before it): were the header the
+    pipeline read ever another than the one the signature covers, the envelope stage
+    itself refuses the message with S01 naming the MessageHeader."""
+    from datetime import UTC, datetime
+
+    from daemon.records import Work
+    from daemon.service.intake import STAGES
+    from daemon.service.pipeline import run
+    from daemon.transport.unwrap import open_envelope
+    from daemon.transport.verify import verify_envelope_signature
+
+    frame = _signed_message(sandbox, partner)
+    intake = sandbox.intake()
+    try:
+        ctx = intake.context(datetime(2026, 11, 23, 12, 0, tzinfo=UTC))
+        before = STAGES[: STAGES.index(verify_envelope_signature)]
+        assert before[0] is open_envelope
+        raw = mime.build([frame.start, *frame.attachments])
+        work = run(before, Work(raw=raw, content_hash="test"), ctx)
+        assert not work.problems, work.problems
+        assert verify_envelope_signature(work, ctx).problems == work.problems  # as signed
+        other = dataclasses.replace(work.header, message_id="not-the-signed-one")
+        (problem,) = verify_envelope_signature(work.with_(header=other), ctx).problems
+    finally:
+        intake.ledger.close()
+    assert problem.code == "S01" and problem.layer.name == "ENVELOPE"
+    assert problem.text == "eb:MessageHeader slik den leses er ikke den signaturen dekker"
+    assert "MessageHeader" in problem.where()
