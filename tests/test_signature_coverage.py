@@ -277,3 +277,35 @@ def test_a_header_other_than_the_one_signed_is_refused_by_the_last_check(sandbox
     assert problem.code == "S01" and problem.layer.name == "ENVELOPE"
     assert problem.text == "eb:MessageHeader slik den leses er ikke den signaturen dekker"
     assert "MessageHeader" in problem.where()
+
+
+def test_a_msghead_signed_with_sha1_cannot_be_checked(sandbox, partner):
+    """An older system signs its MsgHead with RSA-SHA1 (the signature itself is
+    sound): SHA-1 is not accepted, so the signature cannot be checked: S99, naming the
+    algorithm, never a pass and never a traceback."""
+    from signxml import DigestAlgorithm, SignatureMethod, XMLSigner
+
+    class Sha1Signer(XMLSigner):  # the sender's choice: signxml refuses SHA-1 by default
+        def check_deprecated_methods(self) -> None:
+            pass
+
+    msghead = etree.fromstring(signed_claim(None))
+    signed = Sha1Signer(
+        signature_algorithm=SignatureMethod.RSA_SHA1, digest_algorithm=DigestAlgorithm.SHA1
+    ).sign(msghead, key=partner.private_key, cert=[partner.certificate])
+    raw = wrap(
+        etree.tostring(signed, xml_declaration=True, encoding="UTF-8"),
+        from_her=PARTNER_HER,
+        cpa_id=PARTNER_CPA,
+        gzip=True,
+        signer=partner,
+        encrypt_to=our_keys(sandbox).certificate,
+    )
+    sandbox.drop(raw)
+    sandbox.process()
+    err = refusal(sandbox, partner)
+    assert err["V"] == "S99", err
+    assert err["DN"] == (
+        "signaturen kan ikke kontrolleres: Signature method RSA_SHA1 forbidden by configuration"
+    )
+    assert err["OT"] == "msghead /MsgHead/Signature"
