@@ -239,7 +239,11 @@ def _change(folder: Path, mutant: str) -> tuple[str, str]:
     return "\n".join(removed), "\n".join(added)
 
 
-SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|FROM|WHERE|JOIN|ORDER BY|LIMIT|VALUES)\b", re.I)
+SQL = re.compile(
+    r"\b(SELECT|INSERT|UPDATE|DELETE|FROM|WHERE|JOIN|ORDER BY|GROUP BY|LIMIT|VALUES|SET"
+    r"|AND|OR|NOT|IN|IS NULL|DISTINCT)\b",
+    re.I,
+)
 QUOTED = re.compile(r"'[^']*'")
 # a piece of a statement split over lines: column names only (" b.regning_nr, e.line,")
 NAMES = re.compile(r'^"[\s\w.,()]*",?$', re.A)

@@ -66,6 +66,9 @@ def test_only_a_change_of_case_in_sql_outside_its_values_is_equivalent():
     assert not same(sql, sql)
     assert not same('"kun primærgransking"', '"KUN PRIMÆRGRANSKING"')  # not SQL: words sent
     assert not same(sql, sql.replace("uuid = ?", "uuid != ?"))
+    piece = "\" AND verdict IN ('approved', 'reduced')\""
+    assert same(piece, piece.replace("AND verdict IN", "and verdict in"))
+    assert not same(piece, piece.upper())
 
 
 def test_a_piece_of_column_names_counts_as_sql_in_the_ledger_only():

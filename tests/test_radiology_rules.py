@@ -915,3 +915,22 @@ def test_the_ambulant_add_on_paid_in_an_earlier_message_is_not_paid_again(tmp_pa
     )
     assert (second["verdict"], Decimal(second["approved"])) == ("reduced", rate(KNEE))
     assert [r[0] for r in second["remarks"]] == ["RAD-11"]
+
+
+def test_teleradiology_parts_in_two_messages_are_one_exam(tmp_path):
+    """Image taking (ZTX0BA) in one message, its reading (ZTX0BB) in the next: one exam
+    for RAD-06 (the part read back from the ledger keeps its teleradiology role), so
+    after a CT head the day's CT knee is the third exam and is refused."""
+    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS)
+    fnr = patient()
+    at = {t: f"{DAY}T{t}:00" for t in ("08:00", "09:00", "10:00", "11:00")}
+    sent = [
+        _b(rad(CT_HEAD), fnr=fnr, date=at["08:00"]),
+        _b(rad(f"{CT_CHEST}//ZTX0BA", rate(CT_CHEST) / 3), fnr=fnr, date=at["09:00"]),
+        _b(rad(f"{CT_CHEST}//ZTX0BB", rate(CT_CHEST) * 2 / 3), fnr=fnr, date=at["10:00"]),
+        _b(rad(CT_KNEE), fnr=fnr, date=at["11:00"]),
+    ]
+    verdicts = [_send(box, C((b,)), f"tele-{n}")["bills"][0] for n, b in enumerate(sent)]
+    assert [v["verdict"] for v in verdicts] == ["approved", "approved", "approved", "rejected"]
+    assert Decimal(verdicts[2]["approved"]) == Decimal(kr(rate(CT_CHEST) * 2 / 3))
+    assert verdicts[3]["remarks"][0][0] == "RAD-06"

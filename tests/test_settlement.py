@@ -188,9 +188,11 @@ def test_a_day_of_claims_settles_once_per_payee(tmp_path, capsys, ledger_url):
     assert any(status == "1" and godkjent == 0 for _, _, godkjent, status in west_lines)
     south_lines = found[SOUTH_EAST]["vedtak"][0][1]
     assert any(status == "3" for *_, status in south_lines)
-    # every bill appears once, in the vedtak of its payee
+    # every bill appears once, in the vedtak of its payee, with what it claimed (Krav)
     all_bills = [nr for f in found.values() for _, lines in f["vedtak"] for nr, *_ in lines]
     assert len(all_bills) == sum(len(c.bills) for c in sent.values())
+    krav = sum(k for f in found.values() for _, lines in f["vedtak"] for _, k, _, _ in lines)
+    assert krav == sum(b.total() for c in sent.values() for b in c.bills)
 
     # `kravmottak validate` accepts our own vedtak and payment messages
     for path in box.outbox("vedtak") + box.outbox("utbetaling"):
@@ -255,6 +257,27 @@ def test_a_run_that_would_settle_a_settled_payment_is_refused_whole(tmp_path, ca
     with box.db() as db:
         assert db.execute("SELECT count(*) FROM settlements").fetchone()[0] == runs
         assert db.execute("SELECT count(*) FROM vedtak").fetchone()[0] == 1
+
+
+def test_a_reduced_correction_is_decided_as_the_difference(tmp_path, capsys, ledger_url):
+    """A correction (4) whose new INR line is refused (LAB-09): the bill is reduced,
+    and what the vedtak decides is the difference to what was paid, Godkjent (2), with
+    the correction's own claim as Krav."""
+    box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS, ledger_url=ledger_url)
+    uid = "{5E771E00-0000-4000-8000-000000000004}"
+    paid = _b(OSMO, INR, uuid=uid)
+    _send(box, [C((paid,))], "c1")
+    _settle(box, capsys)
+    text = box.config_path.read_text()
+    box.config_path.write_text(text.replace("2026-11-23T12:00:00Z", "2026-11-24T12:00:00Z"))
+    wrong_inr = L("NPU01685", "30.00", 2)
+    correction = B((OSMO, wrong_inr), uuid=uid, fnr=paid.fnr, date=paid.date, transaction_type="4")
+    _send(box, [C((correction,))], "c2")
+    assert "1 vedtak" in _settle(box, capsys)
+    (_, first), (_, second) = sorted(vedtak_files(box)[SOUTH_EAST]["vedtak"])
+    assert [(k, g, s) for _, k, g, s in first] == [(Decimal("53.32"), Decimal("53.32"), "2")]
+    # claimed 6.96 + 60.00; approved now 6.96 of the 53.32 paid: 46.36 back
+    assert [(k, g, s) for _, k, g, s in second] == [(Decimal("66.96"), Decimal("-46.36"), "2")]
 
 
 def test_status_shows_the_next_and_the_last_batch(tmp_path, capsys, ledger_url):
