@@ -51,6 +51,9 @@ class Target:
     files: tuple[str, ...]  # what mutmut mutates (only_mutate)
     names: tuple[str, ...]  # which of its mutants count (mutmut names, fnmatch)
     tests: tuple[str, ...]  # the fast test files that cover it
+    # test files a survivor is also confirmed against, by module (not given to mutmut:
+    # a change to mutmut's test selection throws away every verdict it holds)
+    confirm_also: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 # the ledger's selection queries: what decides what is paid, once
@@ -84,6 +87,8 @@ TARGETS: dict[str, Target] = {
             "tests/test_judgement_order.py",  # the same-day rules (RAD-06..11)
             "tests/test_egenandel.py",  # EG-01..12 and the money paid to institutions
         ),
+        # the streamed path's judging of big claims (chunks, the same-day spill)
+        (("daemon.rules.chunked.", ("tests/test_stream.py",)),),
     ),
     "trust": Target(("daemon/transport/trust.py",), ("daemon.transport.trust.*",), TRUST_TESTS),
     "verify": Target(("daemon/transport/verify.py",), ("daemon.transport.verify.*",), TRUST_TESTS),
@@ -350,6 +355,16 @@ def run_target(name: str, args: argparse.Namespace) -> dict[str, int | None]:
     before = _results(folder)
     names = _of(target, before)
     ran_before = [n for n in names if before[n] is not None]
+    if args.confirm_only:  # the survivors so far, confirmed against the tests as they are
+        names = [n for n in ran_before if before[n] in SURVIVED | NO_TESTS | TIMEOUT]
+        found = {n: before[n] for n in names}
+        # mutmut copies the tests into mutants/ when it runs: here nothing runs it
+        shutil.copytree(ROOT / "tests", folder / "mutants" / "tests", dirs_exist_ok=True)
+        _confirm_survivors(folder, target, found)
+        chosen = _of(target, before)
+        if args.sample and len(chosen) > args.sample:
+            chosen = random.Random(f"{args.seed}:{name}").sample(chosen, args.sample)
+        return {n: found.get(n, before[n]) for n in chosen if before[n] is not None}
     if args.rerun:  # the survivors of the runs so far, against the tests as they are now
         names = [n for n in ran_before if before[n] in SURVIVED | NO_TESTS | TIMEOUT]
     elif args.sample and len(names) > args.sample:
@@ -421,7 +436,8 @@ def _files_reaching(folder: Path, target: Target, mutant: str) -> list[str]:
         by_function = json.loads(stats.read_text())["tests_by_mangled_function_name"]
         function = mutant.rpartition("__mutmut_")[0]
         reached = {test.split("::")[0] for test in by_function.get(function, ())}
-    return [t for t in target.tests if t in reached] or list(target.tests)
+    also = [f for module, files in target.confirm_also if mutant.startswith(module) for f in files]
+    return [t for t in target.tests if t in reached] + also or list(target.tests)
 
 
 def _record(folder: Path, name: str, code: int | None) -> None:
@@ -446,6 +462,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run again only the survivors (and timeouts, untested) of the runs so far; "
         "the score is over every mutant run so far",
+    )
+    parser.add_argument(
+        "--confirm-only",
+        action="store_true",
+        help="no mutmut run: confirm the survivors so far against the test files (as they "
+        "are now) and print the score over the --sample chosen (0: every mutant run)",
     )
     parser.add_argument(
         "--no-confirm",
