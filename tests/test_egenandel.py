@@ -30,7 +30,7 @@ BOTH_BACKENDS = True  # the tests taking `ledger_url` run on SQLite and PostgreS
 AR = {"ar": "http://www.kith.no/xmlstds/apprec/2004-11-21"}
 M22 = {"m22": "http://www.kith.no/xmlstds/eresept/m22/2013-10-08"}
 HF = "983974678"  # Demo sykehus HF (Helse Sør-Øst RHF): its egenandel goes to INST:HF
-PHV_UNIT, LAR_UNIT = "700001", "700002"
+PHV_UNIT, LAR_UNIT, TSB_UNIT = "700001", "700002", "700003"
 KONSULTASJON, RADIOLOGI = "403.00", "287.00"  # the amounts of REGISTER on 2026-10-05
 
 REGISTER = f"""
@@ -47,6 +47,7 @@ F = "Frikort"
 [units]
 "{PHV_UNIT}" = "PHV"
 "{LAR_UNIT}" = "LAR"
+"{TSB_UNIT}" = "TSB"
 [personnel]
 "1" = "Lege"
 [rules]
@@ -144,6 +145,22 @@ CASES = [
                 _b(CONS, egenandel="F", contact_type="13", fnr=SAME, date="2026-10-06T09:30:00"),
             )
         ),
+    ),
+    # EG-08 is the somatic units' rule: a PHV or TSB unit's programme bills are not limited
+    *(
+        (
+            f"eg08-{kind}-second",
+            "EG-08",
+            False,
+            C(
+                (
+                    _b(CONS, egenandel="F", contact_type="13", fnr=who),
+                    _b(CONS, egenandel="F", contact_type="13", fnr=who, date="2026-10-06T09:30:00"),
+                ),
+                resh=unit,
+            ),
+        )
+        for kind, unit, who in (("phv", PHV_UNIT, fnr()), ("tsb", TSB_UNIT, fnr()))
     ),
     ("eg09-other", "EG-09", False, C((_b(CONS, egenandel="F", diagnoses=("F11.2",)),))),
     ("eg09-lar", "EG-09", True, C((_b(CONS, egenandel="F", diagnoses=("Z50.30",)),))),
@@ -646,3 +663,163 @@ def test_the_frikort_basis_adds_every_egenandel_of_the_year(tmp_path):
         "  fritak: 0.00",
         f"  frikort basis (betalt + ikke betalt): {unpaid + paid:.2f}",
     ]
+
+
+# What `explain` shows for each rule that fired: the values of the claim the rule judged
+# (its typeTransaksjon, kodeEgenandel and takst, and what it compared them with),
+# written here from each case above; the register amount is REGISTER's KONSULTASJON.
+TRACE = {
+    "eg01-inpatient": ("EG-01", [(1, {"kravGrunnlag": "2"})]),
+    "eg02-no-code": (
+        "EG-02",
+        [(1, {"typeTransaksjon": "1", "kodeEgenandel": "", "takst": "201b"})],
+    ),
+    "eg02-not-exemption": (
+        "EG-02",
+        [(1, {"typeTransaksjon": "1", "kodeEgenandel": "Q", "takst": "201b"})],
+    ),
+    "eg02-old-amount": (
+        "EG-02",
+        [
+            (
+                1,
+                {
+                    "typeTransaksjon": "1",
+                    "kodeEgenandel": "F",
+                    "takst": "201b",
+                    "sats": KONSULTASJON,
+                },
+            )
+        ],
+    ),
+    "eg03-unpaid": ("EG-03", [(1, {"typeTransaksjon": "2", "kodeEgenandel": "", "takst": "201b"})]),
+    "eg03-paid": ("EG-03", [(1, {"typeTransaksjon": "3", "kodeEgenandel": "", "takst": "201b"})]),
+    "eg04-adult": (
+        "EG-04",
+        [
+            (
+                1,
+                {
+                    "typeTransaksjon": "1",
+                    "kodeEgenandel": "B",
+                    "takst": "201b",
+                    "aldersgrense": "16",
+                    "barn": "false",
+                },
+            )
+        ],
+    ),
+    "eg04-child-paid": (
+        "EG-04",
+        [
+            (
+                1,
+                {
+                    "typeTransaksjon": "3",
+                    "kodeEgenandel": "",
+                    "takst": "201b",
+                    "aldersgrense": "16",
+                    "barn": "true",
+                },
+            )
+        ],
+    ),
+    "eg05-phv-young": (
+        "EG-05",
+        [
+            (
+                1,
+                {
+                    "typeTransaksjon": "1",
+                    "kodeEgenandel": "F",
+                    "takst": "201b",
+                    "enhet": "PHV",
+                    "fyller": "25",
+                },
+            )
+        ],
+    ),
+    "eg05-lar-young": (
+        "EG-05",
+        [
+            (
+                1,
+                {
+                    "typeTransaksjon": "1",
+                    "kodeEgenandel": "F",
+                    "takst": "201b",
+                    "enhet": "LAR",
+                    "fyller": "25",
+                },
+            )
+        ],
+    ),
+    "eg06-nurse": (
+        "EG-06",
+        [(1, {"typeTransaksjon": "1", "kodeEgenandel": "F", "takst": "201b", "polUtforende": "2"})],
+    ),
+    "eg07-indirect": (
+        "EG-07",
+        [(1, {"typeTransaksjon": "1", "kodeEgenandel": "F", "takst": "201b"})],
+    ),
+    "eg08-second": (
+        "EG-08",
+        [(1, {"typeTransaksjon": "1", "kodeEgenandel": "F", "takst": "201b"})],
+    ),
+    "eg09-lar": (
+        "EG-09",
+        [
+            (
+                1,
+                {
+                    "typeTransaksjon": "1",
+                    "kodeEgenandel": "F",
+                    "takst": "201b",
+                    "hovedtilstand": "Z5030",
+                },
+            )
+        ],
+    ),
+    "eg10-pasientbetaling": (
+        "EG-10",
+        [(1, {"typeTransaksjon": "1", "kodeEgenandel": "F", "takst": "201b", "debitor": "30"})],
+    ),
+    "eg11-video": (
+        "EG-11",
+        [(1, {"typeTransaksjon": "1", "kodeEgenandel": "F", "takst": "201b", "kontaktType": "6"})],
+    ),
+    "eg12-mixed": ("EG-12", [(0, {"egenandel": "1", "andre": "1"})]),
+    "eg03-correct-unpaid": (
+        "EG-03",
+        [(1, {"typeTransaksjon": "4", "kodeEgenandel": "", "takst": "201b"})],
+    ),
+    "eg03-correct-paid": (
+        "EG-03",
+        [(1, {"typeTransaksjon": "4", "kodeEgenandel": "", "takst": "201b"})],
+    ),
+    "eg03-correct-lab": (
+        "EG-03",
+        [(1, {"typeTransaksjon": "4", "kodeEgenandel": "", "takst": "201b"})],
+    ),
+}
+
+
+def test_every_rejecting_case_has_its_trace_written_down():
+    firing = [c[0] for c in CASES + LATER if c[2]]
+    assert sorted(TRACE) == sorted(firing)
+
+
+@pytest.mark.parametrize("case_id", sorted(TRACE))
+def test_the_trace_records_what_the_rule_saw(processed, case_id):
+    rule_id, expected = TRACE[case_id]
+    trace = processed["results"][case_id]["trace"]
+    assert [(e[2], dict(e[4])) for e in trace if e[0] == rule_id and e[3]] == expected
+
+
+def test_an_exemption_without_a_code_is_told_why_it_pays_nothing(processed):
+    """EG-02's remark names what is missing (#20: its text could change unseen)."""
+    errors = [e.get("DN") for e in processed["results"]["eg02-no-code"]["apprec"].iter("{*}Error")]
+    assert any(
+        "regning uten egenandel og uten kodeEgenandel gir 0" in text and "[EG-02]" in text
+        for text in errors
+    ), errors
