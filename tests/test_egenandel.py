@@ -146,22 +146,6 @@ CASES = [
             )
         ),
     ),
-    # EG-08 is the somatic units' rule: a PHV or TSB unit's programme bills are not limited
-    *(
-        (
-            f"eg08-{kind}-second",
-            "EG-08",
-            False,
-            C(
-                (
-                    _b(CONS, egenandel="F", contact_type="13", fnr=who),
-                    _b(CONS, egenandel="F", contact_type="13", fnr=who, date="2026-10-06T09:30:00"),
-                ),
-                resh=unit,
-            ),
-        )
-        for kind, unit, who in (("phv", PHV_UNIT, fnr()), ("tsb", TSB_UNIT, fnr()))
-    ),
     ("eg09-other", "EG-09", False, C((_b(CONS, egenandel="F", diagnoses=("F11.2",)),))),
     ("eg09-lar", "EG-09", True, C((_b(CONS, egenandel="F", diagnoses=("Z50.30",)),))),
     ("eg10-egenandel", "EG-10", False, C((_b(CONS, egenandel="F"),))),
@@ -824,3 +808,26 @@ def test_an_exemption_without_a_code_is_told_why_it_pays_nothing(processed):
         "tjenesten på datoen: regning uten egenandel og uten kodeEgenandel gir 0 [EG-02]"
     )
     assert said in errors, errors
+
+
+@pytest.mark.parametrize("unit", [PHV_UNIT, TSB_UNIT], ids=["phv", "tsb"])
+def test_eg08_is_the_somatic_units_rule(tmp_path, unit):
+    """A PHV or TSB unit's two programme bills for one patient: EG-08 (the somatic
+    units' limit) says nothing; the same two bills at a somatic unit get its note."""
+    box = make_sandbox(tmp_path / "sandbox")
+    assert import_register(box, REGISTER, "--force")[0] == 0
+    for resh, message_id in ((unit, "mental"), (None, "somatic")):
+        who = fnr()
+        bills = (
+            _b(CONS, egenandel="F", contact_type="13", fnr=who),
+            _b(CONS, egenandel="F", contact_type="13", fnr=who, date="2026-10-06T09:30:00"),
+        )
+        claim = C(bills, resh=resh) if resh else C(bills)
+        box.drop(wrap_demo(msghead(claim), message_id=message_id), f"{message_id}.msg")
+    box.process()
+    ledger = SqliteLedger(box.paths.ledger)
+    try:
+        fired = {m: _fired(ledger.explain(m)[0]) for m in ("mental", "somatic")}
+    finally:
+        ledger.close()
+    assert "EG-08" not in fired["mental"] and "EG-08" in fired["somatic"]
