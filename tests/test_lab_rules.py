@@ -370,10 +370,14 @@ def test_two_credits_of_one_bill_in_one_file(sandbox):
     original = _b(OSMO, uuid=uid)
     _send(sandbox, C((original,)), "t-1")
     credit = B((OSMO,), uuid=uid, fnr=original.fnr, transaction_type="5")
-    first, second = _send(sandbox, C((credit, credit)), "t-2")["bills"]
+    result = _send(sandbox, C((credit, credit)), "t-2")
+    first, second = result["bills"]
     assert Decimal(first["approved"]) == Decimal("-6.96")
     assert second["verdict"] == "rejected"
     assert _net(sandbox, uid) == 0
+    # explain: COM-07 fired on the second bill (regning 1002), the uuid repeated
+    fired = [(e[1], dict(e[4])) for e in result["trace"] if e[0] == "COM-07" and e[3]]
+    assert fired == [("1002", {"uuid": uid, "repeated": "true"})]
 
 
 @pytest.mark.parametrize(
@@ -482,3 +486,11 @@ def test_the_trace_records_what_the_rule_saw(processed, case_id):
     rule_id, expected = TRACE[case_id]
     trace = processed[case_id]["trace"]
     assert [(e[2], dict(e[4])) for e in trace if e[0] == rule_id and e[3]] == expected
+
+
+def test_a_bad_person_number_is_named_by_its_kind(processed):
+    """COM-05's remark names the kind of number whose control digits fail (#20: its
+    detail could be dropped unseen)."""
+    errors = [e.get("DN") for e in processed["com05-bad-fnr"]["apprec"].findall("ar:Error", AR)]
+    said = "Pasientens fødselsnummer eller D-nummer er ugyldig (kontrollsiffer): type FNR [COM-05]"
+    assert said in errors, errors

@@ -934,3 +934,17 @@ def test_teleradiology_parts_in_two_messages_are_one_exam(tmp_path):
     assert [v["verdict"] for v in verdicts] == ["approved", "approved", "approved", "rejected"]
     assert Decimal(verdicts[2]["approved"]) == Decimal(kr(rate(CT_CHEST) * 2 / 3))
     assert verdicts[3]["remarks"][0][0] == "RAD-06"
+
+
+def test_a_misplaced_code_is_named_with_its_position_and_place(processed):
+    """RAD-03's remark says where the code string is wrong and why (#20: its detail
+    could be dropped unseen)."""
+    apprec = processed["rad03-tele-in-side-place"]["apprec"]
+    errors = [e.get("DN") for e in apprec.findall("ar:Error", AR)]
+    said = (
+        "linje 1 (SNG0AA/ZTX0BA): Kodestrengen er feil bygd (rekkefølge, skilletegn eller "
+        "tomme felt): posisjon 2: fant 'ZTX0BA', forventet sidekode (ZTX0XA, ZTX0XB, ZTX0XC "
+        "(NCSP: ZXA00, ZXA05, ZXA10)) eller tomt felt; ZTX0BA er en teleradiologikode "
+        "(hører i posisjon 3) [RAD-03]"
+    )
+    assert said in errors, errors
