@@ -256,6 +256,7 @@ SQL = re.compile(
     re.I,
 )
 QUOTED = re.compile(r"'[^']*'")
+LITERAL = re.compile(r'"([^"]*)"')  # a Python string literal on the line (SQL is in "...")
 # a piece of a statement split over lines: column names only (" b.regning_nr, e.line,")
 NAMES = re.compile(r'^"[\s\w.,()]*",?$', re.A)
 SQL_CASE = Equivalent(
@@ -272,12 +273,13 @@ def _sql_case_only(before: str, after: str, names: bool = False) -> bool:
     """A change of letter case only, in SQL text, outside its quoted values. `names`:
     also in a piece of bare column names (the ledger's selections, whose every string
     literal of that shape is a piece of a statement)."""
-    return (
-        before != after
-        and before.lower() == after.lower()
-        and (SQL.search(before) is not None or (names and NAMES.match(before) is not None))
-        and QUOTED.findall(before) == QUOTED.findall(after)
-    )
+    if before == after or before.lower() != after.lower():
+        return False
+    if LITERAL.sub('""', before) != LITERAL.sub('""', after):
+        return False  # the change is in the code, not in its strings
+    text = " ".join(LITERAL.findall(before))  # SQL words in the strings, not Python's `in`
+    sql = SQL.search(text) is not None or (names and NAMES.match(before) is not None)
+    return sql and QUOTED.findall(before) == QUOTED.findall(after)
 
 
 def _listed(target: str, folder: Path, mutant: str, listed: list[Equivalent]) -> Equivalent | None:
@@ -345,8 +347,8 @@ def run_target(name: str, args: argparse.Namespace) -> dict[str, int | None]:
     target = TARGETS[name]
     folder = _workspace(name, target, args.fresh)
     if args.report:
-        every = _results(folder)
-        return {n: every[n] for n in _of(target, every)}
+        every = _results(folder)  # the mutants run so far (not every one mutmut made)
+        return {n: every[n] for n in _of(target, every) if every[n] is not None}
     # mutmut makes the mutants and learns which tests reach which function at the start
     # of a run; a filter that matches nothing stops it right after that
     subprocess.run(

@@ -77,3 +77,10 @@ def test_a_piece_of_column_names_counts_as_sql_in_the_ledger_only():
     assert same(piece, upper, names=True)
     assert not same(piece, upper)  # elsewhere a bare word may be text a person reads
     assert not same('"kun primærgransking"', '"KUN PRIMÆRGRANSKING"', names=True)
+
+
+def test_python_words_beside_a_string_are_not_sql():
+    """`x in ("PHV", "TSB")` -> `("PHV", "tsb")` is another value, not SQL text."""
+    same = mutation._sql_case_only
+    assert not same('if kind in ("PHV", "TSB"):', 'if kind in ("PHV", "tsb"):', names=True)
+    assert not same('if kind in ("PHV", "TSB"):', 'IF kind in ("PHV", "TSB"):', names=True)
