@@ -70,12 +70,8 @@ def test_several_workers_on_postgresql_survive_sigkills_of_random_workers(tmp_pa
     # it as a figure; test_pg_ledger.py's races deal each message to a worker.
 
 
-def test_the_checker_passes_a_whole_sandbox_and_names_each_kind_of_damage(tmp_path):
-    box = make_sandbox(tmp_path / "sandbox", crash_soak.institutions_toml("90001", direct=3))
-    institutions = g.load_institutions(box.paths.institutions)
-    spec = g.Spec(messages=12, bills=2, lines=3, radiology=0.4, invalid=0.2, seed=5)
-    planned = g.plan(spec, institutions)
-    named = g.render_all(planned, spec, institutions)
+def _answer_and_settle(box, named) -> None:
+    """The generated messages answered, then one settlement run to its end."""
     g.write(box.paths.inbox, named)
     box.process()
     intake = box.intake()
@@ -83,6 +79,15 @@ def test_the_checker_passes_a_whole_sandbox_and_names_each_kind_of_damage(tmp_pa
         settle.settle(intake, cutoff=intake.clock(), kind="manual")
     finally:
         intake.ledger.close()
+
+
+def test_the_checker_passes_a_whole_sandbox_and_names_each_kind_of_damage(tmp_path):
+    box = make_sandbox(tmp_path / "sandbox", crash_soak.institutions_toml("90001", direct=3))
+    institutions = g.load_institutions(box.paths.institutions)
+    spec = g.Spec(messages=12, bills=2, lines=3, radiology=0.4, invalid=0.2, seed=5)
+    planned = g.plan(spec, institutions)
+    named = g.render_all(planned, spec, institutions)
+    _answer_and_settle(box, named)
 
     def violations() -> list[str]:
         report = crash_soak.Report(spec, g.summarize(planned))
@@ -126,13 +131,7 @@ def test_the_checker_counts_the_winners_of_each_conflict_group(tmp_path):
     planned = g.plan(spec, institutions)
     groups = crash_soak._conflicts(spec, institutions, planned, 12)
     named = g.render_all(planned + [m for c in groups for m in c.messages], spec, institutions)
-    g.write(box.paths.inbox, named)
-    box.process()
-    intake = box.intake()
-    try:
-        settle.settle(intake, cutoff=intake.clock(), kind="manual")
-    finally:
-        intake.ledger.close()
+    _answer_and_settle(box, named)
 
     def violations() -> list[str]:
         report = crash_soak.Report(spec, g.summarize(planned), groups=groups)

@@ -169,6 +169,12 @@ def _settle(box: Sandbox, capsys) -> str:
     return capsys.readouterr().out
 
 
+def _next_day(box: Sandbox) -> None:
+    """The sandbox's frozen clock moves from 23 to 24 November (the next batch's day)."""
+    text = box.config_path.read_text()
+    box.config_path.write_text(text.replace("2026-11-23T12:00:00Z", "2026-11-24T12:00:00Z"))
+
+
 def test_a_day_of_claims_settles_once_per_payee(tmp_path, capsys, ledger_url):
     box = make_sandbox(tmp_path / "sandbox", INSTITUTIONS, ledger_url=ledger_url)
     sent = _send(box, a_day(), "day1")
@@ -212,8 +218,7 @@ def test_a_credit_the_next_day_is_a_negative_line_in_the_next_vedtak(tmp_path, c
     paid = _b(OSMO, INR, uuid=uid)
     _send(box, [C((paid,))], "c1")
     _settle(box, capsys)
-    text = box.config_path.read_text()
-    box.config_path.write_text(text.replace("2026-11-23T12:00:00Z", "2026-11-24T12:00:00Z"))
+    _next_day(box)
     credit = B(paid.lines, uuid=uid, fnr=paid.fnr, date=paid.date, transaction_type="5")
     _send(box, [C((credit,))], "c2")
     out = _settle(box, capsys)
@@ -268,8 +273,7 @@ def test_a_reduced_correction_is_decided_as_the_difference(tmp_path, capsys, led
     paid = _b(OSMO, INR, uuid=uid)
     _send(box, [C((paid,))], "c1")
     _settle(box, capsys)
-    text = box.config_path.read_text()
-    box.config_path.write_text(text.replace("2026-11-23T12:00:00Z", "2026-11-24T12:00:00Z"))
+    _next_day(box)
     wrong_inr = L("NPU01685", "30.00", 2)
     correction = B((OSMO, wrong_inr), uuid=uid, fnr=paid.fnr, date=paid.date, transaction_type="4")
     _send(box, [C((correction,))], "c2")
@@ -537,8 +541,7 @@ def test_the_ledger_answers_what_a_bill_has_been_paid(tmp_path, capsys, ledger_u
     finally:
         ledger.close()
     _settle(box, capsys)
-    text = box.config_path.read_text()
-    box.config_path.write_text(text.replace("2026-11-23T12:00:00Z", "2026-11-24T12:00:00Z"))
+    _next_day(box)
     credit = B(paid.lines, uuid=uid, fnr=paid.fnr, date=paid.date, transaction_type="5")
     _send(box, [C((credit,))], "p2")
     ledger = box.intake().ledger

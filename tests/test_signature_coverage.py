@@ -30,6 +30,7 @@ from tests.test_trust import (
     our_keys,
     refusal,
     register,
+    send,
     signed_claim,
 )
 
@@ -293,16 +294,8 @@ def test_a_msghead_signed_with_sha1_cannot_be_checked(sandbox, partner):
     signed = Sha1Signer(
         signature_algorithm=SignatureMethod.RSA_SHA1, digest_algorithm=DigestAlgorithm.SHA1
     ).sign(msghead, key=partner.private_key, cert=[partner.certificate])
-    raw = wrap(
-        etree.tostring(signed, xml_declaration=True, encoding="UTF-8"),
-        from_her=PARTNER_HER,
-        cpa_id=PARTNER_CPA,
-        gzip=True,
-        signer=partner,
-        encrypt_to=our_keys(sandbox).certificate,
-    )
-    sandbox.drop(raw)
-    sandbox.process()
+    payload = etree.tostring(signed, xml_declaration=True, encoding="UTF-8")
+    send(sandbox, payload, signer=partner, encrypt_to=our_keys(sandbox).certificate)
     err = refusal(sandbox, partner)
     assert err["V"] == "S99", err
     assert err["DN"] == (
